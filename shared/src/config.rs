@@ -1,0 +1,350 @@
+//! `config.toml`: parse (serde, unknown keys refused), then validate, then hand back a [`Config`]
+//! that the caller swaps in whole. Every error names the file and line.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::policy::UpstreamRef;
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+pub const DEFAULT_PRIORITY: i32 = 500;
+pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
+
+/// A problem with a config file, located where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    /// 1-based; `None` when the whole file is the problem (e.g. it cannot be read).
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+/// Which OS credential store holds tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyringChoice {
+    #[default]
+    Auto,
+    SecretService,
+    Keyutils,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    auth: Option<bool>,
+    keyring: Option<KeyringChoice>,
+    #[serde(default)]
+    upstreams: IndexMap<Spanned<String>, RawUpstream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    index: Spanned<String>,
+    priority: Option<Spanned<i64>>,
+    ttl: Option<Spanned<String>>,
+    publish: Option<Spanned<bool>>,
+}
+
+/// A validated upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    /// The index URL as written, `sparse+` included.
+    pub index: String,
+    /// The index URL without `sparse+`, ending in `/`: what paths are joined onto.
+    pub base: url::Url,
+    pub priority: i32,
+    pub ttl: Duration,
+    pub publish: bool,
+}
+
+impl Upstream {
+    pub fn host(&self) -> &str {
+        self.base.host_str().unwrap_or("")
+    }
+
+    pub fn policy_ref(&self) -> UpstreamRef {
+        UpstreamRef {
+            name: self.name.clone(),
+            host: self.host().to_owned(),
+            priority: self.priority,
+        }
+    }
+}
+
+/// A validated `config.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub auth: bool,
+    pub keyring: KeyringChoice,
+    /// In declaration order (earlier wins ties).
+    pub upstreams: Vec<Upstream>,
+}
+
+impl Config {
+    /// Reads and validates `config.toml` in `config_dir`.
+    pub fn load(config_dir: &Path) -> Result<Config, ConfigError> {
+        let path = config_dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            path: path.clone(),
+            line: None,
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                "no such file; run `privreg init` to create it".to_owned()
+            } else {
+                format!("cannot read: {e}")
+            },
+        })?;
+        Config::parse(&path, &text)
+    }
+
+    /// Parses and validates the text of a config file; `path` is only used in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let err = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
+            path: path.to_owned(),
+            line: span.map(|s| line_of(s.start)),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().replace('\n', " ");
+            err(e.span(), message)
+        })?;
+
+        let listen = match &raw.listen {
+            None => DEFAULT_LISTEN
+                .parse()
+                .expect("default listen address parses"),
+            Some(l) => l.get_ref().parse().map_err(|_| {
+                err(
+                    Some(l.span()),
+                    format!(
+                        "`listen`: {:?} is not an address such as {DEFAULT_LISTEN}",
+                        l.get_ref()
+                    ),
+                )
+            })?,
+        };
+
+        let mut upstreams = Vec::new();
+        let mut publisher: Option<String> = None;
+        for (name, raw_up) in raw.upstreams {
+            let (span, name) = (name.span(), name.into_inner());
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(err(
+                    Some(span),
+                    format!(
+                        "upstream name {name:?} may only hold ASCII letters, digits, `-` and `_`"
+                    ),
+                ));
+            }
+            let index = raw_up.index.get_ref().clone();
+            let base = parse_index_url(&index).map_err(|m| {
+                err(
+                    Some(raw_up.index.span()),
+                    format!("upstream {name}: `index`: {m}"),
+                )
+            })?;
+            let priority = match &raw_up.priority {
+                None => DEFAULT_PRIORITY,
+                Some(p) => i32::try_from(*p.get_ref())
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| {
+                        err(
+                            Some(p.span()),
+                            format!(
+                                "upstream {name}: `priority` must be a non-zero 32-bit integer"
+                            ),
+                        )
+                    })?,
+            };
+            let ttl = match &raw_up.ttl {
+                None => DEFAULT_TTL,
+                Some(t) => humantime::parse_duration(t.get_ref()).map_err(|e| {
+                    err(
+                        Some(t.span()),
+                        format!(
+                            "upstream {name}: `ttl` {:?} is not a duration such as \"2m\": {e}",
+                            t.get_ref()
+                        ),
+                    )
+                })?,
+            };
+            let publish = raw_up.publish.as_ref().is_some_and(|p| *p.get_ref());
+            if publish {
+                if let Some(other) = &publisher {
+                    return Err(err(
+                        raw_up.publish.as_ref().map(|p| p.span()),
+                        format!(
+                            "upstreams {other} and {name} both set `publish = true`; at most one may"
+                        ),
+                    ));
+                }
+                publisher = Some(name.clone());
+            }
+            upstreams.push(Upstream {
+                name,
+                index,
+                base,
+                priority,
+                ttl,
+                publish,
+            });
+        }
+        Ok(Config {
+            listen,
+            auth: raw.auth.unwrap_or(true),
+            keyring: raw.keyring.unwrap_or_default(),
+            upstreams,
+        })
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+/// Checks a sparse index URL and returns its base (without `sparse+`, ending in `/`).
+pub fn parse_index_url(index: &str) -> Result<url::Url, String> {
+    let Some(rest) = index.strip_prefix("sparse+") else {
+        return Err(format!(
+            "{index:?} is not a sparse index URL; write it as `sparse+https://…/` (git indexes are not supported)"
+        ));
+    };
+    let mut url = url::Url::parse(rest).map_err(|e| format!("{index:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{index:?} must use http or https"));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("{index:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials do not belong in the URL; use `privreg login`".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{index:?} must not have a query or fragment"));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/cfg/config.toml"), text)
+    }
+
+    #[test]
+    fn full_config() {
+        let c = parse(
+            r#"
+listen = "127.0.0.1:0"
+auth = false
+
+[upstreams.acme]
+index = "sparse+http://127.0.0.1:1/index"
+priority = 600
+ttl = "2m"
+publish = true
+
+[upstreams.crates-io]
+index = "sparse+http://127.0.0.1:2/index/"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert!(!c.auth);
+        let names: Vec<_> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["acme", "crates-io"]);
+        assert_eq!(c.upstreams[0].base.as_str(), "http://127.0.0.1:1/index/");
+        assert_eq!(c.upstreams[0].ttl, Duration::from_secs(120));
+        assert_eq!(c.upstreams[1].priority, DEFAULT_PRIORITY);
+        assert!(c.upstreams[0].publish);
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert!(c.auth);
+        assert!(c.upstreams.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = parse("listen = \"127.0.0.1:0\"\n\n[upstreams.a]\nindex = \"sparse+http://h/\"\nprioritee = 5\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.to_string().starts_with("/cfg/config.toml:5: "), "{e}");
+        assert!(e.message.contains("prioritee"), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_name_the_line() {
+        let cases = [
+            ("[upstreams.a]\nindex = \"https://h/\"\n", 2, "sparse"),
+            ("[upstreams.a]\nindex = \"sparse+ftp://h/\"\n", 2, "http"),
+            (
+                "[upstreams.a]\nindex = \"sparse+http://u:p@h/\"\n",
+                2,
+                "privreg login",
+            ),
+            (
+                "[upstreams.a]\nindex = \"sparse+http://h/\"\npriority = 0\n",
+                3,
+                "non-zero",
+            ),
+            (
+                "[upstreams.a]\nindex = \"sparse+http://h/\"\nttl = \"soon\"\n",
+                3,
+                "duration",
+            ),
+            ("listen = \"nowhere\"\n", 1, "listen"),
+            (
+                "[upstreams.a]\nindex = \"sparse+http://h/\"\npublish = true\n[upstreams.b]\nindex = \"sparse+http://i/\"\npublish = true\n",
+                6,
+                "at most one",
+            ),
+            (
+                "[upstreams.\"a b\"]\nindex = \"sparse+http://h/\"\n",
+                1,
+                "upstream name",
+            ),
+            ("[upstreams.a]\npriority = 3\n", 1, "index"),
+        ];
+        for (text, line, needle) in cases {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, Some(line), "{text:?}: {e}");
+            assert!(e.message.contains(needle), "{text:?}: {e}");
+        }
+    }
+}

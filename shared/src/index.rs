@@ -1,0 +1,302 @@
+//! Sparse-index files: parse an upstream's body into versions, and render merged lines.
+//!
+//! Lines are kept in the upstream's own bytes; only the documented rewrites (a dependency's
+//! `registry` URL that names a layered upstream becomes `null`, and `yanked` set by a pin) touch a
+//! line, and then only that line is re-serialised.
+
+use semver::Version;
+use serde::Deserialize;
+
+/// One version of a crate as an upstream served it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexLine {
+    /// The line exactly as the upstream sent it (no trailing newline).
+    pub raw: String,
+    pub name: String,
+    pub vers: Version,
+    /// Lower-case hex sha256 of the `.crate` file.
+    pub cksum: String,
+    pub yanked: bool,
+    pub deps: Vec<DepRef>,
+}
+
+/// What privreg needs to know about a dependency on an index line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepRef {
+    /// The name of the crate depended upon (`package` if renamed, else `name`).
+    pub krate: String,
+    pub registry: Option<String>,
+}
+
+/// A line that was skipped, and why (1-based line number in the upstream body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedLine {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// An upstream's index file for one crate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexFile {
+    /// One entry per version; a later line with the same version replaces an earlier one, as in
+    /// cargo.
+    pub lines: Vec<IndexLine>,
+    pub skipped: Vec<SkippedLine>,
+}
+
+#[derive(Deserialize)]
+struct LineFields<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+    vers: std::borrow::Cow<'a, str>,
+    cksum: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    yanked: Option<bool>,
+    #[serde(default)]
+    deps: Vec<DepFields<'a>>,
+    #[serde(default)]
+    v: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct DepFields<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    package: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    registry: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl IndexLine {
+    /// Parses one index line. Errors say why cargo could not use it either.
+    pub fn parse(raw: &str) -> Result<IndexLine, String> {
+        let fields: LineFields<'_> =
+            serde_json::from_str(raw).map_err(|e| format!("not an index entry: {e}"))?;
+        if fields.v.is_some_and(|v| v > 2) {
+            return Err(format!(
+                "index format version {} is unknown",
+                fields.v.unwrap_or(0)
+            ));
+        }
+        let vers = Version::parse(&fields.vers)
+            .map_err(|e| format!("version {:?} is not semver: {e}", fields.vers))?;
+        if !is_sha256_hex(&fields.cksum) {
+            return Err(format!(
+                "checksum of {} {} is not a sha256 hex digest",
+                fields.name, vers
+            ));
+        }
+        Ok(IndexLine {
+            raw: raw.to_owned(),
+            name: fields.name.into_owned(),
+            vers,
+            cksum: fields.cksum.into_owned(),
+            yanked: fields.yanked.unwrap_or(false),
+            deps: fields
+                .deps
+                .into_iter()
+                .map(|d| DepRef {
+                    krate: d.package.unwrap_or(d.name).into_owned(),
+                    registry: d.registry.map(|r| r.into_owned()),
+                })
+                .collect(),
+        })
+    }
+
+    /// The line as the layered view serves it: `registry` URLs that name a layered upstream
+    /// become `null`, and `yanked` is forced on when a pin soft-blocks the version.
+    pub fn render(&self, force_yanked: bool, is_layered: &dyn Fn(&str) -> bool) -> String {
+        let rewrite_registry = self
+            .deps
+            .iter()
+            .any(|d| d.registry.as_deref().is_some_and(is_layered));
+        let rewrite_yank = force_yanked && !self.yanked;
+        if !rewrite_registry && !rewrite_yank {
+            return self.raw.clone();
+        }
+        let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&self.raw) else {
+            return self.raw.clone();
+        };
+        if rewrite_yank {
+            value["yanked"] = serde_json::Value::Bool(true);
+        }
+        if rewrite_registry && let Some(deps) = value.get_mut("deps").and_then(|d| d.as_array_mut())
+        {
+            for dep in deps {
+                if dep
+                    .get("registry")
+                    .and_then(|r| r.as_str())
+                    .is_some_and(is_layered)
+                {
+                    dep["registry"] = serde_json::Value::Null;
+                }
+            }
+        }
+        value.to_string()
+    }
+}
+
+impl IndexFile {
+    /// Parses an upstream's body. Lines that cargo could not use are skipped and reported, never
+    /// fatal.
+    pub fn parse(body: &[u8]) -> IndexFile {
+        let mut file = IndexFile::default();
+        for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if raw.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let parsed = std::str::from_utf8(raw)
+                .map_err(|_| "line is not UTF-8".to_owned())
+                .and_then(IndexLine::parse);
+            match parsed {
+                Ok(line) => {
+                    if let Some(pos) = file.lines.iter().position(|l| l.vers == line.vers) {
+                        file.lines.remove(pos);
+                    }
+                    file.lines.push(line);
+                }
+                Err(reason) => file.skipped.push(SkippedLine {
+                    line: i + 1,
+                    reason,
+                }),
+            }
+        }
+        file
+    }
+
+    pub fn version(&self, vers: &Version) -> Option<&IndexLine> {
+        self.lines.iter().find(|l| &l.vers == vers)
+    }
+}
+
+/// Canonical form of a registry index URL for comparisons: without `sparse+`, without trailing
+/// slashes, and with the public registry's git and sparse URLs made one.
+pub fn registry_url_key(url: &str) -> String {
+    let crates_io_git = tame_index::index::git::CRATES_IO_INDEX;
+    let crates_io_sparse = tame_index::index::sparse::CRATES_IO_HTTP_INDEX;
+    let strip = |u: &str| {
+        u.trim()
+            .strip_prefix("sparse+")
+            .unwrap_or(u.trim())
+            .trim_end_matches('/')
+            .to_ascii_lowercase()
+    };
+    let key = strip(url);
+    let key = key.strip_suffix(".git").map(str::to_owned).unwrap_or(key);
+    if key == strip(crates_io_git) || key == strip(crates_io_sparse) {
+        CRATES_IO_KEY.to_owned()
+    } else {
+        key
+    }
+}
+
+/// The key [`registry_url_key`] gives both of the public registry's URLs.
+pub const CRATES_IO_KEY: &str = "crates-io";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CK: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn line(name: &str, vers: &str, extra: &str) -> String {
+        format!(
+            r#"{{"name":"{name}","vers":"{vers}","deps":[{extra}],"cksum":"{CK}","features":{{}},"yanked":false,"rust_version":"1.70","pubtime":"2025-01-01T00:00:00Z"}}"#
+        )
+    }
+
+    #[test]
+    fn parses_and_keeps_raw_bytes() {
+        let body = format!(
+            "{}\n{}\n",
+            line("foo", "1.0.0", ""),
+            line("foo", "1.1.0", "")
+        );
+        let f = IndexFile::parse(body.as_bytes());
+        assert_eq!(f.lines.len(), 2);
+        assert!(f.skipped.is_empty());
+        assert_eq!(f.lines[1].raw, line("foo", "1.1.0", ""));
+        assert_eq!(
+            f.lines[1].render(false, &|_| true),
+            line("foo", "1.1.0", "")
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_skipped_with_their_number() {
+        let body = format!(
+            "{}\nnot json\n{{\"name\":\"foo\",\"vers\":\"x\",\"cksum\":\"{CK}\"}}\n{{\"name\":\"foo\",\"vers\":\"2.0.0\",\"cksum\":\"abc\"}}\n{{\"name\":\"foo\",\"vers\":\"3.0.0\",\"cksum\":\"{CK}\",\"v\":3}}\n",
+            line("foo", "1.0.0", "")
+        );
+        let f = IndexFile::parse(body.as_bytes());
+        assert_eq!(f.lines.len(), 1);
+        let lines: Vec<usize> = f.skipped.iter().map(|s| s.line).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5]);
+        assert!(f.skipped[1].reason.contains("semver"), "{:?}", f.skipped[1]);
+    }
+
+    #[test]
+    fn later_line_for_same_version_wins() {
+        let a = line("foo", "1.0.0", "");
+        let b = a.replace("\"yanked\":false", "\"yanked\":true");
+        let f = IndexFile::parse(format!("{a}\n{b}").as_bytes());
+        assert_eq!(f.lines.len(), 1);
+        assert!(f.lines[0].yanked);
+    }
+
+    #[test]
+    fn rewrites_only_layered_registry_urls_and_keeps_unknown_fields() {
+        let deps = format!(
+            r#"{{"name":"bar","req":"^1","registry":"{}","kind":"normal"}},{{"name":"baz","req":"^1","registry":"https://other.example/index","kind":"normal"}}"#,
+            tame_index::index::git::CRATES_IO_INDEX
+        );
+        let l = IndexLine::parse(&line("foo", "1.0.0", &deps)).unwrap();
+        assert_eq!(
+            l.deps[0].registry.as_deref(),
+            Some(tame_index::index::git::CRATES_IO_INDEX)
+        );
+        let out = l.render(false, &|u| registry_url_key(u) == CRATES_IO_KEY);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(v["deps"][0]["registry"].is_null());
+        assert_eq!(v["deps"][1]["registry"], "https://other.example/index");
+        assert_eq!(v["rust_version"], "1.70");
+        assert_eq!(v["pubtime"], "2025-01-01T00:00:00Z");
+        // Field order is kept.
+        assert!(
+            out.starts_with(r#"{"name":"foo","vers":"1.0.0","deps""#),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn forced_yank() {
+        let l = IndexLine::parse(&line("foo", "1.0.0", "")).unwrap();
+        let out = l.render(true, &|_| false);
+        assert!(out.contains("\"yanked\":true"));
+        assert!(!out.contains("\"yanked\":false"));
+    }
+
+    #[test]
+    fn url_keys() {
+        assert_eq!(
+            registry_url_key(tame_index::index::git::CRATES_IO_INDEX),
+            CRATES_IO_KEY
+        );
+        assert_eq!(
+            registry_url_key(tame_index::index::sparse::CRATES_IO_HTTP_INDEX),
+            CRATES_IO_KEY
+        );
+        assert_eq!(
+            registry_url_key("sparse+http://127.0.0.1:9/index/"),
+            registry_url_key("http://127.0.0.1:9/index")
+        );
+    }
+}

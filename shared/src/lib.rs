@@ -1,0 +1,11 @@
+//! privreg's shared core: the config model, validated crate names, sparse-index lines, the
+//! layering policy and the pin file. Everything here is pure or does plain file I/O at its edge;
+//! the daemon adds the network.
+
+pub mod config;
+pub mod index;
+pub mod name;
+pub mod paths;
+pub mod policy;
+
+pub use name::CrateName;

@@ -1,0 +1,348 @@
+//! The layering policy: which upstream's versions of a crate are served (DESIGN.md, "Pin file:
+//! meaning"). Pure: answers and pins in, a decision per version out. No I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use semver::Version;
+
+use crate::index::IndexFile;
+use crate::name::CrateName;
+
+/// An upstream as the policy sees it. Its position in the slice given to [`merge`] is its
+/// declaration order (earlier wins ties).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamRef {
+    pub name: String,
+    /// Host of the upstream's index URL (for `origin` pins).
+    pub host: String,
+    /// The configured priority.
+    pub priority: i32,
+}
+
+/// A pin priority: a non-zero integer, or `never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinPriority {
+    Never,
+    Value(i32),
+}
+
+impl fmt::Display for PinPriority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PinPriority::Never => f.write_str("never"),
+            PinPriority::Value(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// Where a pin stanza starts: file name (relative to the config dir) and 1-based line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StanzaRef {
+    pub file: String,
+    pub line: usize,
+}
+
+impl fmt::Display for StanzaRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// A matching pin stanza.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinMatch {
+    pub priority: PinPriority,
+    pub stanza: StanzaRef,
+}
+
+/// The pin rules, as the policy queries them (rules 2 and 3 of DESIGN.md).
+pub trait PinRules {
+    /// The first matching stanza without a `version` selector (named stanzas before `*` ones).
+    fn claim(&self, krate: &CrateName, upstream: &UpstreamRef) -> Option<PinMatch>;
+    /// The first matching stanza: named-with-version, named-without-version, then `*` stanzas.
+    fn prio(
+        &self,
+        krate: &CrateName,
+        upstream: &UpstreamRef,
+        version: &Version,
+    ) -> Option<PinMatch>;
+}
+
+/// No pin file: every upstream's claim is its configured priority.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoPins;
+
+impl PinRules for NoPins {
+    fn claim(&self, _: &CrateName, _: &UpstreamRef) -> Option<PinMatch> {
+        None
+    }
+    fn prio(&self, _: &CrateName, _: &UpstreamRef, _: &Version) -> Option<PinMatch> {
+        None
+    }
+}
+
+/// What one upstream said about a crate (rule 1). An upstream that failed but has a cached answer
+/// is given to the policy as that last good answer; `Error` means nothing good is known.
+#[derive(Debug, Clone, Copy)]
+pub enum Answer<'a> {
+    Has(&'a IndexFile),
+    Absent,
+    Error,
+}
+
+/// What happened to one version from one upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Listed.
+    Served,
+    /// Listed with `yanked: true` because a negative pin applies (rule 7).
+    YankedByPin,
+    /// Hidden: another upstream owns the name and this version's priority is below the owner's.
+    Shadowed,
+    /// Removed by a `never` pin.
+    Blocked,
+    /// Hidden by a hold (≥ 1000) on other versions.
+    NotHeld,
+    /// The same version is served from the upstream with this index.
+    Duplicate { winner: usize },
+    /// Hidden: a different checksum for this version was served before.
+    ChecksumChanged { remembered: String },
+}
+
+/// The decision for one version from one upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub upstream: usize,
+    pub version: Version,
+    pub priority: i32,
+    /// The stanza that set the priority, if a pin did.
+    pub stanza: Option<StanzaRef>,
+    pub state: State,
+}
+
+/// Two upstreams served different bytes for the same version (rule 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub version: Version,
+    pub winner: usize,
+    pub loser: usize,
+}
+
+/// A served version: which upstream's line, and whether a pin yanks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected {
+    pub upstream: usize,
+    pub line: usize,
+    pub force_yanked: bool,
+}
+
+/// The merged view of one crate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// In ascending version order.
+    pub selected: Vec<Selected>,
+    pub decisions: Vec<Decision>,
+    pub conflicts: Vec<Conflict>,
+    /// Upstreams with the top claim.
+    pub owners: Vec<usize>,
+    /// The claim of each upstream for this crate (`None` = removed by `never`).
+    pub claims: Vec<Option<i32>>,
+}
+
+/// Why no merged view can be given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    /// Rule 9: an upstream that could own the crate failed and nothing good is cached.
+    #[error("upstream {} failed and nothing is cached for this crate", .upstreams.join(", "))]
+    Unavailable { upstreams: Vec<String> },
+}
+
+fn value(p: PinPriority) -> Option<i32> {
+    match p {
+        PinPriority::Never => None,
+        PinPriority::Value(v) => Some(v),
+    }
+}
+
+/// Rule 2: `None` when a `never` stanza removes the upstream for this crate.
+fn claim_of(pins: &dyn PinRules, krate: &CrateName, up: &UpstreamRef) -> Option<i32> {
+    match pins.claim(krate, up) {
+        Some(m) => value(m.priority),
+        None => Some(up.priority),
+    }
+}
+
+/// Merges the upstreams' answers for `krate`. `answers[i]` belongs to `upstreams[i]`.
+/// `remembered` holds the checksum served earlier for each version (rule 8).
+pub fn merge(
+    krate: &CrateName,
+    upstreams: &[UpstreamRef],
+    answers: &[Answer<'_>],
+    pins: &dyn PinRules,
+    remembered: &BTreeMap<Version, String>,
+) -> Result<Merged, MergeError> {
+    assert_eq!(upstreams.len(), answers.len(), "one answer per upstream");
+    let claims: Vec<Option<i32>> = upstreams.iter().map(|u| claim_of(pins, krate, u)).collect();
+
+    // Rule 5: the top positive claim among upstreams that have the crate.
+    let top = answers
+        .iter()
+        .zip(&claims)
+        .filter(|(a, _)| matches!(a, Answer::Has(_)))
+        .filter_map(|(_, c)| *c)
+        .filter(|c| *c > 0)
+        .max();
+
+    // Rule 9: fail closed.
+    let failed: Vec<String> = answers
+        .iter()
+        .zip(&claims)
+        .zip(upstreams)
+        .filter(|((a, c), _)| {
+            matches!(a, Answer::Error) && c.is_some_and(|c| top.is_none_or(|t| c >= t))
+        })
+        .map(|(_, u)| u.name.clone())
+        .collect();
+    if !failed.is_empty() {
+        return Err(MergeError::Unavailable { upstreams: failed });
+    }
+
+    let mut merged = Merged {
+        owners: (0..upstreams.len())
+            .filter(|&i| matches!(answers[i], Answer::Has(_)) && top.is_some() && claims[i] == top)
+            .collect(),
+        ..Merged::default()
+    };
+
+    // Candidates per version: (priority, upstream, line).
+    struct Candidate {
+        prio: i32,
+        upstream: usize,
+        line: usize,
+        decision: usize,
+    }
+    let mut by_version: BTreeMap<Version, Vec<Candidate>> = BTreeMap::new();
+    for (u, answer) in answers.iter().enumerate() {
+        let Answer::Has(file) = answer else { continue };
+        let Some(claim) = claims[u] else { continue };
+        let owner = merged.owners.contains(&u);
+        for (l, line) in file.lines.iter().enumerate() {
+            let pin = pins.prio(krate, &upstreams[u], &line.vers);
+            let (prio, stanza) = match &pin {
+                Some(m) => (value(m.priority), Some(m.stanza.clone())),
+                None => (Some(claim), None),
+            };
+            let (priority, state) = match prio {
+                None => (0, State::Blocked),
+                Some(p) if owner && p < 0 => (p, State::YankedByPin),
+                Some(p) if owner => (p, State::Served),
+                Some(p) if top.is_some_and(|t| p >= t) => (p, State::Served),
+                Some(p) => (p, State::Shadowed),
+            };
+            let listed = matches!(state, State::Served | State::YankedByPin);
+            merged.decisions.push(Decision {
+                upstream: u,
+                version: line.vers.clone(),
+                priority,
+                stanza,
+                state,
+            });
+            if listed {
+                by_version
+                    .entry(line.vers.clone())
+                    .or_default()
+                    .push(Candidate {
+                        prio: priority,
+                        upstream: u,
+                        line: l,
+                        decision: merged.decisions.len() - 1,
+                    });
+            }
+        }
+    }
+
+    // Rule 6: a hold lists only the held versions.
+    let held = by_version.values().flatten().any(|c| c.prio >= 1000);
+
+    for (version, mut candidates) in by_version {
+        // Rule 8: highest priority, then the upstream declared first.
+        candidates.sort_by_key(|c| (std::cmp::Reverse(c.prio), c.upstream));
+        let cksum = |c: &Candidate| match answers[c.upstream] {
+            Answer::Has(f) => f.lines[c.line].cksum.as_str(),
+            _ => unreachable!("candidates come from answers that have the crate"),
+        };
+        let winner = match remembered.get(&version) {
+            Some(old) => candidates.iter().position(|c| cksum(c) == old),
+            None => Some(0),
+        };
+        let Some(w) = winner else {
+            let old = remembered[&version].clone();
+            for c in &candidates {
+                merged.decisions[c.decision].state = State::ChecksumChanged {
+                    remembered: old.clone(),
+                };
+            }
+            continue;
+        };
+        let win = &candidates[w];
+        for (i, c) in candidates.iter().enumerate() {
+            if i == w {
+                continue;
+            }
+            merged.decisions[c.decision].state = State::Duplicate {
+                winner: win.upstream,
+            };
+            if cksum(c) != cksum(win) {
+                merged.conflicts.push(Conflict {
+                    version: version.clone(),
+                    winner: win.upstream,
+                    loser: c.upstream,
+                });
+            }
+        }
+        if held && win.prio < 1000 {
+            merged.decisions[win.decision].state = State::NotHeld;
+            continue;
+        }
+        let force_yanked = merged.decisions[win.decision].state == State::YankedByPin;
+        merged.selected.push(Selected {
+            upstream: win.upstream,
+            line: win.line,
+            force_yanked,
+        });
+    }
+    merged.claims = claims;
+    Ok(merged)
+}
+
+impl Merged {
+    /// The checksum served for each listed version, to remember for rule 8.
+    pub fn checksums(&self, answers: &[Answer<'_>]) -> BTreeMap<Version, String> {
+        self.selected
+            .iter()
+            .filter_map(|s| match answers[s.upstream] {
+                Answer::Has(f) => {
+                    let l = &f.lines[s.line];
+                    Some((l.vers.clone(), l.cksum.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The merged index file body: one line per version, `\n`-terminated.
+    pub fn render(&self, answers: &[Answer<'_>], is_layered: &dyn Fn(&str) -> bool) -> String {
+        let mut out = String::new();
+        for s in &self.selected {
+            if let Answer::Has(f) = answers[s.upstream] {
+                out.push_str(&f.lines[s.line].render(s.force_yanked, is_layered));
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
