@@ -16,6 +16,7 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 pub const DEFAULT_PRIORITY: i32 = 500;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A problem with a config file, located where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +62,7 @@ struct RawUpstream {
     index: Spanned<String>,
     priority: Option<Spanned<i64>>,
     ttl: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
     publish: Option<Spanned<bool>>,
 }
 
@@ -74,6 +76,8 @@ pub struct Upstream {
     pub base: url::Url,
     pub priority: i32,
     pub ttl: Duration,
+    /// How long one request to this upstream may take.
+    pub timeout: Duration,
     pub publish: bool,
 }
 
@@ -194,6 +198,18 @@ impl Config {
                     )
                 })?,
             };
+            let timeout = match &raw_up.timeout {
+                None => DEFAULT_TIMEOUT,
+                Some(t) => humantime::parse_duration(t.get_ref())
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        err(
+                            Some(t.span()),
+                            format!("upstream {name}: `timeout` {:?} is not a non-zero duration such as \"30s\"", t.get_ref()),
+                        )
+                    })?,
+            };
             let publish = raw_up.publish.as_ref().is_some_and(|p| *p.get_ref());
             if publish {
                 if let Some(other) = &publisher {
@@ -212,6 +228,7 @@ impl Config {
                 base,
                 priority,
                 ttl,
+                timeout,
                 publish,
             });
         }
@@ -329,6 +346,11 @@ index = "sparse+http://127.0.0.1:2/index/"
                 "duration",
             ),
             ("listen = \"nowhere\"\n", 1, "listen"),
+            (
+                "[upstreams.a]\nindex = \"sparse+http://h/\"\ntimeout = \"0s\"\n",
+                3,
+                "timeout",
+            ),
             (
                 "[upstreams.a]\nindex = \"sparse+http://h/\"\npublish = true\n[upstreams.b]\nindex = \"sparse+http://i/\"\npublish = true\n",
                 6,

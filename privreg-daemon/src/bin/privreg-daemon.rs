@@ -1,0 +1,110 @@
+//! `privreg-daemon`: the per-developer registry daemon (foreground; logs to stderr).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use privreg_daemon::Daemon;
+use privreg_daemon::layered::Runtime;
+use privreg_shared::config::Config;
+use privreg_shared::paths;
+use privreg_shared::policy::NoPins;
+
+/// Serves a layered, cached sparse index of every configured upstream to cargo.
+///
+/// Example: privreg-daemon --config-dir ~/.config/privreg --cache-dir ~/.cache/privreg
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Directory holding config.toml and the pin files [env: PRIVREG_CONFIG_DIR]
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
+    /// Directory for cached index files and crates [env: PRIVREG_CACHE_DIR]
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+/// Written to `<cache-dir>/daemon.json` once the daemon listens, so that the CLI (and tests) find
+/// it even when `listen` asked for port 0.
+#[derive(serde::Serialize)]
+struct DaemonFile {
+    addr: String,
+    pid: u32,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PRIVREG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received; stopping"),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    init_logging();
+    let args = Args::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("privreg-daemon: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config_dir =
+        paths::config_dir(args.config_dir).context("no config directory; pass --config-dir")?;
+    let cache_dir =
+        paths::cache_dir(args.cache_dir).context("no cache directory; pass --cache-dir")?;
+    let config = Config::load(&config_dir)?;
+    if config.auth {
+        bail!(
+            "{}: `auth = true` needs the local token from the OS keyring, which this build does not support yet; set `auth = false`",
+            config_dir
+                .join(privreg_shared::config::CONFIG_FILE)
+                .display()
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let base_url = format!("http://{addr}");
+    let upstreams: Vec<String> = config
+        .upstreams
+        .iter()
+        .map(|u| format!("{} ({})", u.name, u.priority))
+        .collect();
+    let daemon = Arc::new(Daemon::new(
+        Runtime::new(config, Box::new(NoPins), 1),
+        config_dir,
+        cache_dir.clone(),
+        base_url.clone(),
+    ));
+
+    let state = cache_dir.join("daemon.json");
+    let info = serde_json::to_vec(&DaemonFile {
+        addr: addr.to_string(),
+        pid: std::process::id(),
+    })?;
+    privreg_daemon::cache::write_atomic(&state, &info)?;
+    tracing::info!(url = %format!("{base_url}/index/"), upstreams = %upstreams.join(", "), "privreg-daemon listening");
+
+    privreg_daemon::server::serve(daemon, listener, shutdown_signal()).await;
+    let _ = std::fs::remove_file(&state);
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! The on-disk cache, versioned (`<cache-dir>/v1/…`), written atomically (temp file, fsync,
+//! rename) so that a crash never leaves a partial file where a reader can find it.
+//!
+//! Layout:
+//! - `v1/upstreams/<name>-<url-hash>/index/<index-path>`: one upstream's index file, as a JSON
+//!   metadata line followed by the body exactly as the upstream sent it.
+//! - `v1/upstreams/<name>-<url-hash>/config.json`: the upstream's `config.json`, same format.
+//! - `v1/crates/<ab>/<sha256>.crate`: downloads, content-addressed and verified before renaming.
+//! - `v1/served/<index-path>.json`: the checksum served for each version of a crate (rule 8).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use privreg_shared::CrateName;
+use privreg_shared::config::Upstream;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// An I/O error with the path it is about.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct CacheError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn at(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What is known of one upstream file besides its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// `false`: the upstream answered 404 (the crate is absent there).
+    pub present: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// When the upstream last confirmed this answer (seconds since the epoch).
+    pub fetched: u64,
+}
+
+impl Meta {
+    pub fn fetched_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.fetched)
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A stored upstream file.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub meta: Meta,
+    pub body: Bytes,
+}
+
+/// The cache directory.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// Directory name of an upstream's files: its name plus a hash of its index URL, so that
+/// pointing a name at another registry never serves the old registry's files.
+pub fn upstream_dir_name(up: &Upstream) -> String {
+    let digest = Sha256::digest(up.base.as_str().as_bytes());
+    format!("{}-{}", up.name, &hex::encode(digest)[..12])
+}
+
+impl Cache {
+    pub const VERSION_DIR: &'static str = "v1";
+
+    pub fn new(cache_dir: &Path) -> Cache {
+        Cache {
+            root: cache_dir.join(Self::VERSION_DIR),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn upstream_path(&self, up: &Upstream, rel: UpstreamPath<'_>) -> PathBuf {
+        let dir = self.root.join("upstreams").join(upstream_dir_name(up));
+        match rel {
+            UpstreamPath::Config => dir.join("config.json"),
+            UpstreamPath::Index(krate) => dir.join("index").join(krate.index_path()),
+        }
+    }
+
+    pub fn load(&self, up: &Upstream, rel: UpstreamPath<'_>) -> Result<Option<Stored>, CacheError> {
+        let path = self.upstream_path(up, rel);
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(at(&path)(e)),
+        };
+        let data = Bytes::from(data);
+        let Some(nl) = data.iter().position(|b| *b == b'\n') else {
+            return Ok(None);
+        };
+        match serde_json::from_slice::<Meta>(&data[..nl]) {
+            Ok(meta) => Ok(Some(Stored {
+                meta,
+                body: data.slice(nl + 1..),
+            })),
+            // A damaged entry is as good as none: it is fetched again.
+            Err(_) => Ok(None),
+        }
+    }
+
+    pub fn store(
+        &self,
+        up: &Upstream,
+        rel: UpstreamPath<'_>,
+        s: &Stored,
+    ) -> Result<(), CacheError> {
+        let path = self.upstream_path(up, rel);
+        let mut data = serde_json::to_vec(&s.meta).expect("meta serialises");
+        data.push(b'\n');
+        data.extend_from_slice(&s.body);
+        write_atomic(&path, &data)
+    }
+
+    pub fn crate_path(&self, cksum: &str) -> PathBuf {
+        self.root
+            .join("crates")
+            .join(&cksum[..2])
+            .join(format!("{cksum}.crate"))
+    }
+
+    /// Stores a verified download. The caller has checked `sha256(data) == cksum`.
+    pub fn store_crate(&self, cksum: &str, data: &[u8]) -> Result<PathBuf, CacheError> {
+        let path = self.crate_path(cksum);
+        write_atomic(&path, data)?;
+        Ok(path)
+    }
+
+    fn served_path(&self, krate: &CrateName) -> PathBuf {
+        self.root
+            .join("served")
+            .join(format!("{}.json", krate.index_path()))
+    }
+
+    /// The checksums served earlier for each version of `krate`.
+    pub fn served(&self, krate: &CrateName) -> BTreeMap<semver::Version, String> {
+        std::fs::read(self.served_path(krate))
+            .ok()
+            .and_then(|d| serde_json::from_slice(&d).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn store_served(
+        &self,
+        krate: &CrateName,
+        served: &BTreeMap<semver::Version, String>,
+    ) -> Result<(), CacheError> {
+        let data = serde_json::to_vec(served).expect("checksums serialise");
+        write_atomic(&self.served_path(krate), &data)
+    }
+}
+
+/// Which file of an upstream.
+#[derive(Debug, Clone, Copy)]
+pub enum UpstreamPath<'a> {
+    Config,
+    Index(&'a CrateName),
+}
+
+/// Writes `data` to `path` through a temp file in the same directory: fsync, then rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CacheError> {
+    let dir = path.parent().expect("cache paths have a parent");
+    std::fs::create_dir_all(dir).map_err(at(dir))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(at(dir))?;
+    tmp.write_all(data).map_err(at(tmp.path()))?;
+    tmp.as_file().sync_data().map_err(at(path))?;
+    tmp.persist(path).map_err(|e| CacheError {
+        path: path.to_owned(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(index: &str) -> Upstream {
+        privreg_shared::config::Config::parse(
+            Path::new("c.toml"),
+            &format!("[upstreams.acme]\nindex = \"{index}\"\n"),
+        )
+        .unwrap()
+        .upstreams
+        .remove(0)
+    }
+
+    #[test]
+    fn stores_and_loads_with_meta() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let up = upstream("sparse+http://127.0.0.1:1/index/");
+        let krate = CrateName::new("serde").unwrap();
+        assert!(
+            cache
+                .load(&up, UpstreamPath::Index(&krate))
+                .unwrap()
+                .is_none()
+        );
+        let s = Stored {
+            meta: Meta {
+                present: true,
+                etag: Some("\"x\"".into()),
+                last_modified: None,
+                fetched: 7,
+            },
+            body: Bytes::from_static(b"{\"a\":1}\n{\"b\":2}\n"),
+        };
+        cache.store(&up, UpstreamPath::Index(&krate), &s).unwrap();
+        let back = cache
+            .load(&up, UpstreamPath::Index(&krate))
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.meta, s.meta);
+        assert_eq!(back.body, s.body);
+        // Files live under the versioned directory and no temp files are left behind.
+        let file = dir
+            .path()
+            .join("v1/upstreams")
+            .join(upstream_dir_name(&up))
+            .join("index/se/rd/serde");
+        assert!(file.is_file());
+        assert_eq!(
+            std::fs::read_dir(file.parent().unwrap()).unwrap().count(),
+            1
+        );
+    }
+
+    #[test]
+    fn another_url_is_another_directory() {
+        let a = upstream("sparse+http://127.0.0.1:1/index/");
+        let b = upstream("sparse+http://127.0.0.1:2/index/");
+        assert_ne!(upstream_dir_name(&a), upstream_dir_name(&b));
+        assert!(upstream_dir_name(&a).starts_with("acme-"));
+    }
+
+    #[test]
+    fn damaged_entries_read_as_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let up = upstream("sparse+http://127.0.0.1:1/index/");
+        let path = cache.upstream_path(&up, UpstreamPath::Config);
+        write_atomic(&path, b"garbage without newline").unwrap();
+        assert!(cache.load(&up, UpstreamPath::Config).unwrap().is_none());
+        write_atomic(&path, b"{not json\nbody").unwrap();
+        assert!(cache.load(&up, UpstreamPath::Config).unwrap().is_none());
+    }
+}

@@ -1,0 +1,247 @@
+//! Crate downloads: routed to the upstream whose line (and checksum) the layered view served,
+//! verified against that checksum, then cached by content.
+
+use std::path::PathBuf;
+
+use privreg_shared::CrateName;
+use privreg_shared::config::Upstream;
+use semver::Version;
+use sha2::{Digest, Sha256};
+
+use crate::Daemon;
+use crate::cache::UpstreamPath;
+use crate::layered::LayeredError;
+use crate::upstream::FetchError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("bad download request: {0}")]
+    BadRequest(String),
+    #[error("{krate} {version} with checksum {cksum} is not served by privreg")]
+    NotServed {
+        krate: String,
+        version: Version,
+        cksum: String,
+    },
+    #[error(transparent)]
+    Layered(#[from] LayeredError),
+    #[error(transparent)]
+    Upstream(#[from] FetchError),
+    #[error("upstream {upstream}'s config.json has no usable `dl` URL: {message}")]
+    BadDl { upstream: String, message: String },
+    #[error(
+        "upstream {upstream} sent {krate} {version} with sha256 {got}, but its index says {want}; nothing was cached"
+    )]
+    ChecksumMismatch {
+        upstream: String,
+        krate: String,
+        version: Version,
+        want: String,
+        got: String,
+    },
+    #[error("cannot cache the download: {0}")]
+    Cache(#[from] crate::cache::CacheError),
+}
+
+/// Expands an upstream's `dl` template for one crate (cargo's rules: markers, else
+/// `/{crate}/{version}/download` appended).
+pub fn dl_url(dl: &str, krate: &str, version: &str, cksum: &str) -> Result<url::Url, String> {
+    const MARKERS: [&str; 5] = [
+        "{crate}",
+        "{version}",
+        "{prefix}",
+        "{lowerprefix}",
+        "{sha256-checksum}",
+    ];
+    let expanded = if MARKERS.iter().any(|m| dl.contains(m)) {
+        let prefix = index_prefix(krate);
+        dl.replace("{crate}", krate)
+            .replace("{version}", version)
+            .replace("{prefix}", &prefix)
+            .replace("{lowerprefix}", &prefix.to_ascii_lowercase())
+            .replace("{sha256-checksum}", cksum)
+    } else {
+        format!("{}/{krate}/{version}/download", dl.trim_end_matches('/'))
+    };
+    url::Url::parse(&expanded).map_err(|e| format!("{expanded:?} is not a URL: {e}"))
+}
+
+/// The directory prefix of a crate in cargo's layout, in the name's own case (`{prefix}`).
+fn index_prefix(krate: &str) -> String {
+    match krate.len() {
+        0 => String::new(),
+        1 => "1".to_owned(),
+        2 => "2".to_owned(),
+        3 => format!("3/{}", krate.get(..1).unwrap_or_default()),
+        _ => format!(
+            "{}/{}",
+            krate.get(..2).unwrap_or_default(),
+            krate.get(2..4).unwrap_or_default()
+        ),
+    }
+}
+
+fn valid_cksum(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Daemon {
+    /// Serves `/dl/{crate}/{version}/{cksum}`: the cached file, or a verified download.
+    pub async fn download(
+        &self,
+        krate: &str,
+        version: &str,
+        cksum: &str,
+    ) -> Result<PathBuf, DownloadError> {
+        let name = CrateName::new(krate).map_err(|e| DownloadError::BadRequest(e.to_string()))?;
+        let version = Version::parse(version)
+            .map_err(|e| DownloadError::BadRequest(format!("version {version:?}: {e}")))?;
+        if !valid_cksum(cksum) {
+            return Err(DownloadError::BadRequest(
+                "the checksum must be 64 lower-case hex digits".into(),
+            ));
+        }
+        let path = self.cache.crate_path(cksum);
+        if path.is_file() {
+            return Ok(path);
+        }
+        let merged = self.layered(&name.lower()).await?;
+        let not_served = || DownloadError::NotServed {
+            krate: krate.to_owned(),
+            version: version.clone(),
+            cksum: cksum.to_owned(),
+        };
+        let (up_name, served) = merged.sources.get(&version).ok_or_else(not_served)?;
+        if served != cksum {
+            return Err(not_served());
+        }
+        let rt = self.runtime();
+        let up = rt.config.upstream(up_name).ok_or_else(not_served)?.clone();
+        drop(rt);
+
+        let flight = self
+            .downloads
+            .lock()
+            .expect("downloads lock")
+            .entry(cksum.to_owned())
+            .or_default()
+            .clone();
+        let _guard = flight.lock().await;
+        if path.is_file() {
+            return Ok(path);
+        }
+        let url = self.dl_url_for(&up, krate, &version, cksum).await?;
+        let what = format!("the download of {krate} {version}");
+        let data = self.upstreams.download(&up, url, &what).await?;
+        let got = hex::encode(Sha256::digest(&data));
+        if got != cksum {
+            tracing::error!(upstream = %up.name, krate, %version, want = cksum, got, "checksum mismatch; download dropped");
+            return Err(DownloadError::ChecksumMismatch {
+                upstream: up.name.clone(),
+                krate: krate.to_owned(),
+                version,
+                want: cksum.to_owned(),
+                got,
+            });
+        }
+        Ok(self.cache.store_crate(cksum, &data)?)
+    }
+
+    async fn dl_url_for(
+        &self,
+        up: &Upstream,
+        krate: &str,
+        version: &Version,
+        cksum: &str,
+    ) -> Result<url::Url, DownloadError> {
+        let fetched = self.upstreams.fetch(up, UpstreamPath::Config).await;
+        let Some(entry) = fetched.entry else {
+            return Err(fetched
+                .error
+                .map(DownloadError::Upstream)
+                .unwrap_or_else(|| DownloadError::BadDl {
+                    upstream: up.name.clone(),
+                    message: "config.json is missing".into(),
+                }));
+        };
+        let config: serde_json::Value =
+            serde_json::from_slice(&entry.body).map_err(|e| DownloadError::BadDl {
+                upstream: up.name.clone(),
+                message: e.to_string(),
+            })?;
+        let dl = config
+            .get("dl")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| DownloadError::BadDl {
+                upstream: up.name.clone(),
+                message: "`dl` is missing".into(),
+            })?;
+        let url = dl_url(dl, krate, &version.to_string(), cksum).map_err(|message| {
+            DownloadError::BadDl {
+                upstream: up.name.clone(),
+                message,
+            }
+        })?;
+        // A relative or foreign-scheme `dl` must not send requests anywhere surprising.
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(DownloadError::BadDl {
+                upstream: up.name.clone(),
+                message: format!("scheme of {url} is not http(s)"),
+            });
+        }
+        Ok(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dl_url;
+
+    #[test]
+    fn dl_templates() {
+        let ck = "ab".repeat(32);
+        assert_eq!(
+            dl_url("http://h/dl", "Serde", "1.0.0", &ck)
+                .unwrap()
+                .as_str(),
+            "http://h/dl/Serde/1.0.0/download"
+        );
+        assert_eq!(
+            dl_url("http://h/dl/", "serde", "1.0.0", &ck)
+                .unwrap()
+                .as_str(),
+            "http://h/dl/serde/1.0.0/download"
+        );
+        assert_eq!(
+            dl_url(
+                "http://h/{lowerprefix}/{crate}/{version}/{sha256-checksum}",
+                "Serde",
+                "1.0.0",
+                &ck
+            )
+            .unwrap()
+            .as_str(),
+            format!("http://h/se/rd/Serde/1.0.0/{ck}")
+        );
+        assert_eq!(
+            dl_url("http://h/{prefix}/{crate}", "Serde", "1.0.0", &ck)
+                .unwrap()
+                .as_str(),
+            "http://h/Se/rd/Serde"
+        );
+        assert_eq!(
+            dl_url("http://h/{prefix}/{crate}", "ab", "1.0.0", &ck)
+                .unwrap()
+                .as_str(),
+            "http://h/2/ab"
+        );
+        assert_eq!(
+            dl_url("http://h/{prefix}/{crate}", "Abc", "1.0.0", &ck)
+                .unwrap()
+                .as_str(),
+            "http://h/3/A/Abc"
+        );
+    }
+}

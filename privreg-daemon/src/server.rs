@@ -1,0 +1,230 @@
+//! The HTTP front: routes cargo's requests to the layered view and downloads.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use privreg_shared::CrateName;
+use tokio::net::TcpListener;
+
+use crate::Daemon;
+use crate::download::DownloadError;
+use crate::layered::LayeredError;
+
+type Body = Full<Bytes>;
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.into() + "\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The registry API's error shape, which cargo prints.
+fn api_error(status: StatusCode, detail: impl Into<String>) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({ "errors": [{ "detail": detail.into() }] }),
+    )
+}
+
+fn layered_error(e: &LayeredError) -> Response<Body> {
+    match e {
+        LayeredError::NotFound(_) => text(StatusCode::NOT_FOUND, e.to_string()),
+        LayeredError::Unavailable { .. } => {
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+    }
+}
+
+impl Daemon {
+    fn config_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "dl": format!("{}/dl/{{crate}}/{{version}}/{{sha256-checksum}}", self.base_url),
+            "api": self.base_url,
+        })
+    }
+
+    async fn index(&self, path: &str, req: &Request<Incoming>) -> Response<Body> {
+        let Some(krate) = CrateName::from_index_path(path) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "not a sparse index path privreg serves",
+            );
+        };
+        match self.layered(&krate).await {
+            Ok(m) => {
+                let etag = HeaderValue::from_str(&m.etag).expect("hex etag is a header value");
+                if req
+                    .headers()
+                    .get(header::IF_NONE_MATCH)
+                    .is_some_and(|v| v == etag)
+                {
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    *r.status_mut() = StatusCode::NOT_MODIFIED;
+                    r.headers_mut().insert(header::ETAG, etag);
+                    return r;
+                }
+                let mut r = Response::new(Full::new(m.body.clone()));
+                r.headers_mut().insert(header::ETAG, etag);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                r
+            }
+            Err(e) => {
+                if matches!(e, LayeredError::Unavailable { .. }) {
+                    tracing::warn!(error = %e, "answering 503");
+                }
+                layered_error(&e)
+            }
+        }
+    }
+
+    async fn dl(&self, rest: &str) -> Response<Body> {
+        let parts: Vec<&str> = rest.split('/').collect();
+        let [krate, version, cksum] = parts.as_slice() else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "downloads are /dl/{crate}/{version}/{sha256-checksum}",
+            );
+        };
+        match self.download(krate, version, cksum).await {
+            Ok(path) => match tokio::fs::read(&path).await {
+                Ok(data) => {
+                    let mut r = Response::new(Full::new(Bytes::from(data)));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/gzip"),
+                    );
+                    r
+                }
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{}: {e}", path.display()),
+                ),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "download failed");
+                match &e {
+                    DownloadError::BadRequest(_) => text(StatusCode::BAD_REQUEST, e.to_string()),
+                    DownloadError::NotServed { .. } => text(StatusCode::NOT_FOUND, e.to_string()),
+                    DownloadError::Layered(l) => layered_error(l),
+                    DownloadError::Cache(_) => {
+                        text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    }
+                    DownloadError::Upstream(_)
+                    | DownloadError::BadDl { .. }
+                    | DownloadError::ChecksumMismatch { .. } => {
+                        text(StatusCode::BAD_GATEWAY, e.to_string())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let method = req.method().clone();
+        let started = std::time::Instant::now();
+        let resp = self.route(&method, &path, &req).await;
+        tracing::debug!(%method, path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+        resp
+    }
+
+    async fn route(&self, method: &Method, path: &str, req: &Request<Incoming>) -> Response<Body> {
+        if let Some(api) = path.strip_prefix("/api/") {
+            return api_error(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "privreg does not forward /api/{api} yet; use the upstream registry directly"
+                ),
+            );
+        }
+        if method != Method::GET && method != Method::HEAD {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET and HEAD are served here",
+            );
+        }
+        if path == "/-/health" {
+            return text(StatusCode::OK, "ok");
+        }
+        if path == "/index/config.json" {
+            return json(StatusCode::OK, &self.config_json());
+        }
+        if let Some(rest) = path.strip_prefix("/index/") {
+            return self.index(rest, req).await;
+        }
+        if let Some(rest) = path.strip_prefix("/dl/") {
+            return self.dl(rest).await;
+        }
+        text(StatusCode::NOT_FOUND, "not found")
+    }
+}
+
+/// Serves connections from `listener` until `shutdown` completes, then lets open requests finish.
+pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let daemon = daemon.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let daemon = daemon.clone();
+                    async move { Ok::<_, Infallible>(daemon.handle(req).await) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+            tracing::warn!("connections still open after 10s; stopping anyway");
+        }
+    }
+}

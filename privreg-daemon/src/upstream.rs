@@ -1,0 +1,552 @@
+//! Talking to upstream registries: conditional requests, one request at a time per file
+//! (concurrent callers share it), bounded bodies, and the memory + disk cache in front of it all.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use privreg_shared::CrateName;
+use privreg_shared::config::Upstream;
+use privreg_shared::index::IndexFile;
+
+use crate::cache::{self, Cache, Meta, Stored, UpstreamPath};
+
+/// Largest index file or `config.json` accepted from an upstream.
+pub const MAX_INDEX_BODY: usize = 64 << 20;
+/// Largest `.crate` accepted from an upstream.
+pub const MAX_CRATE_BODY: usize = 256 << 20;
+
+/// Why an upstream gave no usable answer. Every variant names the upstream.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FetchError {
+    #[error(
+        "upstream {upstream} refused {what} with {status}: its token is missing or wrong (run `privreg login {upstream}`)"
+    )]
+    Auth {
+        upstream: String,
+        what: String,
+        status: u16,
+    },
+    #[error("upstream {upstream} answered {status} for {what}")]
+    Status {
+        upstream: String,
+        what: String,
+        status: u16,
+    },
+    #[error("upstream {upstream} did not answer {what} within {secs}s")]
+    Timeout {
+        upstream: String,
+        what: String,
+        secs: f64,
+    },
+    #[error("cannot reach upstream {upstream} for {what}: {message}")]
+    Transport {
+        upstream: String,
+        what: String,
+        message: String,
+    },
+    #[error("upstream {upstream} sent more than {limit} bytes for {what}")]
+    TooLarge {
+        upstream: String,
+        what: String,
+        limit: usize,
+    },
+    #[error("upstream {upstream} sent a bad {what}: {message}")]
+    BadBody {
+        upstream: String,
+        what: String,
+        message: String,
+    },
+}
+
+/// One upstream file as privreg knows it.
+#[derive(Debug)]
+pub struct Entry {
+    pub meta: Meta,
+    pub body: Bytes,
+    /// The parsed index file, for present index entries.
+    pub file: Option<Arc<IndexFile>>,
+    /// Changes whenever the body does (a 304 keeps it).
+    pub rev: u64,
+}
+
+/// The outcome of asking for a file: the best entry known (fresh, or the last good one when the
+/// upstream failed), and the failure if there was one.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub entry: Option<Arc<Entry>>,
+    pub error: Option<FetchError>,
+}
+
+type Key = (String, String);
+
+#[derive(Default)]
+struct Flight {
+    /// The last failure of a request for this key and when it ended, so that callers who queued
+    /// behind that request share its outcome instead of asking again.
+    failed: Option<(Instant, FetchError)>,
+}
+
+/// Health of one upstream as last seen.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Health {
+    pub last_ok: Option<u64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<u64>,
+}
+
+pub struct Upstreams {
+    client: reqwest::Client,
+    cache: Cache,
+    memory: Mutex<HashMap<Key, Arc<Entry>>>,
+    flights: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Flight>>>>,
+    health: Mutex<HashMap<String, Health>>,
+    next_rev: AtomicU64,
+    requests: AtomicU64,
+}
+
+fn what(rel: UpstreamPath<'_>) -> String {
+    match rel {
+        UpstreamPath::Config => "config.json".to_owned(),
+        UpstreamPath::Index(k) => format!("the index file of {k}"),
+    }
+}
+
+fn rel_url(rel: UpstreamPath<'_>) -> String {
+    match rel {
+        UpstreamPath::Config => "config.json".to_owned(),
+        UpstreamPath::Index(k) => k.index_path(),
+    }
+}
+
+/// Reqwest's redirect policy: follow only within the same scheme, host and port, so that an
+/// upstream's token never travels to another host.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().cloned();
+        let next = attempt.url();
+        match first {
+            Some(first) if attempt.previous().len() < 5 && first.origin() == next.origin() => {
+                attempt.follow()
+            }
+            _ => attempt.stop(),
+        }
+    })
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("privreg/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(same_origin_redirects())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .expect("the HTTP client builds")
+}
+
+enum Answer {
+    Modified {
+        body: Bytes,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
+    NotModified {
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
+    Absent,
+}
+
+impl Upstreams {
+    pub fn new(cache: Cache) -> Upstreams {
+        Upstreams {
+            client: http_client(),
+            cache,
+            memory: Mutex::default(),
+            flights: Mutex::default(),
+            health: Mutex::default(),
+            next_rev: AtomicU64::new(1),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Upstream requests made so far (for tests and metrics).
+    pub fn request_count(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn health(&self) -> HashMap<String, Health> {
+        self.health.lock().expect("health lock").clone()
+    }
+
+    fn key(up: &Upstream, rel: UpstreamPath<'_>) -> Key {
+        (cache::upstream_dir_name(up), rel_url(rel))
+    }
+
+    fn entry_from(
+        &self,
+        stored: Stored,
+        rel: UpstreamPath<'_>,
+        up: &Upstream,
+        rev: Option<u64>,
+    ) -> Entry {
+        let file = match rel {
+            UpstreamPath::Index(krate) if stored.meta.present => {
+                let file = IndexFile::parse(&stored.body);
+                for s in &file.skipped {
+                    tracing::warn!(upstream = %up.name, krate = %krate, line = s.line, reason = %s.reason, "skipping an index line cargo could not use");
+                }
+                Some(Arc::new(file))
+            }
+            _ => None,
+        };
+        let rev = rev.unwrap_or_else(|| self.next_rev.fetch_add(1, Ordering::Relaxed));
+        Entry {
+            meta: stored.meta,
+            body: stored.body,
+            file,
+            rev,
+        }
+    }
+
+    /// The entry in memory, else on disk (loaded into memory).
+    fn known(&self, up: &Upstream, rel: UpstreamPath<'_>, key: &Key) -> Option<Arc<Entry>> {
+        if let Some(e) = self.memory.lock().expect("memory lock").get(key) {
+            return Some(e.clone());
+        }
+        let stored = match self.cache.load(up, rel) {
+            Ok(s) => s?,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cache");
+                return None;
+            }
+        };
+        let entry = Arc::new(self.entry_from(stored, rel, up, None));
+        self.memory
+            .lock()
+            .expect("memory lock")
+            .insert(key.clone(), entry.clone());
+        Some(entry)
+    }
+
+    fn fresh(entry: &Entry, ttl: Duration) -> bool {
+        SystemTime::now()
+            .duration_since(entry.meta.fetched_at())
+            .is_ok_and(|age| age < ttl)
+    }
+
+    /// Forgets what is cached for a file so that the next request asks the upstream.
+    pub fn invalidate(&self, up: &Upstream, rel: UpstreamPath<'_>) {
+        let key = Self::key(up, rel);
+        if let Some(e) = self.memory.lock().expect("memory lock").get_mut(&key) {
+            let mut meta = e.meta.clone();
+            meta.fetched = 0;
+            *e = Arc::new(Entry {
+                meta,
+                body: e.body.clone(),
+                file: e.file.clone(),
+                rev: e.rev,
+            });
+        }
+    }
+
+    /// Gets a file of an upstream: from memory or disk while fresh, else with a conditional
+    /// request. Concurrent callers for the same file share one upstream request.
+    pub async fn fetch(&self, up: &Upstream, rel: UpstreamPath<'_>) -> Fetched {
+        let key = Self::key(up, rel);
+        let start = Instant::now();
+        if let Some(e) = self.known(up, rel, &key).filter(|e| Self::fresh(e, up.ttl)) {
+            return Fetched {
+                entry: Some(e),
+                error: None,
+            };
+        }
+        let flight = self
+            .flights
+            .lock()
+            .expect("flights lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let mut flight = flight.lock().await;
+        let cached = self.known(up, rel, &key);
+        if let Some(e) = cached.as_ref().filter(|e| Self::fresh(e, up.ttl)) {
+            return Fetched {
+                entry: Some(e.clone()),
+                error: None,
+            };
+        }
+        if let Some((when, err)) = &flight.failed
+            && *when >= start
+        {
+            return Fetched {
+                entry: cached,
+                error: Some(err.clone()),
+            };
+        }
+        match self.request(up, rel, cached.as_deref()).await {
+            Ok(answer) => {
+                flight.failed = None;
+                let (stored, rev) = match answer {
+                    Answer::Modified {
+                        body,
+                        etag,
+                        last_modified,
+                    } => (
+                        Stored {
+                            meta: Meta {
+                                present: true,
+                                etag,
+                                last_modified,
+                                fetched: cache::now_secs(),
+                            },
+                            body,
+                        },
+                        None,
+                    ),
+                    Answer::NotModified {
+                        etag,
+                        last_modified,
+                    } => {
+                        let old = cached
+                            .as_ref()
+                            .expect("304 only answers a conditional request");
+                        let meta = Meta {
+                            present: true,
+                            etag: etag.or_else(|| old.meta.etag.clone()),
+                            last_modified: last_modified.or_else(|| old.meta.last_modified.clone()),
+                            fetched: cache::now_secs(),
+                        };
+                        (
+                            Stored {
+                                meta,
+                                body: old.body.clone(),
+                            },
+                            Some(old.rev),
+                        )
+                    }
+                    Answer::Absent => (
+                        Stored {
+                            meta: Meta {
+                                present: false,
+                                etag: None,
+                                last_modified: None,
+                                fetched: cache::now_secs(),
+                            },
+                            body: Bytes::new(),
+                        },
+                        None,
+                    ),
+                };
+                if let Err(e) = self.cache.store(up, rel, &stored) {
+                    tracing::warn!(error = %e, "cannot write the cache; serving without caching");
+                }
+                let entry = match (rev, &cached) {
+                    // Unchanged body: keep the parsed file.
+                    (Some(rev), Some(old)) => Arc::new(Entry {
+                        meta: stored.meta,
+                        body: stored.body,
+                        file: old.file.clone(),
+                        rev,
+                    }),
+                    _ => Arc::new(self.entry_from(stored, rel, up, None)),
+                };
+                self.memory
+                    .lock()
+                    .expect("memory lock")
+                    .insert(key, entry.clone());
+                self.health
+                    .lock()
+                    .expect("health lock")
+                    .entry(up.name.clone())
+                    .or_default()
+                    .last_ok = Some(cache::now_secs());
+                Fetched {
+                    entry: Some(entry),
+                    error: None,
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, stale = cached.is_some(), "upstream request failed");
+                let mut health = self.health.lock().expect("health lock");
+                let h = health.entry(up.name.clone()).or_default();
+                h.last_error = Some(err.to_string());
+                h.last_error_at = Some(cache::now_secs());
+                flight.failed = Some((Instant::now(), err.clone()));
+                Fetched {
+                    entry: cached,
+                    error: Some(err),
+                }
+            }
+        }
+    }
+
+    async fn request(
+        &self,
+        up: &Upstream,
+        rel: UpstreamPath<'_>,
+        cached: Option<&Entry>,
+    ) -> Result<Answer, FetchError> {
+        let url = up
+            .base
+            .join(&rel_url(rel))
+            .expect("index paths join onto a base URL");
+        let mut req = self.client.get(url.clone()).timeout(up.timeout);
+        if let Some(c) = cached.filter(|c| c.meta.present) {
+            if let Some(etag) = &c.meta.etag {
+                req = req.header(http::header::IF_NONE_MATCH, etag);
+            }
+            if let Some(lm) = &c.meta.last_modified {
+                req = req.header(http::header::IF_MODIFIED_SINCE, lm);
+            }
+        }
+        let what = what(rel);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(upstream = %up.name, %url, "upstream request");
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport_error(up, &what, e))?;
+        let status = resp.status().as_u16();
+        let header = |name: http::HeaderName| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (etag, last_modified) = (
+            header(http::header::ETAG),
+            header(http::header::LAST_MODIFIED),
+        );
+        match status {
+            200 => {
+                let body = read_limited(resp, MAX_INDEX_BODY, up, &what).await?;
+                if matches!(rel, UpstreamPath::Config) {
+                    serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| {
+                        FetchError::BadBody {
+                            upstream: up.name.clone(),
+                            what: what.clone(),
+                            message: e.to_string(),
+                        }
+                    })?;
+                }
+                Ok(Answer::Modified {
+                    body,
+                    etag,
+                    last_modified,
+                })
+            }
+            304 if cached.is_some_and(|c| c.meta.present) => Ok(Answer::NotModified {
+                etag,
+                last_modified,
+            }),
+            404 | 410 if matches!(rel, UpstreamPath::Index(_)) => Ok(Answer::Absent),
+            401 | 403 => Err(FetchError::Auth {
+                upstream: up.name.clone(),
+                what,
+                status,
+            }),
+            _ => Err(FetchError::Status {
+                upstream: up.name.clone(),
+                what,
+                status,
+            }),
+        }
+    }
+
+    pub fn transport_error(&self, up: &Upstream, what: &str, e: reqwest::Error) -> FetchError {
+        if e.is_timeout() {
+            FetchError::Timeout {
+                upstream: up.name.clone(),
+                what: what.to_owned(),
+                secs: up.timeout.as_secs_f64(),
+            }
+        } else {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                message = format!("{message}: {s}");
+                source = s.source();
+            }
+            FetchError::Transport {
+                upstream: up.name.clone(),
+                what: what.to_owned(),
+                message,
+            }
+        }
+    }
+
+    /// Downloads `url` from `up`, at most `limit` bytes.
+    pub async fn download(
+        &self,
+        up: &Upstream,
+        url: url::Url,
+        what: &str,
+    ) -> Result<Bytes, FetchError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = self
+            .client
+            .get(url)
+            .timeout(up.timeout.max(Duration::from_secs(60)))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(up, what, e))?;
+        match resp.status().as_u16() {
+            200 => read_limited(resp, MAX_CRATE_BODY, up, what).await,
+            status @ (401 | 403) => Err(FetchError::Auth {
+                upstream: up.name.clone(),
+                what: what.to_owned(),
+                status,
+            }),
+            status => Err(FetchError::Status {
+                upstream: up.name.clone(),
+                what: what.to_owned(),
+                status,
+            }),
+        }
+    }
+
+    /// The index file of `krate` at `up` (see [`Upstreams::fetch`]).
+    pub async fn index(&self, up: &Upstream, krate: &CrateName) -> Fetched {
+        self.fetch(up, UpstreamPath::Index(krate)).await
+    }
+}
+
+async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+    up: &Upstream,
+    what: &str,
+) -> Result<Bytes, FetchError> {
+    if resp.content_length().is_some_and(|l| l > limit as u64) {
+        return Err(FetchError::TooLarge {
+            upstream: up.name.clone(),
+            what: what.to_owned(),
+            limit,
+        });
+    }
+    let mut body = BytesMut::new();
+    loop {
+        let chunk = resp.chunk().await.map_err(|e| FetchError::Transport {
+            upstream: up.name.clone(),
+            what: what.to_owned(),
+            message: format!("body cut short: {e}"),
+        })?;
+        let Some(chunk) = chunk else { break };
+        if body.len() + chunk.len() > limit {
+            return Err(FetchError::TooLarge {
+                upstream: up.name.clone(),
+                what: what.to_owned(),
+                limit,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

@@ -1,0 +1,180 @@
+//! Runs cargo's own test registry server (`cargo-test-support`) as a separate process, so that
+//! tests can start, fault and stop upstream registries. The server is cargo's; this file only
+//! launches it and relays commands.
+//!
+//! Usage: `privreg-test-registry --root DIR [--alternative] [--auth-required]
+//! [--faults CRATE,…]`. Prints one JSON line `{"index":…,"api":…,"token":…}` when ready, then
+//! reads JSON commands from stdin, one per line, answering each with one JSON line:
+//! - `{"publish":{"name":…,"vers":…,"deps":[{"name":…,"req":…,"registry":null|"alternative"}],
+//!   "yanked":false,"lib":"…rust source…"}}` → `{"cksum":…}`
+//! - `{"mode":"ok"|"500"|"503"|"hang"}` → `{"ok":true}`: how the index files and downloads of the
+//!   crates named in `--faults` (and `config.json`) are answered from now on.
+//!
+//! It exits when stdin closes.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use cargo_test_support::registry::{Dependency, Package, RegistryBuilder, Request, Response};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Dep {
+    name: String,
+    req: String,
+    #[serde(default)]
+    registry: Option<String>,
+    #[serde(default)]
+    package: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Publish {
+    name: String,
+    vers: String,
+    #[serde(default)]
+    deps: Vec<Dep>,
+    #[serde(default)]
+    yanked: bool,
+    #[serde(default)]
+    lib: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Command {
+    Publish(Publish),
+    Mode(String),
+}
+
+fn index_path(name: &str) -> String {
+    let name = name.to_ascii_lowercase();
+    match name.len() {
+        1 => format!("1/{name}"),
+        2 => format!("2/{name}"),
+        3 => format!("3/{}/{name}", &name[..1]),
+        _ => format!("{}/{}/{name}", &name[..2], &name[2..4]),
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut root, mut alternative, mut auth, mut faults) = (None, false, false, Vec::new());
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--root" => root = args.next().map(PathBuf::from),
+            "--alternative" => alternative = true,
+            "--auth-required" => auth = true,
+            "--faults" => {
+                faults = args
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect()
+            }
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let root = root.expect("--root DIR is required");
+    std::fs::create_dir_all(&root).expect("create --root");
+    let tmp: &'static str = Box::leak(root.display().to_string().into_boxed_str());
+    let _guard = cargo_test_support::paths::init_root(tmp, PathBuf::from("registry"));
+
+    let mode = Arc::new(AtomicU8::new(0));
+    let mut builder = RegistryBuilder::new().http_index().http_api();
+    if alternative {
+        // cargo-test-support publishes "alternative" crates to the registry of that name.
+        builder = builder.alternative();
+    }
+    if auth {
+        builder = builder.auth_required();
+    }
+    let mut fault_paths: Vec<String> = vec!["/index/config.json".to_owned()];
+    for krate in faults.iter().filter(|f| !f.is_empty()) {
+        fault_paths.push(format!("/index/{}", index_path(krate)));
+    }
+    for path in fault_paths {
+        let mode = mode.clone();
+        builder = builder.add_responder(path, move |req: &Request, server| {
+            match mode.load(Ordering::SeqCst) {
+                1 => server.internal_server_error(req),
+                2 => Response {
+                    code: 503,
+                    headers: vec!["Retry-After: 1".into()],
+                    body: b"unavailable".to_vec(),
+                },
+                3 => {
+                    std::thread::sleep(std::time::Duration::from_secs(20));
+                    server.internal_server_error(req)
+                }
+                _ => server.index(req),
+            }
+        });
+    }
+    let registry = builder.build();
+    let out = std::io::stdout();
+    let reply = |v: serde_json::Value| {
+        let mut o = out.lock();
+        writeln!(o, "{v}").expect("stdout");
+        o.flush().expect("stdout");
+    };
+    reply(serde_json::json!({
+        "index": registry.index_url().to_string(),
+        "api": registry.api_url().to_string(),
+        "token": registry.token(),
+    }));
+
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cmd: Command = match serde_json::from_str(&line) {
+            Ok(c) => c,
+            Err(e) => {
+                reply(serde_json::json!({ "error": e.to_string() }));
+                continue;
+            }
+        };
+        match cmd {
+            Command::Publish(p) => {
+                let mut pkg = Package::new(&p.name, &p.vers);
+                pkg.alternative(alternative).yanked(p.yanked);
+                for d in &p.deps {
+                    let mut dep = Dependency::new(&d.name, &d.req);
+                    if let Some(r) = &d.registry {
+                        dep.registry(r);
+                    }
+                    if let Some(pk) = &d.package {
+                        dep.package(pk);
+                    }
+                    pkg.add_dep(&dep);
+                }
+                if let Some(lib) = &p.lib {
+                    pkg.file("src/lib.rs", lib);
+                }
+                let cksum = pkg.publish();
+                reply(serde_json::json!({ "cksum": cksum }));
+            }
+            Command::Mode(m) => {
+                let v = match m.as_str() {
+                    "ok" => 0,
+                    "500" => 1,
+                    "503" => 2,
+                    "hang" => 3,
+                    other => {
+                        reply(serde_json::json!({ "error": format!("unknown mode {other}") }));
+                        continue;
+                    }
+                };
+                mode.store(v, Ordering::SeqCst);
+                reply(serde_json::json!({ "ok": true }));
+            }
+        }
+    }
+    drop(registry);
+}

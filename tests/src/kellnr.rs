@@ -1,0 +1,1 @@
+//! Kellnr as an upstream (see tests/support/KELLNR.md).

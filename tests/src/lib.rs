@@ -1,0 +1,482 @@
+//! Test harness: real `cargo` in a sandbox (temp `HOME` and `CARGO_HOME`), privreg's real
+//! binaries, and real registry servers on 127.0.0.1 as upstreams.
+//!
+//! Upstreams are cargo's own test registry server (`cargo-test-support`, run as a process by
+//! `privreg-test-registry`) and, where built, Kellnr ([`kellnr`]).
+
+pub mod http;
+pub mod kellnr;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+pub use http::{HttpResponse, http_get};
+
+/// The directory holding the workspace's binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe
+        .parent()
+        .expect("test binaries live in target/<profile>/deps");
+    deps.parent().expect("target/<profile>").to_owned()
+}
+
+/// Path of a binary of this workspace, built on first use (so that `cargo test` alone works).
+pub fn bin(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--bins",
+                "-p",
+                "privreg-daemon",
+                "-p",
+                "privreg-tests",
+                "--manifest-path",
+            ])
+            .arg(&manifest)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building privreg's binaries failed");
+    });
+    let path = bin_dir().join(name);
+    assert!(path.is_file(), "{} is missing", path.display());
+    path
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("privreg-test-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// A crate to publish to a test registry.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Pkg {
+    pub name: String,
+    pub vers: String,
+    pub deps: Vec<Dep>,
+    pub yanked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lib: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Dep {
+    pub name: String,
+    pub req: String,
+    /// `None`: same registry (or, on an alternative registry, the public one).
+    pub registry: Option<String>,
+}
+
+impl Pkg {
+    pub fn new(name: &str, vers: &str) -> Pkg {
+        Pkg {
+            name: name.into(),
+            vers: vers.into(),
+            ..Pkg::default()
+        }
+    }
+    pub fn dep(mut self, name: &str, req: &str) -> Pkg {
+        self.deps.push(Dep {
+            name: name.into(),
+            req: req.into(),
+            registry: None,
+        });
+        self
+    }
+    pub fn lib(mut self, src: &str) -> Pkg {
+        self.lib = Some(src.into());
+        self
+    }
+    pub fn yanked(mut self) -> Pkg {
+        self.yanked = true;
+        self
+    }
+}
+
+/// One of cargo's test registry servers, in its own process.
+pub struct Registry {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    /// `sparse+http://127.0.0.1:PORT/index/`
+    pub index: String,
+    pub api: String,
+    pub token: String,
+    _dir: tempfile::TempDir,
+}
+
+/// How to start a [`Registry`].
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOpts {
+    /// Run as an "alternative" registry: its crates' dependencies without a `registry` then point
+    /// at the public registry (cross-registry dependencies), as a private registry's would.
+    pub alternative: bool,
+    pub auth_required: bool,
+    /// Crates whose index files (and the registry's `config.json`) obey [`Registry::mode`].
+    pub faults: Vec<String>,
+}
+
+impl Registry {
+    pub fn start(opts: RegistryOpts) -> Registry {
+        let dir = tempdir();
+        let mut cmd = Command::new(bin("privreg-test-registry"));
+        cmd.arg("--root").arg(dir.path());
+        if opts.alternative {
+            cmd.arg("--alternative");
+        }
+        if opts.auth_required {
+            cmd.arg("--auth-required");
+        }
+        if !opts.faults.is_empty() {
+            cmd.args(["--faults", &opts.faults.join(",")]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start privreg-test-registry");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut reg = Registry {
+            child,
+            stdin,
+            stdout,
+            index: String::new(),
+            api: String::new(),
+            token: String::new(),
+            _dir: dir,
+        };
+        let ready = reg.read_reply();
+        reg.index = ready["index"].as_str().expect("index url").to_owned();
+        reg.api = ready["api"].as_str().expect("api url").to_owned();
+        reg.token = ready["token"].as_str().unwrap_or_default().to_owned();
+        reg
+    }
+
+    fn read_reply(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self
+                .stdout
+                .read_line(&mut line)
+                .expect("read test registry");
+            assert!(n > 0, "test registry exited");
+            // The server also prints the paths of downloads; replies are JSON objects.
+            if let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_str(&line) {
+                assert!(v.get("error").is_none(), "test registry: {v}");
+                return v;
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: serde_json::Value) -> serde_json::Value {
+        let stdin = self.stdin.as_mut().expect("registry is running");
+        writeln!(stdin, "{cmd}").expect("write test registry");
+        stdin.flush().expect("flush");
+        self.read_reply()
+    }
+
+    /// Publishes a crate; returns its checksum.
+    pub fn publish(&mut self, pkg: Pkg) -> String {
+        let r = self.command(serde_json::json!({ "publish": pkg }));
+        r["cksum"].as_str().expect("cksum").to_owned()
+    }
+
+    /// `ok`, `500`, `503` or `hang`, for the crates named in [`RegistryOpts::faults`].
+    pub fn mode(&mut self, mode: &str) {
+        self.command(serde_json::json!({ "mode": mode }));
+    }
+
+    /// The host:port the registry listens on.
+    pub fn addr(&self) -> String {
+        self.index
+            .trim_start_matches("sparse+http://")
+            .trim_end_matches("/index/")
+            .to_owned()
+    }
+
+    pub fn stop(&mut self) {
+        self.stdin.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A privreg daemon with its own config and cache directories.
+pub struct Privreg {
+    child: Option<Child>,
+    pub config_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    log: PathBuf,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Privreg {
+    /// Writes `config_toml` and starts the daemon (with `listen` on a free port unless the text
+    /// sets one).
+    pub fn start(config_toml: &str) -> Privreg {
+        let dir = tempdir();
+        let config_dir = dir.path().join("config");
+        let cache_dir = dir.path().join("cache");
+        std::fs::create_dir_all(&config_dir).expect("config dir");
+        let config = if config_toml.contains("listen") {
+            config_toml.to_owned()
+        } else {
+            format!("listen = \"127.0.0.1:0\"\n{config_toml}")
+        };
+        std::fs::write(config_dir.join("config.toml"), config).expect("write config.toml");
+        let log = dir.path().join("daemon.log");
+        let mut p = Privreg {
+            child: None,
+            config_dir,
+            cache_dir,
+            log,
+            addr: String::new(),
+            _dir: dir,
+        };
+        p.spawn().expect("privreg-daemon starts");
+        p
+    }
+
+    /// Starts the daemon process; `Err` with its log if it exits instead of becoming healthy.
+    pub fn spawn(&mut self) -> Result<(), String> {
+        let _ = std::fs::remove_file(self.cache_dir.join("daemon.json"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut child = Command::new(bin("privreg-daemon"))
+            .arg("--config-dir")
+            .arg(&self.config_dir)
+            .arg("--cache-dir")
+            .arg(&self.cache_dir)
+            .env("PRIVREG_LOG", "debug,hyper=info,reqwest=info,h2=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn privreg-daemon");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return Err(format!(
+                    "privreg-daemon exited with {status}:\n{}",
+                    self.log()
+                ));
+            }
+            if let Ok(info) = std::fs::read(self.cache_dir.join("daemon.json")) {
+                let v: serde_json::Value = serde_json::from_slice(&info).expect("daemon.json");
+                self.addr = v["addr"].as_str().expect("addr").to_owned();
+                if http_get(&self.addr, "/-/health", &[]).is_ok_and(|r| r.status == 200) {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "privreg-daemon did not become healthy:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// `sparse+http://ADDR/index/`
+    pub fn index_url(&self) -> String {
+        format!("sparse+http://{}/index/", self.addr)
+    }
+
+    pub fn get(&self, path: &str) -> HttpResponse {
+        http_get(&self.addr, path, &[]).expect("request to privreg")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn write_config(&self, config_toml: &str) {
+        std::fs::write(self.config_dir.join("config.toml"), config_toml)
+            .expect("write config.toml");
+    }
+}
+
+impl Drop for Privreg {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A temp `HOME` and `CARGO_HOME` in which the real `cargo` runs.
+pub struct Sandbox {
+    pub root: PathBuf,
+    pub home: PathBuf,
+    pub cargo_home: PathBuf,
+    target: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn rustup_home() -> PathBuf {
+    std::env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".rustup"))
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempdir();
+        let root = dir.path().to_owned();
+        let home = root.join("home");
+        let cargo_home = home.join(".cargo");
+        std::fs::create_dir_all(&cargo_home).expect("cargo home");
+        Sandbox {
+            target: root.join("target"),
+            root,
+            home,
+            cargo_home,
+            _dir: dir,
+        }
+    }
+
+    /// Points cargo at privreg: `crates-io` replaced by the layered view.
+    pub fn use_privreg(&self, p: &Privreg) {
+        self.write_cargo_config(&format!(
+            "[source.crates-io]\nreplace-with = \"privreg\"\n\n[registries.privreg]\nindex = \"{}\"\n\n[net]\nretry = 0\n",
+            p.index_url()
+        ));
+    }
+
+    pub fn write_cargo_config(&self, text: &str) {
+        std::fs::write(self.cargo_home.join("config.toml"), text).expect("write cargo config");
+    }
+
+    /// A fresh `CARGO_HOME` (same cargo config), as on a new machine.
+    pub fn fresh_cargo_home(&self) {
+        let config = std::fs::read(self.cargo_home.join("config.toml")).ok();
+        std::fs::remove_dir_all(&self.cargo_home).expect("remove cargo home");
+        std::fs::create_dir_all(&self.cargo_home).expect("cargo home");
+        if let Some(c) = config {
+            std::fs::write(self.cargo_home.join("config.toml"), c).expect("restore cargo config");
+        }
+    }
+
+    /// Creates a binary project with the given `[dependencies]` lines and `main.rs`.
+    pub fn project(&self, name: &str, deps: &str, main_rs: &str) -> PathBuf {
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(dir.join("src")).expect("project dir");
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n{deps}\n"),
+        )
+        .expect("manifest");
+        std::fs::write(dir.join("src/main.rs"), main_rs).expect("main.rs");
+        dir
+    }
+
+    /// Runs the real cargo in `dir` with the sandbox's environment.
+    pub fn cargo(&self, dir: &Path, args: &[&str]) -> Output {
+        let mut cmd = Command::new("cargo");
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CARGO") || k == "RUSTC_WRAPPER" || k == "RUSTFLAGS"
+            {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.current_dir(dir)
+            .args(args)
+            .env("HOME", &self.home)
+            .env("CARGO_HOME", &self.cargo_home)
+            .env("RUSTUP_HOME", rustup_home())
+            .env("CARGO_TARGET_DIR", &self.target)
+            .env("CARGO_TERM_COLOR", "never")
+            .env("CARGO_HTTP_TIMEOUT", "20")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cargo")
+    }
+
+    /// Runs cargo and panics with its output unless it succeeds.
+    pub fn cargo_ok(&self, dir: &Path, args: &[&str]) -> Output {
+        let out = self.cargo(dir, args);
+        assert!(
+            out.status.success(),
+            "cargo {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox::new()
+    }
+}
+
+/// The `(name, version)` pairs recorded in a project's Cargo.lock.
+pub fn locked_packages(project: &Path) -> Vec<(String, String)> {
+    let lock = std::fs::read_to_string(project.join("Cargo.lock")).expect("Cargo.lock");
+    let mut out = Vec::new();
+    let mut name = None;
+    for line in lock.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = Some(n.trim_matches('"').to_owned());
+        } else if let Some(v) = line.strip_prefix("version = ")
+            && let Some(n) = name.take()
+        {
+            out.push((n, v.trim_matches('"').to_owned()));
+        }
+    }
+    out
+}
+
+/// The stderr of a command, for assertions.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
