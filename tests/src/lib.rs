@@ -112,7 +112,8 @@ pub struct Registry {
     pub index: String,
     pub api: String,
     pub token: String,
-    _dir: tempfile::TempDir,
+    alternative: bool,
+    dir: tempfile::TempDir,
 }
 
 /// How to start a [`Registry`].
@@ -122,8 +123,9 @@ pub struct RegistryOpts {
     /// at the public registry (cross-registry dependencies), as a private registry's would.
     pub alternative: bool,
     pub auth_required: bool,
-    /// Crates whose index files (and the registry's `config.json`) obey [`Registry::mode`].
-    pub faults: Vec<String>,
+    /// Crates whose index files (and the registry's `config.json`) obey [`Registry::mode`] and
+    /// are recorded for [`Registry::requests`].
+    pub watch: Vec<String>,
 }
 
 impl Registry {
@@ -137,8 +139,8 @@ impl Registry {
         if opts.auth_required {
             cmd.arg("--auth-required");
         }
-        if !opts.faults.is_empty() {
-            cmd.args(["--faults", &opts.faults.join(",")]);
+        if !opts.watch.is_empty() {
+            cmd.args(["--watch", &opts.watch.join(",")]);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -155,7 +157,8 @@ impl Registry {
             index: String::new(),
             api: String::new(),
             token: String::new(),
-            _dir: dir,
+            alternative: opts.alternative,
+            dir,
         };
         let ready = reg.read_reply();
         reg.index = ready["index"].as_str().expect("index url").to_owned();
@@ -194,9 +197,51 @@ impl Registry {
         r["cksum"].as_str().expect("cksum").to_owned()
     }
 
-    /// `ok`, `500`, `503` or `hang`, for the crates named in [`RegistryOpts::faults`].
+    /// `ok`, `500`, `503`, `hang` or `slow`, for the crates named in [`RegistryOpts::watch`].
     pub fn mode(&mut self, mode: &str) {
         self.command(serde_json::json!({ "mode": mode }));
+    }
+
+    /// The requests made so far for the watched crates' index files (path, `if_none_match`,
+    /// `if_modified_since`, `authorization`).
+    pub fn requests(&mut self) -> Vec<serde_json::Value> {
+        let r = self.command(serde_json::json!({ "requests": true }));
+        r["requests"].as_array().expect("requests").clone()
+    }
+
+    fn registry_root(&self) -> PathBuf {
+        self.dir.path().join("cit/registry")
+    }
+
+    /// The index file of `krate` as the server stores it.
+    pub fn index_file(&self, krate: &str) -> PathBuf {
+        let reg = if self.alternative {
+            "alternative-registry"
+        } else {
+            "registry"
+        };
+        let lower = krate.to_ascii_lowercase();
+        let rel = match lower.len() {
+            1 => format!("1/{lower}"),
+            2 => format!("2/{lower}"),
+            3 => format!("3/{}/{lower}", &lower[..1]),
+            _ => format!("{}/{}/{lower}", &lower[..2], &lower[2..4]),
+        };
+        self.registry_root().join(reg).join(rel)
+    }
+
+    /// The `.crate` file of a version as the server stores it.
+    pub fn crate_file(&self, krate: &str, vers: &str) -> PathBuf {
+        let dl = if self.alternative {
+            "alternative-dl"
+        } else {
+            "dl"
+        };
+        self.registry_root()
+            .join(dl)
+            .join(krate)
+            .join(vers)
+            .join("download")
     }
 
     /// The host:port the registry listens on.

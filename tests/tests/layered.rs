@@ -16,7 +16,7 @@ fn two_upstreams(acme_faults: bool) -> (Registry, Registry) {
     public.publish(Pkg::new("acme-core", "9.9.9").lib("compile_error!(\"hijacked\");"));
     let mut acme = Registry::start(RegistryOpts {
         alternative: true,
-        faults: if acme_faults {
+        watch: if acme_faults {
             vec!["acme-core".into()]
         } else {
             vec![]

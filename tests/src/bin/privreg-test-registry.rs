@@ -3,19 +3,21 @@
 //! launches it and relays commands.
 //!
 //! Usage: `privreg-test-registry --root DIR [--alternative] [--auth-required]
-//! [--faults CRATE,…]`. Prints one JSON line `{"index":…,"api":…,"token":…}` when ready, then
+//! [--watch CRATE,…]`. Prints one JSON line `{"index":…,"api":…,"token":…}` when ready, then
 //! reads JSON commands from stdin, one per line, answering each with one JSON line:
 //! - `{"publish":{"name":…,"vers":…,"deps":[{"name":…,"req":…,"registry":null|"alternative"}],
 //!   "yanked":false,"lib":"…rust source…"}}` → `{"cksum":…}`
-//! - `{"mode":"ok"|"500"|"503"|"hang"}` → `{"ok":true}`: how the index files and downloads of the
-//!   crates named in `--faults` (and `config.json`) are answered from now on.
+//! - `{"mode":"ok"|"500"|"503"|"hang"|"slow"}` → `{"ok":true}`: how the index files of the
+//!   crates named in `--watch` (and `config.json`) are answered from now on (`slow`: after 500 ms).
+//! - `{"requests":true}` → `{"requests":[{"path":…,"if_none_match":…,"if_modified_since":…,
+//!   "authorization":…}]}`: every request for those files so far.
 //!
 //! It exits when stdin closes.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use cargo_test_support::registry::{Dependency, Package, RegistryBuilder, Request, Response};
 
@@ -48,6 +50,7 @@ struct Publish {
 enum Command {
     Publish(Publish),
     Mode(String),
+    Requests(serde::de::IgnoredAny),
 }
 
 fn index_path(name: &str) -> String {
@@ -68,7 +71,7 @@ fn main() {
             "--root" => root = args.next().map(PathBuf::from),
             "--alternative" => alternative = true,
             "--auth-required" => auth = true,
-            "--faults" => {
+            "--watch" => {
                 faults = args
                     .next()
                     .unwrap_or_default()
@@ -85,6 +88,7 @@ fn main() {
     let _guard = cargo_test_support::paths::init_root(tmp, PathBuf::from("registry"));
 
     let mode = Arc::new(AtomicU8::new(0));
+    let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
     let mut builder = RegistryBuilder::new().http_index().http_api();
     if alternative {
         // cargo-test-support publishes "alternative" crates to the registry of that name.
@@ -98,8 +102,14 @@ fn main() {
         fault_paths.push(format!("/index/{}", index_path(krate)));
     }
     for path in fault_paths {
-        let mode = mode.clone();
+        let (mode, seen) = (mode.clone(), seen.clone());
         builder = builder.add_responder(path, move |req: &Request, server| {
+            seen.lock().expect("seen lock").push(serde_json::json!({
+                "path": req.url.path(),
+                "if_none_match": req.if_none_match,
+                "if_modified_since": req.if_modified_since,
+                "authorization": req.authorization,
+            }));
             match mode.load(Ordering::SeqCst) {
                 1 => server.internal_server_error(req),
                 2 => Response {
@@ -110,6 +120,10 @@ fn main() {
                 3 => {
                     std::thread::sleep(std::time::Duration::from_secs(20));
                     server.internal_server_error(req)
+                }
+                4 => {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    server.index(req)
                 }
                 _ => server.index(req),
             }
@@ -160,12 +174,17 @@ fn main() {
                 let cksum = pkg.publish();
                 reply(serde_json::json!({ "cksum": cksum }));
             }
+            Command::Requests(_) => {
+                let seen = seen.lock().expect("seen lock").clone();
+                reply(serde_json::json!({ "requests": seen }));
+            }
             Command::Mode(m) => {
                 let v = match m.as_str() {
                     "ok" => 0,
                     "500" => 1,
                     "503" => 2,
                     "hang" => 3,
+                    "slow" => 4,
                     other => {
                         reply(serde_json::json!({ "error": format!("unknown mode {other}") }));
                         continue;

@@ -1,0 +1,290 @@
+//! The daemon's lifecycle, cache, offline use, freshness, request coalescing and input checks,
+//! driven through real cargo and cargo's test registry server.
+
+use std::process::Command;
+
+use privreg_tests::{
+    Pkg, Privreg, Registry, RegistryOpts, Sandbox, bin, http_get, locked_packages, stderr, tempdir,
+};
+
+fn one_upstream(reg: &Registry, extra: &str) -> String {
+    format!(
+        "auth = false\n\n[upstreams.crates-io]\nindex = \"{}\"\n{extra}",
+        reg.index
+    )
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn env_dirs_health_and_sigterm() {
+    let mut reg = Registry::start(RegistryOpts::default());
+    reg.publish(Pkg::new("foo", "1.0.0"));
+    let dir = tempdir();
+    let (config, cache) = (dir.path().join("cfg"), dir.path().join("cache"));
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.toml"),
+        format!("listen = \"127.0.0.1:0\"\n{}", one_upstream(&reg, "")),
+    )
+    .unwrap();
+    let mut child = Command::new(bin("privreg-daemon"))
+        .env("PRIVREG_CONFIG_DIR", &config)
+        .env("PRIVREG_CACHE_DIR", &cache)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = cache.join("daemon.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !state.exists() {
+        assert!(std::time::Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let addr = info["addr"].as_str().unwrap().to_owned();
+    let health = http_get(&addr, "/-/health", &[]).unwrap();
+    assert_eq!((health.status, health.text().trim()), (200, "ok"));
+    let config_json: serde_json::Value =
+        serde_json::from_slice(&http_get(&addr, "/index/config.json", &[]).unwrap().body).unwrap();
+    assert_eq!(
+        config_json["dl"],
+        format!("http://{addr}/dl/{{crate}}/{{version}}/{{sha256-checksum}}")
+    );
+    assert_eq!(http_get(&addr, "/index/3/f/foo", &[]).unwrap().status, 200);
+    // The cache is versioned and lives where PRIVREG_CACHE_DIR says.
+    assert!(
+        files_under(&cache)
+            .iter()
+            .any(|f| f.starts_with("v1/upstreams/crates-io-") && f.ends_with("index/3/f/foo"))
+    );
+
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM must stop the daemon cleanly: {status}"
+    );
+    assert!(!state.exists(), "daemon.json is removed on a clean stop");
+    assert!(http_get(&addr, "/-/health", &[]).is_err());
+}
+
+#[test]
+fn invalid_config_names_file_line_and_key() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "auth = false\n\n[upstreams.a]\nindex = \"sparse+http://127.0.0.1:1/\"\nprority = 3\n",
+    )
+    .unwrap();
+    let out = Command::new(bin("privreg-daemon"))
+        .arg("--config-dir")
+        .arg(dir.path())
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let expected = format!(
+        "{}:5: unknown field `prority`",
+        dir.path().join("config.toml").display()
+    );
+    assert!(err.contains(&expected), "{err}");
+}
+
+#[test]
+fn offline_from_the_cache_with_every_upstream_stopped() {
+    let mut reg = Registry::start(RegistryOpts::default());
+    reg.publish(Pkg::new("leaf", "1.0.0").lib("pub fn leaf() -> u32 { 7 }"));
+    reg.publish(
+        Pkg::new("mid", "1.2.0")
+            .dep("leaf", "^1")
+            .lib("pub fn mid() -> u32 { leaf::leaf() * 6 }"),
+    );
+    let privreg = Privreg::start(&one_upstream(&reg, "ttl = \"0s\"\n"));
+    let sb = Sandbox::new();
+    sb.use_privreg(&privreg);
+    let app = sb.project(
+        "app",
+        "mid = \"1\"\n",
+        "fn main() { println!(\"{}\", mid::mid()); }",
+    );
+    sb.cargo_ok(&app, &["fetch"]);
+    let crates = files_under(&privreg.cache_dir.join("v1/crates"));
+    assert_eq!(crates.len(), 2, "{crates:?}");
+
+    reg.stop();
+    sb.fresh_cargo_home();
+    std::fs::remove_file(app.join("Cargo.lock")).unwrap();
+    sb.cargo_ok(&app, &["generate-lockfile"]);
+    sb.cargo_ok(&app, &["fetch"]);
+    let out = sb.cargo_ok(&app, &["run", "--quiet", "--offline"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    assert!(
+        privreg.log().contains("cannot reach upstream crates-io"),
+        "{}",
+        privreg.log()
+    );
+}
+
+#[test]
+fn a_download_with_the_wrong_checksum_is_refused_and_not_cached() {
+    let mut reg = Registry::start(RegistryOpts::default());
+    reg.publish(Pkg::new("leaf", "1.0.0"));
+    // The registry's stored .crate no longer matches the checksum in its index.
+    std::fs::write(reg.crate_file("leaf", "1.0.0"), b"tampered").unwrap();
+    let privreg = Privreg::start(&one_upstream(&reg, ""));
+    let sb = Sandbox::new();
+    sb.use_privreg(&privreg);
+    let app = sb.project("app", "leaf = \"1\"\n", "fn main() {}");
+    let out = sb.cargo(&app, &["fetch"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("502"), "{err}");
+    assert!(
+        privreg.log().contains("checksum mismatch"),
+        "{}",
+        privreg.log()
+    );
+    assert!(files_under(&privreg.cache_dir.join("v1/crates")).is_empty());
+}
+
+#[test]
+fn revalidates_after_ttl_and_answers_304_when_unchanged() {
+    let mut reg = Registry::start(RegistryOpts {
+        watch: vec!["foo".into()],
+        ..RegistryOpts::default()
+    });
+    reg.publish(Pkg::new("foo", "1.0.0"));
+    let privreg = Privreg::start(&one_upstream(&reg, "ttl = \"1s\"\n"));
+    let first = privreg.get("/index/3/f/foo");
+    assert_eq!(first.status, 200);
+    let etag = first.header("etag").unwrap().to_owned();
+
+    // Within the ttl: no upstream request; cargo's conditional request gets 304.
+    let again = http_get(&privreg.addr, "/index/3/f/foo", &[("If-None-Match", &etag)]).unwrap();
+    assert_eq!(again.status, 304);
+    assert_eq!(reg.requests().len(), 1);
+
+    // After the ttl: a conditional request upstream, with the validators the upstream sent
+    // (cargo's test server sends a quoted ETag it never matches and a non-standard date).
+    reg.publish(Pkg::new("foo", "1.1.0"));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let changed = http_get(&privreg.addr, "/index/3/f/foo", &[("If-None-Match", &etag)]).unwrap();
+    assert_eq!(changed.status, 200);
+    assert!(changed.text().contains("1.1.0"));
+    let reqs = reg.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(
+        reqs[1]["if_none_match"]
+            .as_str()
+            .is_some_and(|e| e.starts_with('"')),
+        "{reqs:?}"
+    );
+    assert!(reqs[1]["if_modified_since"].is_string(), "{reqs:?}");
+
+    // Cargo end to end: a second resolution after the ttl sees the same merged body.
+    let sb = Sandbox::new();
+    sb.use_privreg(&privreg);
+    let app = sb.project("app", "foo = \"1\"\n", "fn main() {}");
+    sb.cargo_ok(&app, &["generate-lockfile"]);
+    assert!(locked_packages(&app).contains(&("foo".into(), "1.1.0".into())));
+}
+
+#[test]
+fn concurrent_requests_for_one_file_make_one_upstream_request() {
+    let mut reg = Registry::start(RegistryOpts {
+        watch: vec!["foo".into()],
+        ..RegistryOpts::default()
+    });
+    reg.publish(Pkg::new("foo", "1.0.0"));
+    reg.mode("slow");
+    let privreg = Privreg::start(&one_upstream(&reg, ""));
+    let addr = privreg.addr.clone();
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || http_get(&addr, "/index/3/f/foo", &[]).unwrap().status)
+        })
+        .collect();
+    let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(reg.requests().len(), 1);
+}
+
+#[test]
+fn hostile_paths_never_touch_the_file_system() {
+    let mut reg = Registry::start(RegistryOpts::default());
+    reg.publish(Pkg::new("foo", "1.0.0"));
+    let privreg = Privreg::start(&one_upstream(&reg, ""));
+    let long = "a".repeat(65);
+    let cases = [
+        "/index/../../etc/passwd".to_owned(),
+        "/index/3/f/..%2f..%2fetc".to_owned(),
+        "/index/3/f/f%2Foo".to_owned(),
+        "/index/3/F/Foo".to_owned(),
+        "/index/3/f/FOO".to_owned(),
+        "/index/xx/yy/foo".to_owned(),
+        format!("/index/aa/aa/{long}"),
+        "/dl/foo/1.0.0/../../../etc/passwd".to_owned(),
+        "/dl/..%2f/1.0.0/0000".to_owned(),
+        format!("/dl/foo/1.0.0/{}", "Z".repeat(64)),
+        "/dl/foo/not-semver/0000000000000000000000000000000000000000000000000000000000000000"
+            .to_owned(),
+    ];
+    for path in &cases {
+        let r = privreg.get(path);
+        assert!(
+            matches!(r.status, 400 | 404),
+            "{path}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+    assert!(
+        !privreg.cache_dir.join("v1").exists(),
+        "{:?}",
+        files_under(&privreg.cache_dir)
+    );
+}
+
+#[test]
+fn an_unparsable_upstream_line_is_skipped_and_logged() {
+    let mut reg = Registry::start(RegistryOpts::default());
+    reg.publish(Pkg::new("foo", "1.0.0"));
+    let file = reg.index_file("foo");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("{\"name\":\"foo\",\"vers\":\"not a version\"}\n");
+    std::fs::write(&file, text).unwrap();
+    reg.publish(Pkg::new("foo", "1.1.0"));
+    let privreg = Privreg::start(&one_upstream(&reg, ""));
+    let sb = Sandbox::new();
+    sb.use_privreg(&privreg);
+    let app = sb.project("app", "foo = \"1\"\n", "fn main() {}");
+    sb.cargo_ok(&app, &["generate-lockfile"]);
+    assert!(locked_packages(&app).contains(&("foo".into(), "1.1.0".into())));
+    let log = privreg.log();
+    assert!(
+        log.contains("skipping an index line") && log.contains("line=2"),
+        "{log}"
+    );
+}
