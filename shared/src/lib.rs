@@ -6,6 +6,7 @@ pub mod config;
 pub mod index;
 pub mod name;
 pub mod paths;
+pub mod pin;
 pub mod policy;
 
 pub use name::CrateName;
