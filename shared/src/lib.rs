@@ -8,5 +8,6 @@ pub mod name;
 pub mod paths;
 pub mod pin;
 pub mod policy;
+pub mod secrets;
 
 pub use name::CrateName;
