@@ -39,6 +39,8 @@ pub fn bin(name: &str) -> PathBuf {
                 "privreg-daemon",
                 "-p",
                 "privreg-tests",
+                "-p",
+                "cargo-credential-privreg",
                 "--manifest-path",
             ])
             .arg(&manifest)
@@ -383,6 +385,44 @@ impl Privreg {
         }
     }
 
+    /// Runs the `privreg` CLI against this daemon's directories.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("privreg"))
+            .arg("--config-dir")
+            .arg(&self.config_dir)
+            .arg("--cache-dir")
+            .arg(&self.cache_dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run privreg")
+    }
+
+    /// Runs the CLI and returns its stdout, panicking unless it succeeds.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "privreg {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls `check` until it holds, for at most `secs` seconds; panics with the log otherwise.
+    pub fn within(&self, secs: f64, what: &str, mut check: impl FnMut(&Privreg) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        while !check(self) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {secs}s\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn write_config(&self, config_toml: &str) {
         std::fs::write(self.config_dir.join("config.toml"), config_toml)
             .expect("write config.toml");
@@ -466,6 +506,19 @@ impl Sandbox {
 
     /// Runs the real cargo in `dir` with the sandbox's environment.
     pub fn cargo(&self, dir: &Path, args: &[&str]) -> Output {
+        self.cargo_env(dir, args, &[])
+    }
+
+    /// Runs the real cargo in `dir` with the sandbox's environment plus `env`.
+    pub fn cargo_env(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.cargo_command(dir, args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run cargo")
+    }
+
+    /// The real cargo, set up to run in `dir` with the sandbox's environment (stdin closed).
+    pub fn cargo_command(&self, dir: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new("cargo");
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("CARGO") || k == "RUSTC_WRAPPER" || k == "RUSTFLAGS"
@@ -481,9 +534,8 @@ impl Sandbox {
             .env("CARGO_TARGET_DIR", &self.target)
             .env("CARGO_TERM_COLOR", "never")
             .env("CARGO_HTTP_TIMEOUT", "20")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cargo")
+            .stdin(Stdio::null());
+        cmd
     }
 
     /// Runs cargo and panics with its output unless it succeeds.
@@ -519,6 +571,34 @@ pub fn locked_packages(project: &Path) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every file under `dir` whose bytes contain `needle` (a token must never be found).
+pub fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+        .collect()
 }
 
 /// The stderr of a command, for assertions.

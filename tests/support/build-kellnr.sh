@@ -12,7 +12,7 @@
 # and these Debian packages for the C parts (OpenSSL is built vendored, so
 # libssl-dev and pkg-config are NOT needed):
 #   build-essential (gcc, make)   perl
-# The script does not install them. Takes ~12+ minutes on 2 cores.
+# The script does not install them. Takes 12-18 minutes on 2 cores.
 set -eu
 
 KELLNR_VERSION=6.13.0
@@ -26,6 +26,9 @@ if [ -x "$BIN" ]; then
 fi
 
 command -v cargo >/dev/null 2>&1 || { echo "build-kellnr: cargo not found" >&2; exit 1; }
+
+# Kellnr bakes these into the binary via option_env!; keep the build hermetic.
+unset KELLNR_COMPTIME__DATA_DIR KELLNR_COMPTIME__CONFIG_FILE
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/privreg-kellnr-build.XXXXXX")
 cleanup() { rm -rf "$WORK" "$PREFIX.partial"; }

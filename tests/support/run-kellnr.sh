@@ -64,7 +64,7 @@ unset KELLNR_ORIGIN__PATH
 export KELLNR_SETUP__ADMIN_TOKEN="$ADMIN_TOKEN"
 export KELLNR_SETUP__ADMIN_PWD="$ADMIN_TOKEN"
 export KELLNR_REGISTRY__AUTH_REQUIRED="$AUTH_REQUIRED"
-# No proxy of the public registry, no rustdoc builds, no toolchain hosting, no SSO,
+# No proxying of the public registry, no rustdoc builds, no toolchain hosting, no SSO,
 # sqlite + local files only.
 export KELLNR_PROXY__ENABLED=false
 export KELLNR_DOCS__ENABLED=false
@@ -75,5 +75,7 @@ export KELLNR_S3__ENABLED=false
 export KELLNR_GCS__ENABLED=false
 export KELLNR_REGISTRY__SPONSOR_LINKS_ENABLED=false
 export KELLNR_LOG__LEVEL="${KELLNR_LOG__LEVEL:-info}"
+# tracing writes ANSI colour codes even to pipes unless NO_COLOR is set.
+export NO_COLOR="${NO_COLOR:-1}"
 
 exec "$BIN" start

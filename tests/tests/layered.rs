@@ -126,3 +126,43 @@ fn fail_closed_on_timeout_and_last_good_copy_when_cached() {
         privreg.log()
     );
 }
+
+/// The same layering with Kellnr as the private registry: its lines carry the public registry's
+/// URL for dependencies, unquoted ETags and non-HTTP dates, and it ignores `If-None-Match`.
+#[test]
+fn kellnr_as_the_private_upstream() {
+    let mut public = Registry::start(RegistryOpts::default());
+    public.publish(Pkg::new("pubdep", "1.0.0").lib(PUBDEP_LIB));
+    public.publish(Pkg::new("acme-core", "9.9.9").lib("compile_error!(\"hijacked\");"));
+    let mut kellnr = privreg_tests::kellnr::Kellnr::start(false, Some(&public.index));
+    kellnr.publish(
+        &Pkg::new("acme-core", "0.2.0")
+            .dep("pubdep", "^1")
+            .lib(ACME_LIB),
+    );
+    let privreg = Privreg::start(&format!(
+        "auth = false\n\n[upstreams.acme]\nindex = \"{}\"\npriority = 600\nttl = \"0s\"\n\n[upstreams.crates-io]\nindex = \"{}\"\n",
+        kellnr.index(),
+        public.index
+    ));
+    let sb = Sandbox::new();
+    sb.use_privreg(&privreg);
+    let app = sb.project("app", "acme-core = \"*\"\n", MAIN);
+    let out = sb.cargo_ok(&app, &["run", "--quiet"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "acme-core uses pubdep"
+    );
+    assert!(locked_packages(&app).contains(&("acme-core".into(), "0.2.0".into())));
+    let body = privreg.get("/index/ac/me/acme-core").text();
+    let line: serde_json::Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert!(line["deps"][0]["registry"].is_null(), "{line}");
+
+    // Kellnr stopped: resolution and fetch still work from privreg's cache, on a new CARGO_HOME.
+    kellnr.stop();
+    public.stop();
+    sb.fresh_cargo_home();
+    std::fs::remove_file(app.join("Cargo.lock")).unwrap();
+    sb.cargo_ok(&app, &["generate-lockfile"]);
+    sb.cargo_ok(&app, &["fetch"]);
+}
