@@ -13,7 +13,7 @@ use semver::Version;
 use sha2::{Digest, Sha256};
 
 use crate::Daemon;
-use crate::upstream::{Entry, FetchError};
+use crate::upstream::{Entry, FetchError, Fetched};
 
 /// The configuration in force, with what is derived from it. Swapped whole on reload.
 pub struct Runtime {
@@ -76,9 +76,21 @@ pub enum LayeredError {
     },
 }
 
+/// The policy's view of what an upstream entry says.
+pub fn answer(entry: &Option<Arc<Entry>>) -> Answer<'_> {
+    match entry {
+        Some(e) => match &e.file {
+            Some(f) => Answer::Has(f),
+            None => Answer::Absent,
+        },
+        None => Answer::Error,
+    }
+}
+
 impl Daemon {
-    /// The layered index file of `krate`.
-    pub async fn layered(&self, krate: &CrateName) -> Result<Arc<MergedBody>, LayeredError> {
+    /// Every upstream's answer for `krate` (fresh, revalidated, or the last good one), with the
+    /// configuration they were asked under.
+    pub async fn gather(&self, krate: &CrateName) -> (Arc<Runtime>, Vec<Fetched>) {
         let rt = self.runtime();
         let fetched = join_all(
             rt.config
@@ -87,6 +99,12 @@ impl Daemon {
                 .map(|u| self.upstreams.index(u, krate)),
         )
         .await;
+        (rt, fetched)
+    }
+
+    /// The layered index file of `krate`.
+    pub async fn layered(&self, krate: &CrateName) -> Result<Arc<MergedBody>, LayeredError> {
+        let (rt, fetched) = self.gather(krate).await;
         let entries: Vec<Option<Arc<Entry>>> = fetched.iter().map(|f| f.entry.clone()).collect();
         let fingerprint = (
             rt.generation,
@@ -100,16 +118,7 @@ impl Daemon {
         {
             return Ok(m.clone());
         }
-        let answers: Vec<Answer<'_>> = entries
-            .iter()
-            .map(|e| match e {
-                Some(e) => match &e.file {
-                    Some(f) => Answer::Has(f),
-                    None => Answer::Absent,
-                },
-                None => Answer::Error,
-            })
-            .collect();
+        let answers: Vec<Answer<'_>> = entries.iter().map(answer).collect();
         let remembered = self.cache.served(krate);
         let merged = match policy::merge(krate, &rt.refs, &answers, rt.pins.as_ref(), &remembered) {
             Ok(m) => m,

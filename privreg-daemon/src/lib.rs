@@ -5,9 +5,12 @@
 //! [`download`] verifies crates, and [`server`] answers cargo.
 
 pub mod cache;
+pub mod cli;
 pub mod download;
 pub mod layered;
+pub mod reload;
 pub mod server;
+pub mod status;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -33,6 +36,8 @@ pub struct Daemon {
     pub config_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub started: SystemTime,
+    /// The error of the last failed reload, while the last good configuration stays in force.
+    load_error: Mutex<Option<String>>,
 }
 
 impl Daemon {
@@ -53,6 +58,7 @@ impl Daemon {
             config_dir,
             cache_dir,
             started: SystemTime::now(),
+            load_error: Mutex::default(),
         }
     }
 
@@ -64,5 +70,19 @@ impl Daemon {
     /// Puts a new, already validated configuration in force.
     pub fn swap_runtime(&self, runtime: Runtime) {
         *self.runtime.write().expect("runtime lock") = Arc::new(runtime);
+    }
+
+    /// The config or pin error in force, if the last reload failed.
+    pub fn load_error(&self) -> Option<String> {
+        self.load_error.lock().expect("load error lock").clone()
+    }
+
+    /// Records (or clears) a reload error; returns whether there was one before.
+    fn set_load_error(&self, error: Option<String>) -> bool {
+        std::mem::replace(
+            &mut *self.load_error.lock().expect("load error lock"),
+            error,
+        )
+        .is_some()
     }
 }

@@ -174,6 +174,15 @@ impl Daemon {
         if path == "/-/health" {
             return text(StatusCode::OK, "ok");
         }
+        if path == "/-/status" {
+            return json(StatusCode::OK, &self.status_json());
+        }
+        if let Some(name) = path.strip_prefix("/-/policy/") {
+            return match CrateName::new(name) {
+                Ok(krate) => json(StatusCode::OK, &self.policy_json(&krate.lower()).await),
+                Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+            };
+        }
         if path == "/index/config.json" {
             return json(StatusCode::OK, &self.config_json());
         }

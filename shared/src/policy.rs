@@ -166,8 +166,8 @@ fn value(p: PinPriority) -> Option<i32> {
 }
 
 /// Rule 2: `None` when a `never` stanza removes the upstream for this crate.
-fn claim_of(pins: &dyn PinRules, krate: &CrateName, up: &UpstreamRef) -> Option<i32> {
-    match pins.claim(krate, up) {
+fn claim_of(pin: Option<&PinMatch>, up: &UpstreamRef) -> Option<i32> {
+    match pin {
         Some(m) => value(m.priority),
         None => Some(up.priority),
     }
@@ -183,7 +183,13 @@ pub fn merge(
     remembered: &BTreeMap<Version, String>,
 ) -> Result<Merged, MergeError> {
     assert_eq!(upstreams.len(), answers.len(), "one answer per upstream");
-    let claims: Vec<Option<i32>> = upstreams.iter().map(|u| claim_of(pins, krate, u)).collect();
+    let claim_pins: Vec<Option<PinMatch>> =
+        upstreams.iter().map(|u| pins.claim(krate, u)).collect();
+    let claims: Vec<Option<i32>> = upstreams
+        .iter()
+        .zip(&claim_pins)
+        .map(|(u, p)| claim_of(p.as_ref(), u))
+        .collect();
 
     // Rule 5: the top positive claim among upstreams that have the crate.
     let top = answers
@@ -200,7 +206,8 @@ pub fn merge(
         .zip(&claims)
         .zip(upstreams)
         .filter(|((a, c), _)| {
-            matches!(a, Answer::Error) && c.is_some_and(|c| top.is_none_or(|t| c >= t))
+            // An upstream whose claim is not positive could never own the crate.
+            matches!(a, Answer::Error) && c.is_some_and(|c| c > 0 && top.is_none_or(|t| c >= t))
         })
         .map(|(_, u)| u.name.clone())
         .collect();
@@ -225,7 +232,19 @@ pub fn merge(
     let mut by_version: BTreeMap<Version, Vec<Candidate>> = BTreeMap::new();
     for (u, answer) in answers.iter().enumerate() {
         let Answer::Has(file) = answer else { continue };
-        let Some(claim) = claims[u] else { continue };
+        let Some(claim) = claims[u] else {
+            // Removed by `never` for this crate: every version is blocked by that stanza.
+            for line in &file.lines {
+                merged.decisions.push(Decision {
+                    upstream: u,
+                    version: line.vers.clone(),
+                    priority: 0,
+                    stanza: claim_pins[u].as_ref().map(|m| m.stanza.clone()),
+                    state: State::Blocked,
+                });
+            }
+            continue;
+        };
         let owner = merged.owners.contains(&u);
         for (l, line) in file.lines.iter().enumerate() {
             let pin = pins.prio(krate, &upstreams[u], &line.vers);

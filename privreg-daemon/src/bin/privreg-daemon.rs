@@ -6,10 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Parser;
 use privreg_daemon::Daemon;
-use privreg_daemon::layered::Runtime;
-use privreg_shared::config::Config;
 use privreg_shared::paths;
-use privreg_shared::policy::NoPins;
 
 /// Serves a layered, cached sparse index of every configured upstream to cargo.
 ///
@@ -71,7 +68,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         paths::config_dir(args.config_dir).context("no config directory; pass --config-dir")?;
     let cache_dir =
         paths::cache_dir(args.cache_dir).context("no cache directory; pass --cache-dir")?;
-    let config = Config::load(&config_dir)?;
+    let runtime = privreg_daemon::reload::load(&config_dir, 1)?;
+    let config = runtime.config.clone();
     if config.auth {
         bail!(
             "{}: `auth = true` needs the local token from the OS keyring, which this build does not support yet; set `auth = false`",
@@ -91,11 +89,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(|u| format!("{} ({})", u.name, u.priority))
         .collect();
     let daemon = Arc::new(Daemon::new(
-        Runtime::new(config, Box::new(NoPins), 1),
+        runtime,
         config_dir,
         cache_dir.clone(),
         base_url.clone(),
     ));
+    privreg_daemon::reload::watch(daemon.clone()).context("cannot watch the config directory")?;
 
     let state = cache_dir.join("daemon.json");
     let info = serde_json::to_vec(&DaemonFile {

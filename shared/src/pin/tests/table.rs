@@ -410,8 +410,8 @@ fn the_design_example_file_gives_cases_6_8_and_9_at_once() {
             .iter()
             .filter(|d| d.state == State::Blocked)
             .count(),
-        0,
-        "crates-io is removed before its versions are looked at"
+        2,
+        "crates-io's copies are listed as blocked by the `never` stanza, for `privreg policy`"
     );
 }
 

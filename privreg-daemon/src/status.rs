@@ -1,0 +1,157 @@
+//! `/-/status` and `/-/policy/<crate>`: what the daemon is doing and why a version is (not) served,
+//! as JSON for `privreg status` and `privreg policy`.
+
+use std::sync::Arc;
+
+use privreg_shared::CrateName;
+use privreg_shared::policy::{self, Answer, State};
+use serde_json::{Value, json};
+
+use crate::Daemon;
+use crate::layered::answer;
+use crate::upstream::Entry;
+
+fn state_name(s: &State) -> &'static str {
+    match s {
+        State::Served => "served",
+        State::YankedByPin => "yanked-by-pin",
+        State::Shadowed => "shadowed",
+        State::Blocked => "blocked",
+        State::NotHeld => "not-held",
+        State::Duplicate { .. } => "duplicate",
+        State::ChecksumChanged { .. } => "checksum-changed",
+    }
+}
+
+impl Daemon {
+    pub fn status_json(&self) -> Value {
+        let rt = self.runtime();
+        let health = self.upstreams.health();
+        let upstreams: Vec<Value> = rt
+            .config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let h = health.get(&u.name).cloned().unwrap_or_default();
+                json!({
+                    "name": u.name,
+                    "index": u.index,
+                    "priority": u.priority,
+                    "ttl_secs": u.ttl.as_secs(),
+                    "last_ok": h.last_ok,
+                    "last_error": h.last_error,
+                    "last_error_at": h.last_error_at,
+                })
+            })
+            .collect();
+        json!({
+            "url": format!("{}/index/", self.base_url),
+            "pid": std::process::id(),
+            "uptime_secs": self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            "config_dir": self.config_dir,
+            "cache_dir": self.cache_dir,
+            "upstreams": upstreams,
+            "config_error": self.load_error(),
+            "upstream_requests": self.upstreams.request_count(),
+        })
+    }
+
+    /// Like `apt-cache policy`: every version from every upstream and what the policy made of it.
+    pub async fn policy_json(&self, krate: &CrateName) -> Value {
+        let (rt, fetched) = self.gather(krate).await;
+        let entries: Vec<Option<Arc<Entry>>> = fetched.iter().map(|f| f.entry.clone()).collect();
+        let answers: Vec<Answer<'_>> = entries.iter().map(answer).collect();
+        let remembered = self.cache.served(krate);
+        let result = policy::merge(krate, &rt.refs, &answers, rt.pins.as_ref(), &remembered);
+        let upstreams: Vec<Value> = rt
+            .refs
+            .iter()
+            .zip(&fetched)
+            .map(|(u, f)| {
+                let claim = rt.pins.claim(krate, u);
+                json!({
+                    "name": u.name,
+                    "priority": u.priority,
+                    "claim": claim.as_ref().map_or(u.priority.to_string(), |m| m.priority.to_string()),
+                    "claim_stanza": claim.map(|m| m.stanza.to_string()),
+                    "answer": match answer(&f.entry) {
+                        Answer::Has(file) => format!("has {} versions", file.lines.len()),
+                        Answer::Absent => "absent".to_owned(),
+                        Answer::Error => "error".to_owned(),
+                    },
+                    "error": f.error.as_ref().map(ToString::to_string),
+                })
+            })
+            .collect();
+        let merged = match result {
+            Ok(m) => m,
+            Err(e) => {
+                return json!({ "crate": krate.as_str(), "upstreams": upstreams, "unavailable": e.to_string() });
+            }
+        };
+        let yanked_upstream = |d: &policy::Decision| match answers[d.upstream] {
+            Answer::Has(f) => f.version(&d.version).is_some_and(|l| l.yanked),
+            _ => false,
+        };
+        let mut decisions = merged.decisions.clone();
+        decisions.sort_by(|a, b| b.version.cmp(&a.version).then(a.upstream.cmp(&b.upstream)));
+        let versions: Vec<Value> = decisions
+            .iter()
+            .map(|d| {
+                json!({
+                    "version": d.version.to_string(),
+                    "upstream": rt.refs[d.upstream].name,
+                    "priority": if d.state == State::Blocked { "never".to_owned() } else { d.priority.to_string() },
+                    "state": state_name(&d.state),
+                    "stanza": d.stanza.as_ref().map(ToString::to_string),
+                    "yanked": yanked_upstream(d) || d.state == State::YankedByPin,
+                    "winner": match &d.state {
+                        State::Duplicate { winner } => Some(rt.refs[*winner].name.clone()),
+                        _ => None,
+                    },
+                })
+            })
+            .collect();
+        // Hints: a shadowed upstream with versions newer than anything served.
+        let newest_served = merged
+            .decisions
+            .iter()
+            .filter(|d| matches!(d.state, State::Served | State::YankedByPin))
+            .map(|d| &d.version)
+            .max();
+        let top = merged.owners.first().and_then(|o| merged.claims[*o]);
+        let mut hints = Vec::new();
+        for (i, u) in rt.refs.iter().enumerate() {
+            let newer: Vec<String> = merged
+                .decisions
+                .iter()
+                .filter(|d| d.upstream == i && d.state == State::Shadowed)
+                .filter(|d| newest_served.is_none_or(|n| &d.version > n))
+                .map(|d| d.version.to_string())
+                .collect();
+            if let (false, Some(top)) = (newer.is_empty(), top) {
+                hints.push(format!(
+                    "{} has newer versions ({}) that are shadowed; to admit them add to the pin file:\nPackage: {}\nPin: registry {}\nPin-Priority: {}",
+                    u.name,
+                    newer.join(", "),
+                    krate,
+                    u.name,
+                    top
+                ));
+            }
+        }
+        json!({
+            "crate": krate.as_str(),
+            "owners": merged.owners.iter().map(|o| rt.refs[*o].name.clone()).collect::<Vec<_>>(),
+            "upstreams": upstreams,
+            "versions": versions,
+            "conflicts": merged.conflicts.iter().map(|c| json!({
+                "version": c.version.to_string(),
+                "winner": rt.refs[c.winner].name,
+                "loser": rt.refs[c.loser].name,
+            })).collect::<Vec<_>>(),
+            "hints": hints,
+            "config_error": self.load_error(),
+        })
+    }
+}
