@@ -1,0 +1,53 @@
+#!/bin/sh
+# Runs privreg's whole test suite on a fresh Debian machine with the Rust toolchain:
+#   1. installs the Debian packages the tests use (real keyrings, a session bus),
+#   2. builds Kellnr once (a real registry server used as an upstream; cached, ~12 min cold),
+#   3. runs every test under a real kernel keyring session (keyutils), then the tests that use
+#      the OS keyring again under a real Secret Service (gnome-keyring on a private D-Bus).
+# All network traffic of the tests stays on 127.0.0.1.
+#
+# Environment: PRIVREG_SKIP_APT=1 skips step 1 (when the packages are known to be there).
+set -eu
+cd "$(dirname "$0")/.."
+
+PACKAGES="keyutils dbus-daemon dbus-bin gnome-keyring libsecret-tools"
+
+if [ "${PRIVREG_SKIP_APT:-0}" != 1 ]; then
+    missing=
+    for p in $PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        if [ "$(id -u)" = 0 ]; then
+            sudo=
+        elif command -v sudo >/dev/null 2>&1; then
+            sudo=sudo
+        else
+            echo "tests/run.sh: please install:$missing" >&2
+            exit 1
+        fi
+        echo "tests/run.sh: installing$missing" >&2
+        $sudo apt-get update -qq
+        # shellcheck disable=SC2086 # word splitting of the package list is intended
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >&2
+    fi
+fi
+
+PRIVREG_KELLNR_BIN=$(tests/support/build-kellnr.sh)
+export PRIVREG_KELLNR_BIN
+
+cargo build --locked --workspace --bins
+
+log=$(mktemp)
+trap 'rm -f "$log" "$log.rc"' EXIT
+status=0
+# Runs a command with its output shown and kept for the summary; remembers a failure.
+run() {
+    { "$@" 2>&1; echo "$?" >"$log.rc"; } | tee -a "$log"
+    [ "$(cat "$log.rc")" = 0 ] || status=1
+}
+run tests/support/keyrings.sh secret-service -- cargo test --locked -p privreg-tests --test credential
+run tests/support/keyrings.sh keyutils -- cargo test --locked --workspace
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit $status
