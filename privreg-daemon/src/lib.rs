@@ -4,6 +4,7 @@
 //! [`upstream`] talks to upstreams, [`cache`] keeps their answers on disk, [`layered`] merges,
 //! [`download`] verifies crates, and [`server`] answers cargo.
 
+pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod download;
@@ -11,6 +12,7 @@ pub mod layered;
 pub mod reload;
 pub mod server;
 pub mod status;
+pub mod tokens;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -19,9 +21,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use privreg_shared::CrateName;
+use privreg_shared::secrets::{Keyring, Token};
 
 use crate::cache::Cache;
 use crate::layered::{MergedBody, Runtime};
+use crate::tokens::Tokens;
 use crate::upstream::Upstreams;
 
 /// The daemon's state, shared by every connection.
@@ -31,6 +35,8 @@ pub struct Daemon {
     pub cache: Cache,
     merged: Mutex<HashMap<CrateName, Arc<MergedBody>>>,
     downloads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// What cargo must present in `Authorization`; `None` when `auth = false`.
+    local_token: Option<Token>,
     /// `http://ADDR` of the daemon itself, as cargo reaches it.
     pub base_url: String,
     pub config_dir: PathBuf,
@@ -41,16 +47,22 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// `local_token`: what cargo must present (`None`: `auth = false`). `keyring`: the store for
+    /// upstream tokens, if one could be opened.
     pub fn new(
         runtime: Runtime,
         config_dir: PathBuf,
         cache_dir: PathBuf,
         base_url: String,
+        local_token: Option<Token>,
+        keyring: Option<Keyring>,
     ) -> Daemon {
         let cache = Cache::new(&cache_dir);
+        let tokens = Tokens::new(runtime.config.keyring, keyring);
         Daemon {
             runtime: RwLock::new(Arc::new(runtime)),
-            upstreams: Upstreams::new(cache.clone()),
+            upstreams: Upstreams::new(cache.clone(), tokens),
+            local_token,
             cache,
             merged: Mutex::default(),
             downloads: Mutex::default(),
@@ -69,6 +81,7 @@ impl Daemon {
 
     /// Puts a new, already validated configuration in force.
     pub fn swap_runtime(&self, runtime: Runtime) {
+        self.upstreams.tokens.reset(runtime.config.keyring);
         *self.runtime.write().expect("runtime lock") = Arc::new(runtime);
     }
 

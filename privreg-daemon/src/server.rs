@@ -14,6 +14,7 @@ use privreg_shared::CrateName;
 use tokio::net::TcpListener;
 
 use crate::Daemon;
+use crate::auth::Verdict;
 use crate::download::DownloadError;
 use crate::layered::LayeredError;
 
@@ -64,6 +65,7 @@ impl Daemon {
         serde_json::json!({
             "dl": format!("{}/dl/{{crate}}/{{version}}/{{sha256-checksum}}", self.base_url),
             "api": self.base_url,
+            "auth-required": self.auth_required(),
         })
     }
 
@@ -157,6 +159,39 @@ impl Daemon {
     }
 
     async fn route(&self, method: &Method, path: &str, req: &Request<Incoming>) -> Response<Body> {
+        if path == "/-/health" {
+            return text(StatusCode::OK, "ok");
+        }
+        if path == "/-/login" {
+            return text(
+                StatusCode::OK,
+                "privreg hands cargo its local token through the credential provider cargo-credential-privreg.\nRun `privreg init` to create the token and `privreg doctor` to check the setup.",
+            );
+        }
+        match self.check(req) {
+            Verdict::Allowed => {}
+            Verdict::WrongHost => {
+                return text(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "this is privreg; the Host header does not name its address",
+                );
+            }
+            Verdict::Unauthorized => {
+                let mut r = text(
+                    StatusCode::UNAUTHORIZED,
+                    "privreg needs its local token; configure cargo-credential-privreg as the credential provider",
+                );
+                let login = format!("Cargo login_url=\"{}/-/login\"", self.base_url);
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_str(&login).expect("the login URL is a header value"),
+                );
+                return r;
+            }
+            Verdict::Forbidden => {
+                return text(StatusCode::FORBIDDEN, "that is not privreg's local token");
+            }
+        }
         if let Some(api) = path.strip_prefix("/api/") {
             return api_error(
                 StatusCode::NOT_IMPLEMENTED,
@@ -170,9 +205,6 @@ impl Daemon {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "only GET and HEAD are served here",
             );
-        }
-        if path == "/-/health" {
-            return text(StatusCode::OK, "ok");
         }
         if path == "/-/status" {
             return json(StatusCode::OK, &self.status_json());

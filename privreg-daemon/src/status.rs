@@ -53,6 +53,8 @@ impl Daemon {
             "upstreams": upstreams,
             "config_error": self.load_error(),
             "upstream_requests": self.upstreams.request_count(),
+            "cache_hits": self.upstreams.hits_and_misses().0,
+            "cache_misses": self.upstreams.hits_and_misses().1,
         })
     }
 

@@ -12,6 +12,7 @@ use privreg_shared::config::Upstream;
 use privreg_shared::index::IndexFile;
 
 use crate::cache::{self, Cache, Meta, Stored, UpstreamPath};
+use crate::tokens::{Tokens, authorization};
 
 /// Largest index file or `config.json` accepted from an upstream.
 pub const MAX_INDEX_BODY: usize = 64 << 20;
@@ -100,6 +101,9 @@ pub struct Health {
 pub struct Upstreams {
     client: reqwest::Client,
     cache: Cache,
+    pub tokens: Tokens,
+    hits: AtomicU64,
+    misses: AtomicU64,
     memory: Mutex<HashMap<Key, Arc<Entry>>>,
     flights: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Flight>>>>,
     health: Mutex<HashMap<String, Health>>,
@@ -160,10 +164,13 @@ enum Answer {
 }
 
 impl Upstreams {
-    pub fn new(cache: Cache) -> Upstreams {
+    pub fn new(cache: Cache, tokens: Tokens) -> Upstreams {
         Upstreams {
             client: http_client(),
             cache,
+            tokens,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
             memory: Mutex::default(),
             flights: Mutex::default(),
             health: Mutex::default(),
@@ -179,6 +186,33 @@ impl Upstreams {
     /// Upstream requests made so far (for tests and metrics).
     pub fn request_count(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Index and config files answered from the cache without asking the upstream, and those
+    /// that needed an upstream request.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A GET to `up` with its own token (and no other upstream's).
+    async fn get(&self, up: &Upstream, url: url::Url) -> reqwest::RequestBuilder {
+        let mut req = self.client.get(url);
+        if let Some(token) = self.tokens.get(up).await
+            && let Some(value) = authorization(&token)
+        {
+            req = req.header(http::header::AUTHORIZATION, value);
+        }
+        req
+    }
+
+    /// Notes an auth failure so the token is read again (after `privreg login`) next time.
+    fn refused(&self, up: &Upstream, err: &FetchError) {
+        if matches!(err, FetchError::Auth { .. }) {
+            self.tokens.forget(up);
+        }
     }
 
     pub fn health(&self) -> HashMap<String, Health> {
@@ -374,6 +408,7 @@ impl Upstreams {
             }
             Err(err) => {
                 tracing::warn!(error = %err, stale = cached.is_some(), "upstream request failed");
+                self.refused(up, &err);
                 let mut health = self.health.lock().expect("health lock");
                 let h = health.entry(up.name.clone()).or_default();
                 h.last_error = Some(err.to_string());
@@ -397,7 +432,7 @@ impl Upstreams {
             .base
             .join(&rel_url(rel))
             .expect("index paths join onto a base URL");
-        let mut req = self.client.get(url.clone()).timeout(up.timeout);
+        let mut req = self.get(up, url.clone()).await.timeout(up.timeout);
         if let Some(c) = cached.filter(|c| c.meta.present) {
             if let Some(etag) = &c.meta.etag {
                 req = req.header(http::header::IF_NONE_MATCH, etag);
@@ -491,13 +526,13 @@ impl Upstreams {
     ) -> Result<Bytes, FetchError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let resp = self
-            .client
-            .get(url)
+            .get(up, url)
+            .await
             .timeout(up.timeout.max(Duration::from_secs(60)))
             .send()
             .await
             .map_err(|e| self.transport_error(up, what, e))?;
-        match resp.status().as_u16() {
+        let result = match resp.status().as_u16() {
             200 => read_limited(resp, MAX_CRATE_BODY, up, what).await,
             status @ (401 | 403) => Err(FetchError::Auth {
                 upstream: up.name.clone(),
@@ -509,7 +544,11 @@ impl Upstreams {
                 what: what.to_owned(),
                 status,
             }),
+        };
+        if let Err(e) = &result {
+            self.refused(up, e);
         }
+        result
     }
 
     /// The index file of `krate` at `up` (see [`Upstreams::fetch`]).

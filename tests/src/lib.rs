@@ -275,6 +275,7 @@ pub struct Privreg {
     log: PathBuf,
     /// `127.0.0.1:PORT`
     pub addr: String,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -282,6 +283,13 @@ impl Privreg {
     /// Writes `config_toml` and starts the daemon (with `listen` on a free port unless the text
     /// sets one).
     pub fn start(config_toml: &str) -> Privreg {
+        let mut p = Privreg::new(config_toml);
+        p.spawn().expect("privreg-daemon starts");
+        p
+    }
+
+    /// Writes `config_toml` but does not start the daemon yet (see [`Privreg::spawn`]).
+    pub fn new(config_toml: &str) -> Privreg {
         let dir = tempdir();
         let config_dir = dir.path().join("config");
         let cache_dir = dir.path().join("cache");
@@ -293,16 +301,26 @@ impl Privreg {
         };
         std::fs::write(config_dir.join("config.toml"), config).expect("write config.toml");
         let log = dir.path().join("daemon.log");
-        let mut p = Privreg {
+        Privreg {
             child: None,
             config_dir,
             cache_dir,
             log,
             addr: String::new(),
+            env: Vec::new(),
             _dir: dir,
-        };
-        p.spawn().expect("privreg-daemon starts");
-        p
+        }
+    }
+
+    /// Adds an environment variable for the daemon (before [`Privreg::spawn`]).
+    pub fn env(&mut self, key: &str, value: &str) -> &mut Privreg {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The directory holding everything of this daemon: config, cache and its log.
+    pub fn root(&self) -> &Path {
+        self._dir.path()
     }
 
     /// Starts the daemon process; `Err` with its log if it exits instead of becoming healthy.
@@ -319,6 +337,7 @@ impl Privreg {
             .arg("--cache-dir")
             .arg(&self.cache_dir)
             .env("PRIVREG_LOG", "debug,hyper=info,reqwest=info,h2=info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -571,6 +590,76 @@ pub fn locked_packages(project: &Path) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// The OS keyring these tests run against, from `PRIVREG_TEST_KEYRING` (`keyutils` or
+/// `secret-service`, set by `tests/support/keyrings.sh`). `None` (and a line saying the test is
+/// skipped) when unset, so that plain `cargo test` passes on a machine without a keyring session.
+pub fn test_keyring(test: &str) -> Option<privreg_shared::config::KeyringChoice> {
+    use privreg_shared::config::KeyringChoice;
+    match std::env::var("PRIVREG_TEST_KEYRING").ok().as_deref() {
+        Some("keyutils") => Some(KeyringChoice::Keyutils),
+        Some("secret-service") => Some(KeyringChoice::SecretService),
+        None | Some("") => {
+            eprintln!(
+                "skipping {test}: PRIVREG_TEST_KEYRING is not set (run under tests/support/keyrings.sh)"
+            );
+            None
+        }
+        Some(other) => panic!("PRIVREG_TEST_KEYRING={other:?}: use keyutils or secret-service"),
+    }
+}
+
+/// The `keyring = …` value for a choice.
+pub fn keyring_name(choice: privreg_shared::config::KeyringChoice) -> &'static str {
+    use privreg_shared::config::KeyringChoice;
+    match choice {
+        KeyringChoice::Auto => "auto",
+        KeyringChoice::Keyutils => "keyutils",
+        KeyringChoice::SecretService => "secret-service",
+    }
+}
+
+/// A keyring entry that is deleted when dropped (tests share the user's persistent keyring).
+pub struct KeyringEntry {
+    keyring: privreg_shared::secrets::Keyring,
+    name: privreg_shared::secrets::EntryName,
+}
+
+impl KeyringEntry {
+    pub fn set(
+        choice: privreg_shared::config::KeyringChoice,
+        name: privreg_shared::secrets::EntryName,
+        token: &str,
+    ) -> KeyringEntry {
+        use privreg_shared::secrets::{Keyring, SecretStore, Token};
+        let keyring = Keyring::open(choice).expect("the test keyring opens");
+        keyring
+            .set(&name, &Token::new(token).expect("token"))
+            .expect("store the token");
+        KeyringEntry { keyring, name }
+    }
+}
+
+impl Drop for KeyringEntry {
+    fn drop(&mut self) {
+        use privreg_shared::secrets::SecretStore;
+        let _ = self.keyring.delete(&self.name);
+    }
+}
+
+/// A random token for tests (never a fixed string, so finding it anywhere is a real leak).
+pub fn random_token(tag: &str) -> String {
+    use sha2::Digest;
+    let seed = format!(
+        "{tag}-{:?}-{}",
+        std::time::SystemTime::now(),
+        std::process::id()
+    );
+    format!(
+        "{tag}-{}",
+        hex::encode(sha2::Sha256::digest(seed.as_bytes()))
+    )
 }
 
 /// Every file under `dir`, recursively.

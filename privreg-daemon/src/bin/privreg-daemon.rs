@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use privreg_daemon::Daemon;
 use privreg_shared::paths;
+use privreg_shared::secrets::{EntryName, Keyring, SecretStore};
 
 /// Serves a layered, cached sparse index of every configured upstream to cargo.
 ///
@@ -70,14 +71,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         paths::cache_dir(args.cache_dir).context("no cache directory; pass --cache-dir")?;
     let runtime = privreg_daemon::reload::load(&config_dir, 1)?;
     let config = runtime.config.clone();
-    if config.auth {
-        bail!(
-            "{}: `auth = true` needs the local token from the OS keyring, which this build does not support yet; set `auth = false`",
-            config_dir
-                .join(privreg_shared::config::CONFIG_FILE)
-                .display()
-        );
-    }
+    // With `auth = true` the keyring must answer and hold the local token; without, upstream
+    // tokens are read from it lazily (or from the environment).
+    let (local_token, keyring) = if config.auth {
+        let keyring =
+            Keyring::open(config.keyring).context("`auth = true` needs the OS keyring")?;
+        let token = keyring
+            .get(&EntryName::local_token(&config_dir))
+            .context("`auth = true` needs the local token")?;
+        (Some(token), Some(keyring))
+    } else {
+        (None, None)
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -93,6 +98,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config_dir,
         cache_dir.clone(),
         base_url.clone(),
+        local_token,
+        keyring,
     ));
     privreg_daemon::reload::watch(daemon.clone()).context("cannot watch the config directory")?;
 

@@ -19,7 +19,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cargo_test_support::registry::{Dependency, Package, RegistryBuilder, Request, Response};
+use cargo_test_support::registry::{
+    Dependency, Package, RegistryBuilder, Request, Response, Token,
+};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,7 +91,16 @@ fn main() {
 
     let mode = Arc::new(AtomicU8::new(0));
     let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let mut builder = RegistryBuilder::new().http_index().http_api();
+    // A token of this run's own, so that finding it anywhere else means it leaked.
+    let token = format!(
+        "test-registry-token-{}-{}",
+        std::process::id(),
+        root.display().to_string().len()
+    );
+    let mut builder = RegistryBuilder::new()
+        .http_index()
+        .http_api()
+        .token(Token::Plaintext(token.clone()));
     if alternative {
         // cargo-test-support publishes "alternative" crates to the registry of that name.
         builder = builder.alternative();
@@ -102,7 +113,7 @@ fn main() {
         fault_paths.push(format!("/index/{}", index_path(krate)));
     }
     for path in fault_paths {
-        let (mode, seen) = (mode.clone(), seen.clone());
+        let (mode, seen, token) = (mode.clone(), seen.clone(), token.clone());
         builder = builder.add_responder(path, move |req: &Request, server| {
             seen.lock().expect("seen lock").push(serde_json::json!({
                 "path": req.url.path(),
@@ -110,6 +121,10 @@ fn main() {
                 "if_modified_since": req.if_modified_since,
                 "authorization": req.authorization,
             }));
+            // Custom responders bypass the server's own check; keep auth-required real.
+            if auth && req.authorization.as_deref() != Some(token.as_str()) {
+                return server.unauthorized(req);
+            }
             match mode.load(Ordering::SeqCst) {
                 1 => server.internal_server_error(req),
                 2 => Response {
