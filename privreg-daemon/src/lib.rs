@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod download;
 pub mod layered;
+pub mod prefetch;
 pub mod reload;
 pub mod server;
 pub mod status;
@@ -17,6 +18,7 @@ pub mod upstream;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -28,10 +30,15 @@ use crate::layered::{MergedBody, Runtime};
 use crate::tokens::Tokens;
 use crate::upstream::Upstreams;
 
+type PrefetchRx = tokio::sync::mpsc::UnboundedReceiver<(CrateName, Option<String>)>;
+
 /// The daemon's state, shared by every connection.
 pub struct Daemon {
     runtime: RwLock<Arc<Runtime>>,
-    pub upstreams: Upstreams,
+    pub upstreams: Arc<Upstreams>,
+    /// Index files fetched ahead of cargo (see [`prefetch`]).
+    pub prefetches: AtomicU64,
+    prefetch_rx: Mutex<Option<PrefetchRx>>,
     pub cache: Cache,
     merged: Mutex<HashMap<CrateName, Arc<MergedBody>>>,
     downloads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -59,9 +66,12 @@ impl Daemon {
     ) -> Daemon {
         let cache = Cache::new(&cache_dir);
         let tokens = Tokens::new(runtime.config.keyring, keyring);
+        let (prefetch_tx, prefetch_rx) = tokio::sync::mpsc::unbounded_channel();
         Daemon {
             runtime: RwLock::new(Arc::new(runtime)),
-            upstreams: Upstreams::new(cache.clone(), tokens),
+            upstreams: Arc::new(Upstreams::new(cache.clone(), tokens, prefetch_tx)),
+            prefetches: AtomicU64::new(0),
+            prefetch_rx: Mutex::new(Some(prefetch_rx)),
             local_token,
             cache,
             merged: Mutex::default(),

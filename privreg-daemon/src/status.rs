@@ -55,6 +55,8 @@ impl Daemon {
             "upstream_requests": self.upstreams.request_count(),
             "cache_hits": self.upstreams.hits_and_misses().0,
             "cache_misses": self.upstreams.hits_and_misses().1,
+            "revalidations": self.upstreams.revalidation_count(),
+            "prefetches": self.prefetches.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 

@@ -1,7 +1,7 @@
 //! Talking to upstream registries: conditional requests, one request at a time per file
 //! (concurrent callers share it), bounded bodies, and the memory + disk cache in front of it all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -79,7 +79,12 @@ pub struct Entry {
 pub struct Fetched {
     pub entry: Option<Arc<Entry>>,
     pub error: Option<FetchError>,
+    /// This call received a new body from the upstream.
+    pub changed: bool,
 }
+
+/// How many of a crate's newest versions have their dependencies prefetched.
+pub const PREFETCH_VERSIONS: usize = 3;
 
 type Key = (String, String);
 
@@ -104,6 +109,10 @@ pub struct Upstreams {
     pub tokens: Tokens,
     hits: AtomicU64,
     misses: AtomicU64,
+    revalidations: AtomicU64,
+    revalidating: Mutex<HashSet<Key>>,
+    /// Dependencies (name, `registry` URL) of newly fetched index files, for the prefetcher.
+    prefetch: tokio::sync::mpsc::UnboundedSender<(CrateName, Option<String>)>,
     memory: Mutex<HashMap<Key, Arc<Entry>>>,
     flights: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Flight>>>>,
     health: Mutex<HashMap<String, Health>>,
@@ -164,13 +173,20 @@ enum Answer {
 }
 
 impl Upstreams {
-    pub fn new(cache: Cache, tokens: Tokens) -> Upstreams {
+    pub fn new(
+        cache: Cache,
+        tokens: Tokens,
+        prefetch: tokio::sync::mpsc::UnboundedSender<(CrateName, Option<String>)>,
+    ) -> Upstreams {
         Upstreams {
             client: http_client(),
             cache,
             tokens,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            revalidations: AtomicU64::new(0),
+            revalidating: Mutex::default(),
+            prefetch,
             memory: Mutex::default(),
             flights: Mutex::default(),
             health: Mutex::default(),
@@ -195,6 +211,27 @@ impl Upstreams {
             self.hits.load(Ordering::Relaxed),
             self.misses.load(Ordering::Relaxed),
         )
+    }
+
+    /// Background revalidations started so far.
+    pub fn revalidation_count(&self) -> u64 {
+        self.revalidations.load(Ordering::Relaxed)
+    }
+
+    /// Hands the dependencies of the newest versions in `file` to the prefetcher.
+    fn announce_dependencies(&self, file: &IndexFile) {
+        let mut newest: Vec<_> = file.lines.iter().filter(|l| !l.yanked).collect();
+        newest.sort_by(|a, b| b.vers.cmp(&a.vers));
+        let mut seen = HashSet::new();
+        for line in newest.into_iter().take(PREFETCH_VERSIONS) {
+            for dep in line.deps.iter().filter(|d| !d.dev) {
+                if let Ok(name) = CrateName::new(&dep.krate)
+                    && seen.insert(name.key())
+                {
+                    let _ = self.prefetch.send((name.lower(), dep.registry.clone()));
+                }
+            }
+        }
     }
 
     /// A GET to `up` with its own token (and no other upstream's).
@@ -290,17 +327,66 @@ impl Upstreams {
         }
     }
 
-    /// Gets a file of an upstream: from memory or disk while fresh, else with a conditional
-    /// request. Concurrent callers for the same file share one upstream request.
-    pub async fn fetch(&self, up: &Upstream, rel: UpstreamPath<'_>) -> Fetched {
+    /// Gets a file of an upstream: from memory or disk while fresh; while merely stale (within
+    /// the upstream's `stale` bound past its `ttl`) also at once, with one revalidation started in
+    /// the background; else with a conditional request. Concurrent callers for the same file
+    /// share one upstream request.
+    pub async fn fetch(self: &Arc<Self>, up: &Upstream, rel: UpstreamPath<'_>) -> Fetched {
         let key = Self::key(up, rel);
-        let start = Instant::now();
-        if let Some(e) = self.known(up, rel, &key).filter(|e| Self::fresh(e, up.ttl)) {
-            return Fetched {
-                entry: Some(e),
-                error: None,
-            };
+        if let Some(e) = self.known(up, rel, &key) {
+            if Self::fresh(&e, up.ttl) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Fetched {
+                    entry: Some(e),
+                    error: None,
+                    changed: false,
+                };
+            }
+            if Self::fresh(&e, up.ttl.saturating_add(up.stale)) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.revalidate_in_background(up, rel, key);
+                return Fetched {
+                    entry: Some(e),
+                    error: None,
+                    changed: false,
+                };
+            }
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.fetch_now(up, rel, key).await
+    }
+
+    /// Starts one background revalidation of a stale file (none if one is running).
+    fn revalidate_in_background(self: &Arc<Self>, up: &Upstream, rel: UpstreamPath<'_>, key: Key) {
+        if !self
+            .revalidating
+            .lock()
+            .expect("revalidating lock")
+            .insert(key.clone())
+        {
+            return;
+        }
+        let (this, up) = (self.clone(), up.clone());
+        let krate = match rel {
+            UpstreamPath::Config => None,
+            UpstreamPath::Index(k) => Some(k.clone()),
+        };
+        tokio::spawn(async move {
+            let rel = krate
+                .as_ref()
+                .map_or(UpstreamPath::Config, UpstreamPath::Index);
+            this.revalidations.fetch_add(1, Ordering::Relaxed);
+            this.fetch_now(&up, rel, key.clone()).await;
+            this.revalidating
+                .lock()
+                .expect("revalidating lock")
+                .remove(&key);
+        });
+    }
+
+    /// Asks the upstream now (unless a request that just ended answered for us).
+    async fn fetch_now(&self, up: &Upstream, rel: UpstreamPath<'_>, key: Key) -> Fetched {
+        let start = Instant::now();
         let flight = self
             .flights
             .lock()
@@ -314,6 +400,7 @@ impl Upstreams {
             return Fetched {
                 entry: Some(e.clone()),
                 error: None,
+                changed: false,
             };
         }
         if let Some((when, err)) = &flight.failed
@@ -322,6 +409,7 @@ impl Upstreams {
             return Fetched {
                 entry: cached,
                 error: Some(err.clone()),
+                changed: false,
             };
         }
         match self.request(up, rel, cached.as_deref()).await {
@@ -401,9 +489,14 @@ impl Upstreams {
                     .entry(up.name.clone())
                     .or_default()
                     .last_ok = Some(cache::now_secs());
+                let changed = rev.is_none();
+                if changed && let Some(file) = &entry.file {
+                    self.announce_dependencies(file);
+                }
                 Fetched {
                     entry: Some(entry),
                     error: None,
+                    changed,
                 }
             }
             Err(err) => {
@@ -417,6 +510,7 @@ impl Upstreams {
                 Fetched {
                     entry: cached,
                     error: Some(err),
+                    changed: false,
                 }
             }
         }
@@ -552,7 +646,7 @@ impl Upstreams {
     }
 
     /// The index file of `krate` at `up` (see [`Upstreams::fetch`]).
-    pub async fn index(&self, up: &Upstream, krate: &CrateName) -> Fetched {
+    pub async fn index(self: &Arc<Self>, up: &Upstream, krate: &CrateName) -> Fetched {
         self.fetch(up, UpstreamPath::Index(krate)).await
     }
 }

@@ -17,6 +17,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 pub const DEFAULT_PRIORITY: i32 = 500;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_STALE: Duration = Duration::from_secs(24 * 3600);
 
 /// A problem with a config file, located where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +64,7 @@ struct RawUpstream {
     priority: Option<Spanned<i64>>,
     ttl: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    stale: Option<Spanned<String>>,
     publish: Option<Spanned<bool>>,
 }
 
@@ -78,6 +80,10 @@ pub struct Upstream {
     pub ttl: Duration,
     /// How long one request to this upstream may take.
     pub timeout: Duration,
+    /// How long past its `ttl` a cached file may still be served at once while it is
+    /// revalidated in the background (stale-while-revalidate); older files are revalidated
+    /// before they are served.
+    pub stale: Duration,
     pub publish: bool,
 }
 
@@ -210,6 +216,18 @@ impl Config {
                         )
                     })?,
             };
+            let stale = match &raw_up.stale {
+                None => DEFAULT_STALE,
+                Some(t) => humantime::parse_duration(t.get_ref()).map_err(|e| {
+                    err(
+                        Some(t.span()),
+                        format!(
+                            "upstream {name}: `stale` {:?} is not a duration such as \"1h\": {e}",
+                            t.get_ref()
+                        ),
+                    )
+                })?,
+            };
             let publish = raw_up.publish.as_ref().is_some_and(|p| *p.get_ref());
             if publish {
                 if let Some(other) = &publisher {
@@ -229,6 +247,7 @@ impl Config {
                 priority,
                 ttl,
                 timeout,
+                stale,
                 publish,
             });
         }

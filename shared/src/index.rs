@@ -26,6 +26,8 @@ pub struct DepRef {
     /// The name of the crate depended upon (`package` if renamed, else `name`).
     pub krate: String,
     pub registry: Option<String>,
+    /// A dev-dependency (cargo never resolves those of a registry crate).
+    pub dev: bool,
 }
 
 /// A line that was skipped, and why (1-based line number in the upstream body).
@@ -66,6 +68,8 @@ struct DepFields<'a> {
     package: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     registry: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
 }
 
 fn is_sha256_hex(s: &str) -> bool {
@@ -103,6 +107,7 @@ impl IndexLine {
                 .deps
                 .into_iter()
                 .map(|d| DepRef {
+                    dev: d.kind.as_deref() == Some("dev"),
                     krate: d.package.unwrap_or(d.name).into_owned(),
                     registry: d.registry.map(|r| r.into_owned()),
                 })

@@ -77,6 +77,7 @@ pub struct Dep {
     pub req: String,
     /// `None`: same registry (or, on an alternative registry, the public one).
     pub registry: Option<String>,
+    pub dev: bool,
 }
 
 impl Pkg {
@@ -92,6 +93,16 @@ impl Pkg {
             name: name.into(),
             req: req.into(),
             registry: None,
+            dev: false,
+        });
+        self
+    }
+    pub fn dev_dep(mut self, name: &str, req: &str) -> Pkg {
+        self.deps.push(Dep {
+            name: name.into(),
+            req: req.into(),
+            registry: None,
+            dev: true,
         });
         self
     }

@@ -166,7 +166,8 @@ fn revalidates_after_ttl_and_answers_304_when_unchanged() {
         ..RegistryOpts::default()
     });
     reg.publish(Pkg::new("foo", "1.0.0"));
-    let privreg = Privreg::start(&one_upstream(&reg, "ttl = \"1s\"\n"));
+    // `stale = "0s"`: past its ttl a file is revalidated before it is served.
+    let privreg = Privreg::start(&one_upstream(&reg, "ttl = \"1s\"\nstale = \"0s\"\n"));
     let first = privreg.get("/index/3/f/foo");
     assert_eq!(first.status, 200);
     let etag = first.header("etag").unwrap().to_owned();
@@ -278,4 +279,90 @@ fn an_unparsable_upstream_line_is_skipped_and_logged() {
         log.contains("skipping an index line") && log.contains("line=2"),
         "{log}"
     );
+}
+
+fn upstream_requests(privreg: &Privreg) -> u64 {
+    let status: serde_json::Value = serde_json::from_slice(&privreg.get("/-/status").body).unwrap();
+    status["upstream_requests"].as_u64().unwrap()
+}
+
+#[test]
+fn stale_files_are_served_at_once_and_revalidated_once_in_the_background() {
+    let mut reg = Registry::start(RegistryOpts {
+        watch: vec!["foo".into()],
+        ..RegistryOpts::default()
+    });
+    reg.publish(Pkg::new("foo", "1.0.0"));
+    let privreg = Privreg::start(&one_upstream(&reg, "ttl = \"1s\"\nstale = \"1h\"\n"));
+    assert_eq!(privreg.get("/index/3/f/foo").status, 200);
+    assert_eq!(reg.requests().len(), 1);
+
+    reg.publish(Pkg::new("foo", "1.1.0"));
+    reg.mode("slow");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Past the ttl: every caller gets the cached body without waiting for the slow upstream…
+    let addr = privreg.addr.clone();
+    let bodies: Vec<String> = (0..8)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || http_get(&addr, "/index/3/f/foo", &[]).unwrap().text())
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    assert!(
+        bodies
+            .iter()
+            .all(|b| b.contains("1.0.0") && !b.contains("1.1.0")),
+        "{bodies:?}"
+    );
+    // …and one background request brings the new version in.
+    privreg.within(10.0, "the background revalidation", |p| {
+        p.get("/index/3/f/foo").text().contains("1.1.0")
+    });
+    assert_eq!(
+        reg.requests().len(),
+        2,
+        "one revalidation for many stale reads"
+    );
+}
+
+#[test]
+fn dependencies_are_prefetched_so_cargo_finds_them_warm() {
+    let mut reg = Registry::start(RegistryOpts {
+        watch: vec!["top".into(), "mid".into(), "leaf".into(), "devonly".into()],
+        ..RegistryOpts::default()
+    });
+    reg.publish(Pkg::new("leaf", "1.0.0"));
+    reg.publish(Pkg::new("mid", "1.0.0").dep("leaf", "1"));
+    reg.publish(Pkg::new("devonly", "1.0.0"));
+    reg.publish(
+        Pkg::new("top", "1.0.0")
+            .dep("mid", "1")
+            .dev_dep("devonly", "1"),
+    );
+    let privreg = Privreg::start(&one_upstream(&reg, ""));
+
+    // One request for `top` makes the daemon fetch `mid`, and through it `leaf`, by itself.
+    assert_eq!(privreg.get("/index/3/t/top").status, 200);
+    privreg.within(10.0, "prefetch of mid and leaf", |_| {
+        let paths: Vec<String> = reg
+            .requests()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_owned())
+            .collect();
+        paths.contains(&"/index/3/m/mid".to_owned())
+            && paths.contains(&"/index/le/af/leaf".to_owned())
+    });
+    // Cargo's resolution then needs no upstream request at all.
+    let before = upstream_requests(&privreg);
+    let sb = Sandbox::new();
+    sb.use_privreg(&privreg);
+    let app = sb.project("app", "top = \"1\"\n", "fn main() {}");
+    sb.cargo_ok(&app, &["generate-lockfile"]);
+    assert!(locked_packages(&app).contains(&("leaf".into(), "1.0.0".into())));
+    assert_eq!(upstream_requests(&privreg), before);
+    // Every file was asked for exactly once, and a dependency's dev-dependencies never.
+    assert_eq!(reg.requests().len(), 3, "{:?}", reg.requests());
 }

@@ -108,7 +108,12 @@ fn fail_closed_when_the_owner_fails_and_nothing_is_cached() {
 #[test]
 fn fail_closed_on_timeout_and_last_good_copy_when_cached() {
     let (public, mut acme) = two_upstreams(true);
-    let privreg = Privreg::start(&config(&acme, &public, "ttl = \"0s\"\ntimeout = \"1s\"\n"));
+    // `stale = "0s"`: every request revalidates first, so the timeout path is the one taken.
+    let privreg = Privreg::start(&config(
+        &acme,
+        &public,
+        "ttl = \"0s\"\nstale = \"0s\"\ntimeout = \"1s\"\n",
+    ));
     let sb = Sandbox::new();
     sb.use_privreg(&privreg);
     let app = sb.project("app", "acme-core = \"*\"\n", MAIN);

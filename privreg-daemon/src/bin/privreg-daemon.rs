@@ -102,6 +102,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         keyring,
     ));
     privreg_daemon::reload::watch(daemon.clone()).context("cannot watch the config directory")?;
+    privreg_daemon::prefetch::start(daemon.clone());
 
     let state = cache_dir.join("daemon.json");
     let info = serde_json::to_vec(&DaemonFile {

@@ -32,6 +32,8 @@ struct Dep {
     registry: Option<String>,
     #[serde(default)]
     package: Option<String>,
+    #[serde(default)]
+    dev: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -180,6 +182,9 @@ fn main() {
                     }
                     if let Some(pk) = &d.package {
                         dep.package(pk);
+                    }
+                    if d.dev {
+                        dep.dev();
                     }
                     pkg.add_dep(&dep);
                 }
