@@ -194,3 +194,64 @@ fn each_upstream_gets_its_own_token_and_nobody_else_does() {
         files_holding(privreg.root(), &token)
     );
 }
+
+#[test]
+fn a_token_never_follows_a_redirect_to_another_host() {
+    // The token comes from PRIVREG_TOKEN_<NAME> here, which needs no keyring.
+    let mut public = Registry::start(RegistryOpts {
+        watch: vec!["acme-core".into()],
+        ..RegistryOpts::default()
+    });
+    let mut acme = Registry::start(RegistryOpts {
+        alternative: true,
+        auth_required: true,
+        watch: vec!["acme-core".into()],
+    });
+    acme.publish(Pkg::new("acme-core", "0.2.0"));
+    let mut privreg = Privreg::new(&format!(
+        "auth = false\n\n[upstreams.acme]\nindex = \"{}\"\npriority = 600\n\n[upstreams.crates-io]\nindex = \"{}\"\n",
+        acme.index, public.index
+    ));
+    privreg.env("PRIVREG_TOKEN_ACME", &acme.token);
+    privreg.spawn().unwrap();
+    assert_eq!(
+        privreg.get("/index/ac/me/acme-core").status,
+        200,
+        "the environment token works"
+    );
+
+    // acme now redirects to another host (port): privreg does not follow with the token.
+    let elsewhere = format!("http://{}", public.addr());
+    acme.mode(&format!("redirect {elsewhere}"));
+    let sb = Sandbox::new();
+    sb.use_privreg(&privreg);
+    std::fs::write(
+        privreg.config_dir.join("config.toml"),
+        std::fs::read_to_string(privreg.config_dir.join("config.toml"))
+            .unwrap()
+            .replace(
+                "priority = 600",
+                "priority = 600\nttl = \"0s\"\nstale = \"0s\"",
+            ),
+    )
+    .unwrap();
+    privreg.within(2.0, "the reload", |p| {
+        p.log().contains("configuration reloaded")
+    });
+    let r = privreg.get("/index/ac/me/acme-core");
+    assert_eq!(r.status, 200, "the last good copy is served: {}", r.text());
+    assert!(
+        privreg.log().contains("upstream acme answered 302"),
+        "{}",
+        privreg.log()
+    );
+    // The other host saw only the daemon's own request for its copy (crates-io's ttl has not
+    // run out), never a followed redirect, and never acme's token.
+    let seen = public.requests();
+    assert_eq!(seen.len(), 1, "the redirect was followed: {seen:?}");
+    assert!(
+        seen.iter().all(|r| r["authorization"].is_null()),
+        "{seen:?}"
+    );
+    assert!(files_holding(privreg.root(), &acme.token).is_empty());
+}

@@ -271,3 +271,45 @@ fn pin_add_refuses_an_invalid_stanza_and_writes_nothing() {
         before
     );
 }
+
+#[test]
+fn config_changes_apply_while_running_and_a_broken_config_changes_nothing() {
+    let mut s = setup();
+    s.corp.publish(Pkg::new("serde", "1.0.100"));
+    for v in ["1.0.100", "1.0.210"] {
+        s.public.publish(Pkg::new("serde", v));
+    }
+    assert_eq!(s.resolve("serde = \"1\"\n", "serde").unwrap(), "1.0.100");
+
+    // corp drops below crates-io: crates-io owns serde now.
+    let path = s.privreg.config_dir.join("config.toml");
+    let good = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("priority = 600", "priority = 400");
+    std::fs::write(&path, &good).unwrap();
+    s.index_becomes("/index/se/rd/serde", "the new priorities", |_, body| {
+        body.contains("1.0.210")
+    });
+    assert_eq!(s.resolve("serde = \"1\"\n", "serde").unwrap(), "1.0.210");
+
+    // A broken config.toml: the last good one stays in force, the error names file and line.
+    std::fs::write(
+        &path,
+        format!("{good}\n[upstreams.extra]\nindex = \"sparse+http://127.0.0.1:1/\"\nbogus = 1\n"),
+    )
+    .unwrap();
+    s.privreg.within(2.0, "the error shows in status", |p| {
+        !p.cli(&["status"]).status.success()
+    });
+    let out = String::from_utf8_lossy(&s.privreg.cli(&["status"]).stdout).into_owned();
+    assert!(
+        out.contains("config.toml:") && out.contains("bogus"),
+        "{out}"
+    );
+    assert!(
+        s.privreg.log().contains("configuration not reloaded"),
+        "{}",
+        s.privreg.log()
+    );
+    assert_eq!(s.resolve("serde = \"1\"\n", "serde").unwrap(), "1.0.210");
+}

@@ -7,8 +7,9 @@
 //! reads JSON commands from stdin, one per line, answering each with one JSON line:
 //! - `{"publish":{"name":…,"vers":…,"deps":[{"name":…,"req":…,"registry":null|"alternative"}],
 //!   "yanked":false,"lib":"…rust source…"}}` → `{"cksum":…}`
-//! - `{"mode":"ok"|"500"|"503"|"hang"|"slow"}` → `{"ok":true}`: how the index files of the
-//!   crates named in `--watch` (and `config.json`) are answered from now on (`slow`: after 500 ms).
+//! - `{"mode":"ok"|"500"|"503"|"hang"|"slow"|"redirect BASE"}` → `{"ok":true}`: how the index
+//!   files of the crates named in `--watch` (and `config.json`) are answered from now on (`slow`:
+//!   after 500 ms; `redirect BASE`: 302 to BASE followed by the same path).
 //! - `{"requests":true}` → `{"requests":[{"path":…,"if_none_match":…,"if_modified_since":…,
 //!   "authorization":…}]}`: every request for those files so far.
 //!
@@ -93,6 +94,7 @@ fn main() {
 
     let mode = Arc::new(AtomicU8::new(0));
     let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let redirect_to: Arc<Mutex<String>> = Arc::default();
     // A token of this run's own, so that finding it anywhere else means it leaked.
     let token = format!(
         "test-registry-token-{}-{}",
@@ -116,6 +118,7 @@ fn main() {
     }
     for path in fault_paths {
         let (mode, seen, token) = (mode.clone(), seen.clone(), token.clone());
+        let redirect_to = redirect_to.clone();
         builder = builder.add_responder(path, move |req: &Request, server| {
             seen.lock().expect("seen lock").push(serde_json::json!({
                 "path": req.url.path(),
@@ -142,6 +145,15 @@ fn main() {
                     std::thread::sleep(std::time::Duration::from_millis(500));
                     server.index(req)
                 }
+                5 => Response {
+                    code: 302,
+                    headers: vec![format!(
+                        "Location: {}{}",
+                        redirect_to.lock().expect("redirect lock"),
+                        req.url.path()
+                    )],
+                    body: Vec::new(),
+                },
                 _ => server.index(req),
             }
         });
@@ -205,6 +217,11 @@ fn main() {
                     "503" => 2,
                     "hang" => 3,
                     "slow" => 4,
+                    m if m.starts_with("redirect ") => {
+                        *redirect_to.lock().expect("redirect lock") =
+                            m["redirect ".len()..].to_owned();
+                        5
+                    }
                     other => {
                         reply(serde_json::json!({ "error": format!("unknown mode {other}") }));
                         continue;
