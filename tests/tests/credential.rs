@@ -237,6 +237,60 @@ fn library(sb: &Sandbox, name: &str, version: &str) -> PathBuf {
     dir
 }
 
+/// `cargo login`, `publish`, `logout` and a publish that then fails, through the provider and
+/// the real keyring, against an auth-required registry at `index` whose token is `token`;
+/// `published` says whether the registry has the crate.
+fn login_publish_logout(store: Store, index: &str, token: &str, published: impl Fn() -> bool) {
+    let sb = Sandbox::new();
+    let dirs = Dirs::new(
+        &sb,
+        &format!(
+            "listen = \"127.0.0.1:0\"\nkeyring = \"{}\"\n",
+            store.config_value()
+        ),
+    );
+    // The keyring user of a registry is its index URL (with a trailing `/`).
+    let user = privreg_shared::secrets::normalize_index_url(index);
+    let _cleanup = Cleanup(store, vec![user.clone()]);
+    sb.write_cargo_config(&format!(
+        "[registries.alt]\nindex = \"{index}\"\ncredential-provider = [\"{}\"]\n\n[net]\nretry = 0\n",
+        provider().display()
+    ));
+    let krate = library(&sb, "privreg-cred-demo", "0.1.0");
+    let publish = ["publish", "--registry", "alt", "--no-verify"];
+
+    // No token yet: the provider answers not-found and cargo has nothing to send.
+    let out = cargo(&sb, &dirs, &krate, &publish, "");
+    assert!(!out.status.success(), "publish without a token succeeded");
+    assert!(stderr(&out).contains("no token found"), "{}", stderr(&out));
+
+    // `cargo login` (token on stdin) goes through the provider into the keyring.
+    cargo_ok(
+        &sb,
+        &dirs,
+        &krate,
+        &["login", "--registry", "alt"],
+        &format!("{token}\n"),
+    );
+    assert_eq!(
+        store.lookup(&user).as_deref(),
+        Some(token),
+        "the {store:?} holds the token under the index URL"
+    );
+    cargo_ok(&sb, &dirs, &krate, &publish, "");
+    assert!(published(), "the registry got the crate");
+
+    cargo_ok(&sb, &dirs, &krate, &["logout", "--registry", "alt"], "");
+    assert_eq!(store.lookup(&user), None, "logout deleted the entry");
+    let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
+    std::fs::write(krate.join("Cargo.toml"), manifest.replace("0.1.0", "0.2.0")).unwrap();
+    let out = cargo(&sb, &dirs, &krate, &publish, "");
+    assert!(!out.status.success(), "publish after logout succeeded");
+    assert!(stderr(&out).contains("no token found"), "{}", stderr(&out));
+
+    assert_no_token_in_files(&sb, token);
+}
+
 #[test]
 fn cargo_login_publish_logout_through_the_keyring() {
     let Some(store) = Store::from_env("cargo_login_publish_logout_through_the_keyring") else {
@@ -248,82 +302,26 @@ fn cargo_login_publish_logout_through_the_keyring() {
         ..RegistryOpts::default()
     });
     assert!(!reg.token.is_empty(), "the test registry has a token");
-    let sb = Sandbox::new();
-    let dirs = Dirs::new(
-        &sb,
-        &format!(
-            "listen = \"127.0.0.1:0\"\nkeyring = \"{}\"\n",
-            store.config_value()
-        ),
-    );
-    // The keyring user of a registry is its index URL (it already ends in `/`).
-    let user = reg.index.clone();
-    let _cleanup = Cleanup(store, vec![user.clone()]);
-    sb.write_cargo_config(&format!(
-        "[registries.alt]\nindex = \"{}\"\ncredential-provider = [\"{}\"]\n\n[net]\nretry = 0\n",
-        reg.index,
-        provider().display()
-    ));
-    let krate = library(&sb, "privreg-cred-demo", "0.1.0");
+    login_publish_logout(store, &reg.index, &reg.token, || {
+        reg.index_file("privreg-cred-demo").is_file()
+    });
+}
 
-    // No token yet: the provider answers not-found and cargo has nothing to send.
-    let out = cargo(
-        &sb,
-        &dirs,
-        &krate,
-        &["publish", "--registry", "alt", "--no-verify"],
-        "",
-    );
-    assert!(!out.status.success(), "publish without a token succeeded");
-    assert!(stderr(&out).contains("no token found"), "{}", stderr(&out));
-
-    // `cargo login` (token on stdin) goes through the provider into the keyring.
-    cargo_ok(
-        &sb,
-        &dirs,
-        &krate,
-        &["login", "--registry", "alt"],
-        &format!("{}\n", reg.token),
-    );
-    assert_eq!(
-        store.lookup(&user).as_deref(),
-        Some(reg.token.as_str()),
-        "the {store:?} holds the token under the index URL"
-    );
-
-    cargo_ok(
-        &sb,
-        &dirs,
-        &krate,
-        &["publish", "--registry", "alt", "--no-verify"],
-        "",
-    );
-    assert!(
-        reg.index_file("privreg-cred-demo").is_file(),
-        "the registry got the crate"
-    );
-
-    cargo_ok(&sb, &dirs, &krate, &["logout", "--registry", "alt"], "");
-    assert_eq!(store.lookup(&user), None, "logout deleted the entry");
-
-    std::fs::write(
-        krate.join("Cargo.toml"),
-        std::fs::read_to_string(krate.join("Cargo.toml"))
-            .unwrap()
-            .replace("0.1.0", "0.2.0"),
-    )
-    .unwrap();
-    let out = cargo(
-        &sb,
-        &dirs,
-        &krate,
-        &["publish", "--registry", "alt", "--no-verify"],
-        "",
-    );
-    assert!(!out.status.success(), "publish after logout succeeded");
-    assert!(stderr(&out).contains("no token found"), "{}", stderr(&out));
-
-    assert_no_token_in_files(&sb, &reg.token);
+#[test]
+fn cargo_login_publish_logout_with_kellnr() {
+    let Some(store) = Store::from_env("cargo_login_publish_logout_with_kellnr") else {
+        return;
+    };
+    let kellnr = privreg_tests::kellnr::Kellnr::start(true, None);
+    let addr = format!("127.0.0.1:{}", kellnr.port);
+    login_publish_logout(store, &kellnr.index(), &kellnr.token, || {
+        privreg_tests::http_get(
+            &addr,
+            "/api/v1/crates/pr/iv/privreg-cred-demo",
+            &[("Authorization", &kellnr.token)],
+        )
+        .is_ok_and(|r| r.status == 200)
+    });
 }
 
 /// Speaks the credential protocol with the provider as cargo does: hello, one request, reply.
