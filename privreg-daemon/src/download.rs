@@ -9,6 +9,14 @@ use semver::Version;
 use sha2::{Digest, Sha256};
 
 use crate::Daemon;
+use privreg_shared::policy;
+
+/// Which view a request is for: the layered one, or one upstream's (`/upstream/<name>/…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View<'a> {
+    Layered,
+    Upstream(&'a str),
+}
 use crate::cache::UpstreamPath;
 use crate::layered::LayeredError;
 use crate::upstream::FetchError;
@@ -88,9 +96,11 @@ fn valid_cksum(s: &str) -> bool {
 }
 
 impl Daemon {
-    /// Serves `/dl/{crate}/{version}/{cksum}`: the cached file, or a verified download.
+    /// Serves `/dl/{crate}/{version}/{cksum}` (or a per-upstream view's): the cached file, or a
+    /// verified download, of a version the view serves with that checksum.
     pub async fn download(
         &self,
+        view: View<'_>,
         krate: &str,
         version: &str,
         cksum: &str,
@@ -104,23 +114,17 @@ impl Daemon {
             ));
         }
         let path = self.cache.crate_path(cksum);
+        let up = match self.source_of(view, &name, &version, cksum).await {
+            Ok(up) => up,
+            Err(e @ DownloadError::NotServed { .. }) => return Err(e),
+            // The upstream cannot be asked and nothing is cached for the crate: a copy verified
+            // earlier is still good.
+            Err(_) if path.is_file() => return Ok(path),
+            Err(e) => return Err(e),
+        };
         if path.is_file() {
             return Ok(path);
         }
-        let merged = self.layered(&name.lower()).await?;
-        let not_served = || DownloadError::NotServed {
-            krate: krate.to_owned(),
-            version: version.clone(),
-            cksum: cksum.to_owned(),
-        };
-        let (up_name, served) = merged.sources.get(&version).ok_or_else(not_served)?;
-        if served != cksum {
-            return Err(not_served());
-        }
-        let rt = self.runtime();
-        let up = rt.config.upstream(up_name).ok_or_else(not_served)?.clone();
-        drop(rt);
-
         let flight = self
             .downloads
             .lock()
@@ -147,6 +151,49 @@ impl Daemon {
             });
         }
         Ok(self.cache.store_crate(cksum, &data)?)
+    }
+
+    /// The upstream a view takes this exact version (and checksum) from.
+    async fn source_of(
+        &self,
+        view: View<'_>,
+        name: &CrateName,
+        version: &Version,
+        cksum: &str,
+    ) -> Result<Upstream, DownloadError> {
+        let not_served = || DownloadError::NotServed {
+            krate: name.to_string(),
+            version: version.clone(),
+            cksum: cksum.to_owned(),
+        };
+        let rt = self.runtime();
+        match view {
+            View::Layered => {
+                let merged = self.layered(&name.lower()).await?;
+                let (up_name, served) = merged.sources.get(version).ok_or_else(not_served)?;
+                if served != cksum {
+                    return Err(not_served());
+                }
+                Ok(rt.config.upstream(up_name).ok_or_else(not_served)?.clone())
+            }
+            View::Upstream(up_name) => {
+                let up = rt.config.upstream(up_name).ok_or_else(not_served)?.clone();
+                let lower = name.lower();
+                let fetched = self.upstreams.index(&up, &lower).await;
+                let Some(entry) = fetched.entry else {
+                    return Err(fetched
+                        .error
+                        .map(DownloadError::Upstream)
+                        .unwrap_or_else(not_served));
+                };
+                let file = entry.file.as_ref().ok_or_else(not_served)?;
+                let up_ref = up.policy_ref();
+                let listed = policy::single(&lower, &up_ref, file, rt.pins.as_ref())
+                    .into_iter()
+                    .any(|(i, _)| file.lines[i].vers == *version && file.lines[i].cksum == cksum);
+                if listed { Ok(up) } else { Err(not_served()) }
+            }
+        }
     }
 
     async fn dl_url_for(

@@ -4,6 +4,7 @@
 //! [`upstream`] talks to upstreams, [`cache`] keeps their answers on disk, [`layered`] merges,
 //! [`download`] verifies crates, and [`server`] answers cargo.
 
+pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod server;
 pub mod status;
 pub mod tokens;
 pub mod upstream;
+pub mod view;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -93,6 +95,11 @@ impl Daemon {
     pub fn swap_runtime(&self, runtime: Runtime) {
         self.upstreams.tokens.reset(runtime.config.keyring);
         *self.runtime.write().expect("runtime lock") = Arc::new(runtime);
+    }
+
+    /// Forgets the merged view of a crate (after a publish or yank through the daemon).
+    pub fn forget_merged(&self, krate: &CrateName) {
+        self.merged.lock().expect("merged lock").remove(krate);
     }
 
     /// The config or pin error in force, if the last reload failed.

@@ -14,9 +14,12 @@ use privreg_shared::CrateName;
 use tokio::net::TcpListener;
 
 use crate::Daemon;
+use crate::api::MAX_API_BODY;
 use crate::auth::Verdict;
 use crate::download::DownloadError;
+use crate::download::View;
 use crate::layered::LayeredError;
+use http_body_util::BodyExt;
 
 type Body = Full<Bytes>;
 
@@ -61,24 +64,38 @@ fn layered_error(e: &LayeredError) -> Response<Body> {
 }
 
 impl Daemon {
-    fn config_json(&self) -> serde_json::Value {
+    fn config_json(&self, view: View<'_>) -> serde_json::Value {
+        let base = match view {
+            View::Layered => self.base_url.clone(),
+            View::Upstream(name) => format!("{}/upstream/{name}", self.base_url),
+        };
         serde_json::json!({
-            "dl": format!("{}/dl/{{crate}}/{{version}}/{{sha256-checksum}}", self.base_url),
-            "api": self.base_url,
+            "dl": format!("{base}/dl/{{crate}}/{{version}}/{{sha256-checksum}}"),
+            "api": base,
             "auth-required": self.auth_required(),
         })
     }
 
-    async fn index(&self, path: &str, req: &Request<Incoming>) -> Response<Body> {
+    async fn index(&self, view: View<'_>, path: &str, req: &Request<Incoming>) -> Response<Body> {
         let Some(krate) = CrateName::from_index_path(path) else {
             return text(
                 StatusCode::NOT_FOUND,
                 "not a sparse index path privreg serves",
             );
         };
-        match self.layered(&krate).await {
-            Ok(m) => {
-                let etag = HeaderValue::from_str(&m.etag).expect("hex etag is a header value");
+        let served = match view {
+            View::Layered => self
+                .layered(&krate)
+                .await
+                .map(|m| (m.body.clone(), m.etag.clone())),
+            View::Upstream(name) => self
+                .upstream_view(name, &krate)
+                .await
+                .map(|v| (v.body, v.etag)),
+        };
+        match served {
+            Ok((body, etag)) => {
+                let etag = HeaderValue::from_str(&etag).expect("hex etag is a header value");
                 if req
                     .headers()
                     .get(header::IF_NONE_MATCH)
@@ -89,7 +106,7 @@ impl Daemon {
                     r.headers_mut().insert(header::ETAG, etag);
                     return r;
                 }
-                let mut r = Response::new(Full::new(m.body.clone()));
+                let mut r = Response::new(Full::new(body));
                 r.headers_mut().insert(header::ETAG, etag);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -106,7 +123,7 @@ impl Daemon {
         }
     }
 
-    async fn dl(&self, rest: &str) -> Response<Body> {
+    async fn dl(&self, view: View<'_>, rest: &str) -> Response<Body> {
         let parts: Vec<&str> = rest.split('/').collect();
         let [krate, version, cksum] = parts.as_slice() else {
             return text(
@@ -114,7 +131,7 @@ impl Daemon {
                 "downloads are /dl/{crate}/{version}/{sha256-checksum}",
             );
         };
-        match self.download(krate, version, cksum).await {
+        match self.download(view, krate, version, cksum).await {
             Ok(path) => match tokio::fs::read(&path).await {
                 Ok(data) => {
                     let mut r = Response::new(Full::new(Bytes::from(data)));
@@ -153,29 +170,19 @@ impl Daemon {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
         let started = std::time::Instant::now();
-        let resp = self.route(&method, &path, &req).await;
+        let resp = self.route(req).await;
         tracing::debug!(%method, path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
         resp
     }
 
-    async fn route(&self, method: &Method, path: &str, req: &Request<Incoming>) -> Response<Body> {
-        if path == "/-/health" {
-            return text(StatusCode::OK, "ok");
-        }
-        if path == "/-/login" {
-            return text(
-                StatusCode::OK,
-                "privreg hands cargo its local token through the credential provider cargo-credential-privreg.\nRun `privreg init` to create the token and `privreg doctor` to check the setup.",
-            );
-        }
+    /// Refuses requests that are not from this daemon's own cargo; `None` lets them in.
+    fn gate(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
         match self.check(req) {
-            Verdict::Allowed => {}
-            Verdict::WrongHost => {
-                return text(
-                    StatusCode::MISDIRECTED_REQUEST,
-                    "this is privreg; the Host header does not name its address",
-                );
-            }
+            Verdict::Allowed => None,
+            Verdict::WrongHost => Some(text(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this is privreg; the Host header does not name its address",
+            )),
             Verdict::Unauthorized => {
                 let mut r = text(
                     StatusCode::UNAUTHORIZED,
@@ -186,43 +193,93 @@ impl Daemon {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_str(&login).expect("the login URL is a header value"),
                 );
-                return r;
+                Some(r)
             }
-            Verdict::Forbidden => {
-                return text(StatusCode::FORBIDDEN, "that is not privreg's local token");
-            }
+            Verdict::Forbidden => Some(text(
+                StatusCode::FORBIDDEN,
+                "that is not privreg's local token",
+            )),
         }
-        if let Some(api) = path.strip_prefix("/api/") {
-            return api_error(
-                StatusCode::NOT_IMPLEMENTED,
-                format!(
-                    "privreg does not forward /api/{api} yet; use the upstream registry directly"
-                ),
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        if path == "/-/health" {
+            return text(StatusCode::OK, "ok");
+        }
+        if path == "/-/login" {
+            return text(
+                StatusCode::OK,
+                "privreg hands cargo its local token through the credential provider cargo-credential-privreg.\nRun `privreg init` to create the token and `privreg doctor` to check the setup.",
             );
         }
-        if method != Method::GET && method != Method::HEAD {
+        if let Some(refused) = self.gate(&req) {
+            return refused;
+        }
+        // `/upstream/<name>/…` is that upstream's own view; everything else the layered one.
+        let (view, rest) = match path
+            .strip_prefix("/upstream/")
+            .and_then(|r| r.split_once('/'))
+        {
+            Some((name, rest)) => {
+                if self.runtime().config.upstream(name).is_none() {
+                    return text(StatusCode::NOT_FOUND, format!("no upstream named {name}"));
+                }
+                (View::Upstream(name), format!("/{rest}"))
+            }
+            None => (View::Layered, path.clone()),
+        };
+        if let Some(api) = rest.strip_prefix("/api/") {
+            let api = match req.uri().query() {
+                Some(q) => format!("{api}?{q}"),
+                None => api.to_owned(),
+            };
+            let method = req.method().clone();
+            let body = match http_body_util::Limited::new(req.into_body(), MAX_API_BODY)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return api_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body refused: {e}"),
+                    );
+                }
+            };
+            let r = self.api(view, method, &api, body).await;
+            let mut resp = Response::new(Full::new(r.body));
+            *resp.status_mut() = r.status;
+            if let Some(ct) = r.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            return resp;
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "only GET and HEAD are served here",
             );
         }
-        if path == "/-/status" {
-            return json(StatusCode::OK, &self.status_json());
+        if view == View::Layered {
+            if rest == "/-/status" {
+                return json(StatusCode::OK, &self.status_json());
+            }
+            if let Some(name) = rest.strip_prefix("/-/policy/") {
+                return match CrateName::new(name) {
+                    Ok(krate) => json(StatusCode::OK, &self.policy_json(&krate.lower()).await),
+                    Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+                };
+            }
         }
-        if let Some(name) = path.strip_prefix("/-/policy/") {
-            return match CrateName::new(name) {
-                Ok(krate) => json(StatusCode::OK, &self.policy_json(&krate.lower()).await),
-                Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
-            };
+        if rest == "/index/config.json" {
+            return json(StatusCode::OK, &self.config_json(view));
         }
-        if path == "/index/config.json" {
-            return json(StatusCode::OK, &self.config_json());
+        if let Some(index_path) = rest.strip_prefix("/index/") {
+            return self.index(view, index_path, &req).await;
         }
-        if let Some(rest) = path.strip_prefix("/index/") {
-            return self.index(rest, req).await;
-        }
-        if let Some(rest) = path.strip_prefix("/dl/") {
-            return self.dl(rest).await;
+        if let Some(dl) = rest.strip_prefix("/dl/") {
+            return self.dl(view, dl).await;
         }
         text(StatusCode::NOT_FOUND, "not found")
     }

@@ -236,7 +236,18 @@ impl Upstreams {
 
     /// A GET to `up` with its own token (and no other upstream's).
     async fn get(&self, up: &Upstream, url: url::Url) -> reqwest::RequestBuilder {
-        let mut req = self.client.get(url);
+        self.request_to(up, http::Method::GET, url).await
+    }
+
+    /// A request to `up` with its own token (and no other upstream's).
+    pub async fn request_to(
+        &self,
+        up: &Upstream,
+        method: http::Method,
+        url: url::Url,
+    ) -> reqwest::RequestBuilder {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut req = self.client.request(method, url);
         if let Some(token) = self.tokens.get(up).await
             && let Some(value) = authorization(&token)
         {
@@ -312,12 +323,19 @@ impl Upstreams {
             .is_ok_and(|age| age < ttl)
     }
 
-    /// Forgets what is cached for a file so that the next request asks the upstream.
+    /// Forgets what is cached for a file so that the next request asks the upstream, without
+    /// conditions.
     pub fn invalidate(&self, up: &Upstream, rel: UpstreamPath<'_>) {
         let key = Self::key(up, rel);
         if let Some(e) = self.memory.lock().expect("memory lock").get_mut(&key) {
-            let mut meta = e.meta.clone();
-            meta.fetched = 0;
+            // Without validators: some upstreams keep their ETag across a yank, and a 304 would
+            // keep the old body.
+            let meta = Meta {
+                fetched: 0,
+                etag: None,
+                last_modified: None,
+                ..e.meta.clone()
+            };
             *e = Arc::new(Entry {
                 meta,
                 body: e.body.clone(),
@@ -536,7 +554,6 @@ impl Upstreams {
             }
         }
         let what = what(rel);
-        self.requests.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(upstream = %up.name, %url, "upstream request");
         let resp = req
             .send()
@@ -618,7 +635,6 @@ impl Upstreams {
         url: url::Url,
         what: &str,
     ) -> Result<Bytes, FetchError> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
         let resp = self
             .get(up, url)
             .await

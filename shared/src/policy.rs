@@ -335,6 +335,34 @@ pub fn merge(
     Ok(merged)
 }
 
+/// One upstream's own view of a crate (the per-upstream endpoint): its lines unchanged, except
+/// that `never` pins remove (the whole crate, or versions) and negative pins yank. Returns the
+/// served lines as (line index, yanked by pin).
+pub fn single(
+    krate: &CrateName,
+    up: &UpstreamRef,
+    file: &IndexFile,
+    pins: &dyn PinRules,
+) -> Vec<(usize, bool)> {
+    if pins
+        .claim(krate, up)
+        .is_some_and(|m| m.priority == PinPriority::Never)
+    {
+        return Vec::new();
+    }
+    file.lines
+        .iter()
+        .enumerate()
+        .filter_map(
+            |(i, line)| match pins.prio(krate, up, &line.vers).map(|m| m.priority) {
+                Some(PinPriority::Never) => None,
+                Some(PinPriority::Value(p)) if p < 0 => Some((i, true)),
+                _ => Some((i, false)),
+            },
+        )
+        .collect()
+}
+
 impl Merged {
     /// The checksum served for each listed version, to remember for rule 8.
     pub fn checksums(&self, answers: &[Answer<'_>]) -> BTreeMap<Version, String> {

@@ -226,3 +226,42 @@ fn rule8_a_remembered_checksum_is_never_replaced() {
     ));
     assert_eq!(m.checksums(&answers), BTreeMap::new());
 }
+
+#[test]
+fn single_upstream_view_applies_never_and_negative_pins_only() {
+    let corp = up("corp", 600);
+    let f = file(
+        "openssl",
+        &[
+            ("0.10.55", A, false),
+            ("0.10.66", A, false),
+            ("0.10.70", A, true),
+        ],
+    );
+    let pins = crate::pin::Preferences::parse_files([(
+        "preferences",
+        "Package: openssl\nPin: version =0.10.55\nPin-Priority: -1\n\nPackage: openssl\nPin: version =0.10.66\nPin-Priority: never\n",
+    )])
+    .unwrap();
+    assert_eq!(
+        single(&name("openssl"), &corp, &f, &pins),
+        vec![(0, true), (2, false)]
+    );
+    assert_eq!(
+        single(&name("openssl"), &corp, &f, &NoPins),
+        vec![(0, false), (1, false), (2, false)]
+    );
+    let never = crate::pin::Preferences::parse_files([(
+        "preferences",
+        "Package: openssl\nPin: registry corp\nPin-Priority: never\n",
+    )])
+    .unwrap();
+    assert!(single(&name("openssl"), &corp, &f, &never).is_empty());
+    // A low priority that is not negative changes nothing in a single upstream's view.
+    let low = crate::pin::Preferences::parse_files([(
+        "preferences",
+        "Package: openssl\nPin: registry corp\nPin-Priority: 1\n",
+    )])
+    .unwrap();
+    assert_eq!(single(&name("openssl"), &corp, &f, &low).len(), 3);
+}

@@ -1,0 +1,59 @@
+//! Per-upstream views (`/upstream/<name>/index/…`): one upstream's index files, its lines passed
+//! through unchanged except what `never` and negative pins do, so that projects naming the
+//! registry explicitly (`registry = "acme"`) resolve through the daemon while their Cargo.lock
+//! keeps the upstream's own URL.
+
+use bytes::Bytes;
+use privreg_shared::CrateName;
+use privreg_shared::policy;
+use sha2::{Digest, Sha256};
+
+use crate::Daemon;
+use crate::layered::LayeredError;
+
+/// A served index body and its ETag.
+pub struct ViewBody {
+    pub body: Bytes,
+    pub etag: String,
+}
+
+pub fn etag_of(body: &[u8]) -> String {
+    format!("\"{}\"", &hex::encode(Sha256::digest(body))[..32])
+}
+
+impl Daemon {
+    /// The index file of `krate` in upstream `name`'s own view.
+    pub async fn upstream_view(
+        &self,
+        name: &str,
+        krate: &CrateName,
+    ) -> Result<ViewBody, LayeredError> {
+        let rt = self.runtime();
+        let Some(up) = rt.config.upstream(name) else {
+            return Err(LayeredError::NotFound(krate.clone()));
+        };
+        let fetched = self.upstreams.index(up, krate).await;
+        let Some(entry) = fetched.entry else {
+            return Err(LayeredError::Unavailable {
+                krate: krate.clone(),
+                errors: fetched.error.into_iter().collect(),
+            });
+        };
+        let Some(file) = &entry.file else {
+            return Err(LayeredError::NotFound(krate.clone()));
+        };
+        let lines = policy::single(krate, &up.policy_ref(), file, rt.pins.as_ref());
+        if lines.is_empty() {
+            return Err(LayeredError::NotFound(krate.clone()));
+        }
+        let mut body = String::new();
+        for (i, yanked) in lines {
+            body.push_str(&file.lines[i].render(yanked, &|_| false));
+            body.push('\n');
+        }
+        Ok(ViewBody {
+            etag: etag_of(body.as_bytes()),
+            body: Bytes::from(body),
+        })
+    }
+}
