@@ -10,7 +10,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PACKAGES="keyutils dbus-daemon dbus-bin gnome-keyring libsecret-tools"
+PACKAGES="keyutils dbus-daemon dbus-bin gnome-keyring libsecret-tools shellcheck systemd"
 
 if [ "${PRIVREG_SKIP_APT:-0}" != 1 ]; then
     missing=
@@ -46,7 +46,7 @@ run() {
     { "$@" 2>&1; echo "$?" >"$log.rc"; } | tee -a "$log"
     [ "$(cat "$log.rc")" = 0 ] || status=1
 }
-run tests/support/keyrings.sh secret-service -- cargo test --locked -p privreg-tests --test credential --test auth
+run tests/support/keyrings.sh secret-service -- cargo test --locked -p privreg-tests --test credential --test auth --test cli
 run tests/support/keyrings.sh keyutils -- cargo test --locked --workspace
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -1,16 +1,25 @@
 //! The `privreg` control CLI.
 
+mod cargo_config;
+mod doctor;
+mod init;
+mod login;
 mod pin;
 mod report;
+mod service;
+mod upstream;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use privreg_shared::config::Config;
+use privreg_shared::config::{CONFIG_FILE, Config};
 use privreg_shared::paths;
+use privreg_shared::secrets::{EntryName, Keyring, SecretStore, SecretsError, Token};
 
-/// Controls privreg: pins, policy, status and cargo's configuration.
+/// Controls privreg: setup, upstreams, tokens, pins, policy, status and cargo's configuration.
 #[derive(Parser)]
 #[command(version, name = "privreg")]
 pub struct Cli {
@@ -26,6 +35,33 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Create the config directory, a default config.toml and pin file, and the local token.
+    ///
+    /// Never overwrites a file that exists, nor a token in the keyring; running it again
+    /// changes nothing.
+    ///
+    /// Example: privreg init
+    Init(init::InitArgs),
+    /// Store the token privreg sends to upstream NAME in the OS keyring (token on stdin, or a
+    /// hidden prompt on a terminal). `PRIVREG_TOKEN_<NAME>` wins over it while set.
+    ///
+    /// Example: privreg login acme < acme-token.txt
+    Login {
+        /// The upstream's name in config.toml.
+        name: String,
+    },
+    /// Delete the token stored for upstream NAME from the OS keyring.
+    ///
+    /// Example: privreg logout acme
+    Logout {
+        /// The upstream's name in config.toml.
+        name: String,
+    },
+    /// Add, remove, list or check upstream registries (config.toml's `[upstreams.*]`).
+    ///
+    /// Example: privreg upstream add acme sparse+https://cargo.acme.example/index/ --priority 600
+    #[command(subcommand)]
+    Upstream(upstream::UpstreamCommand),
     /// Edit and list the pin file (`preferences`, `preferences.d/*.pref`).
     ///
     /// Example: privreg pin add --package 'acme-*' --pin 'registry crates-io' --priority never
@@ -38,21 +74,47 @@ pub enum Command {
         /// The crate's name.
         krate: String,
     },
-    /// Show the daemon's address, upstreams and any config or pin error in force.
+    /// Show the daemon's address, uptime, upstreams, cache and any config or pin error in force.
     ///
     /// Exits non-zero when the daemon does not answer or a config or pin error is in force.
+    ///
     /// Example: privreg status
     Status,
-    /// Print the cargo configuration that sends cargo through privreg.
+    /// Check the whole setup and print the command that fixes each problem found.
     ///
-    /// Example: privreg cargo-config >> ~/.cargo/config.toml
-    CargoConfig,
+    /// Exits non-zero when anything is wrong.
+    ///
+    /// Example: privreg doctor
+    Doctor,
+    /// Print, install or uninstall the cargo configuration that sends cargo through privreg.
+    ///
+    /// `--install` merges it into $CARGO_HOME/config.toml (comments and other keys kept, a
+    /// backup written the first time); `--uninstall` puts back what was there before.
+    ///
+    /// Example: privreg cargo-config --install
+    CargoConfig(cargo_config::CargoConfigArgs),
+    /// Generate service files for the daemon and help install.sh run it.
+    ///
+    /// Example: privreg service unit > ~/.config/systemd/user/privreg.service
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
+    /// Delete privreg's tokens from the OS keyring: the local token and every configured
+    /// upstream's token (`./install.sh --purge` runs it).
+    ///
+    /// Example: privreg purge-tokens
+    PurgeTokens,
 }
 
 /// Where the CLI finds things.
 pub struct Dirs {
     pub config: PathBuf,
     pub cache: PathBuf,
+}
+
+/// What the daemon answered, for callers that handle errors themselves.
+pub struct DaemonReply {
+    pub status: reqwest::StatusCode,
+    pub body: String,
 }
 
 impl Dirs {
@@ -65,24 +127,53 @@ impl Dirs {
         })
     }
 
+    pub fn config_file(&self) -> PathBuf {
+        self.config.join(CONFIG_FILE)
+    }
+
+    /// The address the running daemon recorded in `<cache-dir>/daemon.json`, if any.
+    pub fn recorded_addr(&self) -> Option<String> {
+        let data = std::fs::read(self.cache.join("daemon.json")).ok()?;
+        let v = serde_json::from_slice::<serde_json::Value>(&data).ok()?;
+        v["addr"].as_str().map(str::to_owned)
+    }
+
     /// `host:port` of the running daemon: what it wrote in `daemon.json`, else `listen`.
     pub fn daemon_addr(&self) -> anyhow::Result<String> {
-        if let Ok(data) = std::fs::read(self.cache.join("daemon.json"))
-            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data)
-            && let Some(addr) = v["addr"].as_str()
-        {
-            return Ok(addr.to_owned());
+        if let Some(addr) = self.recorded_addr() {
+            return Ok(addr);
         }
         Ok(Config::load(&self.config)?.listen.to_string())
     }
 
-    /// GETs a JSON document from the daemon.
-    pub async fn daemon_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+    /// The local token to present to the daemon: `None` when `config` has `auth = false`.
+    pub fn local_token(&self, config: &Config) -> Result<Option<Token>, SecretsError> {
+        if !config.auth {
+            return Ok(None);
+        }
+        let keyring = Keyring::open(config.keyring)?;
+        keyring.get(&EntryName::local_token(&self.config)).map(Some)
+    }
+
+    /// GETs `path` from the daemon, with the local token when `auth = true` (raw, as cargo
+    /// sends it). A missing token is not an error here: the daemon's 401 says what is wrong.
+    pub async fn daemon_get(&self, path: &str) -> anyhow::Result<DaemonReply> {
         let addr = self.daemon_addr()?;
+        let token = match Config::load(&self.config) {
+            Ok(config) => self.local_token(&config).unwrap_or(None),
+            Err(_) => None,
+        };
         let url = format!("http://{addr}{path}");
-        let resp = reqwest::get(&url).await.with_context(|| {
+        let mut req = daemon_client()?.get(&url);
+        if let Some(token) = &token {
+            let mut value = reqwest::header::HeaderValue::from_str(token.expose())
+                .context("the local token is not a valid header value; run `privreg init`")?;
+            value.set_sensitive(true);
+            req = req.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let resp = req.send().await.with_context(|| {
             format!(
-                "the daemon does not answer at {addr}; start it (privreg-daemon) or check `listen`"
+                "the daemon does not answer at {addr}; start it (see `privreg doctor`) or check `listen`"
             )
         })?;
         let status = resp.status();
@@ -90,26 +181,76 @@ impl Dirs {
             .text()
             .await
             .with_context(|| format!("reading {url}"))?;
-        if !status.is_success() {
-            bail!("the daemon answered {status} for {path}: {}", body.trim());
+        Ok(DaemonReply { status, body })
+    }
+
+    /// GETs a JSON document from the daemon.
+    pub async fn daemon_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let reply = self.daemon_get(path).await?;
+        match reply.status.as_u16() {
+            200..=299 => {}
+            401 => bail!(
+                "the daemon wants its local token and none was found; run `privreg init` (it creates the token) and restart the daemon"
+            ),
+            403 => bail!(
+                "the daemon does not accept the local token in the keyring (it was started with another one); restart the daemon"
+            ),
+            _ => bail!(
+                "the daemon answered {} for {path}: {}",
+                reply.status,
+                reply.body.trim()
+            ),
         }
-        serde_json::from_str(&body)
+        serde_json::from_str(&reply.body)
             .with_context(|| format!("the daemon's answer for {path} is not JSON"))
     }
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+/// An HTTP client for the daemon on loopback: no proxy, short timeouts.
+pub fn daemon_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("cannot build an HTTP client")
+}
+
+/// Opens the keyring that `config.toml` chooses (`auto` when there is no config yet).
+pub fn open_keyring(dirs: &Dirs) -> anyhow::Result<(Keyring, Config)> {
+    let config = Config::load(&dirs.config)?;
+    let keyring = Keyring::open(config.keyring)?;
+    Ok((keyring, config))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let dirs = Dirs::new(&cli)?;
     match cli.command {
+        Command::Init(args) => init::run(&dirs, args),
+        Command::Login { name } => login::login(&dirs, &name),
+        Command::Logout { name } => login::logout(&dirs, &name),
+        Command::PurgeTokens => login::purge(&dirs),
+        Command::Upstream(cmd) => upstream::run(&dirs, cmd).await,
         Command::Pin(cmd) => pin::run(&dirs, cmd),
         Command::Policy { krate } => report::policy(&dirs, &krate).await,
         Command::Status => report::status(&dirs).await,
-        Command::CargoConfig => {
-            let addr = dirs.daemon_addr()?;
-            print!("{}", cargo_config(&addr));
-            Ok(std::process::ExitCode::SUCCESS)
-        }
+        Command::Doctor => doctor::run(&dirs).await,
+        Command::CargoConfig(args) => cargo_config::run(&dirs, args),
+        Command::Service(cmd) => service::run(&dirs, cmd).await,
     }
+}
+
+/// The daemon's base URL for cargo's config, refusing port 0 (which only the running daemon can
+/// resolve into a real port).
+pub fn daemon_index_url(dirs: &Dirs) -> anyhow::Result<String> {
+    let addr = dirs.daemon_addr()?;
+    if addr.ends_with(":0") {
+        bail!(
+            "{}: `listen` uses port 0 and the daemon is not running, so its port is unknown; start the daemon first",
+            dirs.config_file().display()
+        );
+    }
+    Ok(format!("sparse+http://{addr}/index/"))
 }
 
 /// The cargo configuration of DESIGN.md for a daemon at `addr`.

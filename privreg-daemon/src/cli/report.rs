@@ -1,6 +1,8 @@
 //! `privreg policy` and `privreg status`: the daemon's JSON, printed for people.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -90,16 +92,81 @@ pub async fn policy(dirs: &Dirs, krate: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Bytes and files under `dir`, recursively (0 when it does not exist).
+fn du(dir: &Path) -> (u64, u64) {
+    let (mut bytes, mut files) = (0, 0);
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => {
+                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                    files += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    (bytes, files)
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn ago(now: u64, at: u64) -> String {
+    humantime::format_duration(Duration::from_secs(now.saturating_sub(at))).to_string()
+}
+
 pub async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     let st = dirs.daemon_json("/-/status").await?;
+    let uptime = st["uptime_secs"]
+        .as_u64()
+        .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string())
+        .unwrap_or_else(|| "?".to_owned());
     println!(
-        "daemon:    {} (pid {}, up {}s)",
+        "daemon:    {} (pid {}, up {uptime})",
         s(&st["url"]),
         s(&st["pid"]),
-        s(&st["uptime_secs"])
     );
     println!("config:    {}", s(&st["config_dir"]));
-    println!("cache:     {}", s(&st["cache_dir"]));
+    let cache_dir = st["cache_dir"]
+        .as_str()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dirs.cache.clone());
+    let (bytes, files) = du(&cache_dir.join("v1"));
+    println!(
+        "cache:     {} ({} in {files} files)",
+        cache_dir.display(),
+        human_bytes(bytes)
+    );
+    if let (Some(hits), Some(misses)) = (st["cache_hits"].as_u64(), st["cache_misses"].as_u64()) {
+        let total = hits + misses;
+        if total == 0 {
+            println!("hits:      no requests yet");
+        } else {
+            println!(
+                "hits:      {:.1}% ({hits} of {total} answered from the cache)",
+                100.0 * hits as f64 / total as f64
+            );
+        }
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     println!("upstreams:");
     for u in st["upstreams"].as_array().into_iter().flatten() {
         let health = match (
@@ -107,7 +174,12 @@ pub async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
             u["last_ok"].as_u64(),
             u["last_error_at"].as_u64(),
         ) {
-            (Some(e), ok, Some(at)) if ok.is_none_or(|ok| at >= ok) => format!("failing: {e}"),
+            (Some(e), ok, Some(at)) if ok.is_none_or(|ok| at >= ok) => {
+                format!("failing since {} ago: {e}", ago(now, at))
+            }
+            (Some(e), Some(_), Some(at)) => {
+                format!("ok (last error {} ago: {e})", ago(now, at))
+            }
             (_, Some(_), _) => "ok".to_owned(),
             _ => "not contacted yet".to_owned(),
         };
@@ -125,5 +197,18 @@ pub async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
     }
 }

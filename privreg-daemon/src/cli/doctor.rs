@@ -1,0 +1,317 @@
+//! `privreg doctor`: checks the whole setup, prints each problem with the command that fixes
+//! it, and exits non-zero when anything is wrong.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use privreg_shared::config::{Config, ConfigError};
+use privreg_shared::pin::Preferences;
+use privreg_shared::secrets::{EntryName, Keyring, SecretStore, SecretsError};
+
+use super::service::{SERVICE_NAME, default_daemon};
+use super::upstream::{CheckError, check};
+use super::{Dirs, cargo_config, daemon_client};
+
+#[derive(Default)]
+struct Report {
+    problems: usize,
+}
+
+impl Report {
+    fn ok(&self, what: impl std::fmt::Display) {
+        println!("ok    {what}");
+    }
+
+    fn fail(&mut self, what: impl std::fmt::Display, fix: impl std::fmt::Display) {
+        self.problems += 1;
+        println!("FAIL  {what}");
+        for (i, line) in fix.to_string().lines().enumerate() {
+            println!("      {} {line}", if i == 0 { "fix:" } else { "    " });
+        }
+    }
+}
+
+/// A word for the shell: quoted unless it is plain.
+fn sh(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@".contains(c))
+    {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The systemd user unit install.sh writes, if that is how the daemon runs here.
+fn systemd_unit() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::home_dir().map(|h| h.join(".config")))?;
+    let unit = base.join(format!("systemd/user/{SERVICE_NAME}.service"));
+    unit.exists().then_some(unit)
+}
+
+fn launch_agent() -> Option<PathBuf> {
+    let plist = std::env::home_dir()?.join(format!("Library/LaunchAgents/{SERVICE_NAME}.plist"));
+    plist.exists().then_some(plist)
+}
+
+/// The command that (re)starts the daemon the way it is installed here.
+fn start_command(dirs: &Dirs, restart: bool) -> String {
+    if systemd_unit().is_some() {
+        let verb = if restart { "restart" } else { "start" };
+        return format!(
+            "systemctl --user {verb} {SERVICE_NAME}   (log: journalctl --user -u {SERVICE_NAME})"
+        );
+    }
+    if launch_agent().is_some() {
+        return format!("launchctl kickstart -k gui/$(id -u)/{SERVICE_NAME}");
+    }
+    let daemon = default_daemon().unwrap_or_else(|_| PathBuf::from("privreg-daemon"));
+    let log = dirs.cache.join("daemon.log");
+    let pid = dirs.cache.join("daemon.pid");
+    let stop = if restart {
+        format!("kill $(cat {}); ", sh(&pid))
+    } else {
+        String::new()
+    };
+    format!(
+        "{stop}nohup {} --config-dir {} --cache-dir {} >>{} 2>&1 & echo $! >{}\n(or run ./install.sh again, which installs a user service where one can run)",
+        sh(&daemon),
+        sh(&dirs.config),
+        sh(&dirs.cache),
+        sh(&log),
+        sh(&pid)
+    )
+}
+
+fn config_fix(e: &ConfigError) -> String {
+    if e.line.is_none() && !e.path.exists() {
+        "privreg init".to_owned()
+    } else {
+        format!("edit {} (see the error above)", sh(&e.path))
+    }
+}
+
+/// Whether a program is on PATH.
+fn on_path(program: &str) -> Option<PathBuf> {
+    let name = format!("{program}{}", std::env::consts::EXE_SUFFIX);
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(&name))
+        .find(|p| p.is_file())
+}
+
+pub async fn run(dirs: &Dirs) -> anyhow::Result<ExitCode> {
+    let mut r = Report::default();
+
+    // Files.
+    let config = match Config::load(&dirs.config) {
+        Ok(c) => {
+            r.ok(format!("{} parses", dirs.config_file().display()));
+            Some(c)
+        }
+        Err(e) => {
+            let fix = config_fix(&e);
+            r.fail(e, fix);
+            None
+        }
+    };
+    match Preferences::load(&dirs.config) {
+        Ok(p) => r.ok(format!(
+            "pin files parse ({} stanzas)",
+            p.files.iter().map(|f| f.stanzas.len()).sum::<usize>()
+        )),
+        Err(e) => {
+            let fix = format!(
+                "edit {} (see the error above; `privreg pin list` numbers the stanzas)",
+                sh(Path::new(&e.file))
+            );
+            r.fail(e, fix);
+        }
+    }
+
+    // The keyring and the local token.
+    let keyring = config.as_ref().map(|c| (c, Keyring::open(c.keyring)));
+    let mut token_ok = false;
+    match &keyring {
+        Some((c, Ok(k))) if c.auth => match k.get(&EntryName::local_token(&dirs.config)) {
+            Ok(_) => {
+                token_ok = true;
+                r.ok(format!("the local token is in the {}", k.kind()));
+            }
+            Err(e @ SecretsError::NoEntry { .. }) => r.fail(e, "privreg init"),
+            Err(e) => r.fail(e, "check that the keyring is unlocked, then privreg init"),
+        },
+        Some((_, Ok(k))) => r.ok(format!("keyring: the {} answers (auth = false)", k.kind())),
+        Some((_, Err(e))) => r.fail(
+            e,
+            format!(
+                "set `keyring` in {} to a store that works here, then privreg init",
+                sh(&dirs.config_file())
+            ),
+        ),
+        None => {}
+    }
+
+    // The daemon.
+    let addr = dirs.daemon_addr().ok();
+    let mut daemon_up = false;
+    if let Some(addr) = &addr {
+        let health = daemon_client()?
+            .get(format!("http://{addr}/-/health"))
+            .send()
+            .await;
+        match health {
+            Ok(resp) if resp.status().is_success() => {
+                daemon_up = true;
+                r.ok(format!("the daemon answers at http://{addr}/"));
+            }
+            Ok(resp) => r.fail(
+                format!(
+                    "something else answers at {addr} ({}), not privreg's daemon",
+                    resp.status()
+                ),
+                format!(
+                    "choose another `listen` in {}, then {}",
+                    sh(&dirs.config_file()),
+                    start_command(dirs, false)
+                ),
+            ),
+            Err(_) => r.fail(
+                format!("the daemon does not answer at {addr}"),
+                start_command(dirs, false),
+            ),
+        }
+    }
+    if daemon_up {
+        match dirs.daemon_get("/-/status").await {
+            Ok(reply) if reply.status.is_success() => {
+                let st: serde_json::Value = serde_json::from_str(&reply.body).unwrap_or_default();
+                if config.as_ref().is_some_and(|c| c.auth) {
+                    r.ok("the daemon accepts the local token");
+                }
+                let theirs = st["config_dir"].as_str().map(PathBuf::from);
+                let ours = std::fs::canonicalize(&dirs.config).ok();
+                if let (Some(theirs), Some(ours)) = (theirs, ours)
+                    && std::fs::canonicalize(&theirs).ok().as_ref() != Some(&ours)
+                {
+                    r.fail(
+                        format!(
+                            "the daemon at {} serves the config dir {}, not {}",
+                            addr.as_deref().unwrap_or("?"),
+                            theirs.display(),
+                            ours.display()
+                        ),
+                        "use the same PRIVREG_CONFIG_DIR for the daemon and the CLI, or another `listen`",
+                    );
+                }
+                if let Some(e) = st["config_error"].as_str() {
+                    r.fail(
+                        format!("the daemon keeps its last good configuration because: {e}"),
+                        "fix the file named there; the daemon reloads it by itself",
+                    );
+                }
+            }
+            Ok(reply) if reply.status.as_u16() == 401 && !token_ok => r.fail(
+                "the daemon wants the local token, which is not in the keyring",
+                format!("privreg init, then {}", start_command(dirs, true)),
+            ),
+            Ok(reply) if matches!(reply.status.as_u16(), 401 | 403) => r.fail(
+                format!(
+                    "the daemon refuses the local token in the keyring ({}): it was started with another one",
+                    reply.status
+                ),
+                start_command(dirs, true),
+            ),
+            Ok(reply) => r.fail(
+                format!("the daemon answered {} for /-/status", reply.status),
+                start_command(dirs, true),
+            ),
+            Err(e) => r.fail(format!("{e:#}"), start_command(dirs, false)),
+        }
+    }
+
+    // Cargo.
+    if let Some(addr) = addr.as_deref().filter(|a| !a.ends_with(":0")) {
+        let url = format!("sparse+http://{addr}/index/");
+        match cargo_config::check(&url) {
+            Ok(None) => r.ok(format!("cargo's config sends crates-io to {url}")),
+            Ok(Some(wrong)) => r.fail(wrong, "privreg cargo-config --install"),
+            Err(e) => r.fail(
+                format!("{e:#}"),
+                "fix cargo's config file, then privreg cargo-config --install",
+            ),
+        }
+    }
+    match on_path("cargo-credential-privreg") {
+        Some(p) => r.ok(format!(
+            "cargo-credential-privreg is on PATH ({})",
+            p.display()
+        )),
+        None => {
+            let dir = default_daemon()
+                .ok()
+                .and_then(|d| d.parent().map(Path::to_owned))
+                .filter(|d| d.join("cargo-credential-privreg").is_file());
+            let fix = match dir {
+                Some(d) => format!(
+                    "export PATH={}:\"$PATH\"   (in your shell's profile)",
+                    sh(&d)
+                ),
+                None => "./install.sh (it installs cargo-credential-privreg with cargo install)"
+                    .to_owned(),
+            };
+            r.fail(
+                "cargo-credential-privreg is not on PATH, so cargo cannot get the local token",
+                fix,
+            );
+        }
+    }
+
+    // Upstreams.
+    if let Some(c) = &config {
+        let keyring = keyring.as_ref().and_then(|(_, k)| k.as_ref().ok()).cloned();
+        for up in &c.upstreams {
+            match check(keyring.as_ref(), up).await {
+                Ok(()) => r.ok(format!(
+                    "upstream {}: config.json answers ({})",
+                    up.name, up.index
+                )),
+                Err(e) => {
+                    let auth = e
+                        .downcast_ref::<CheckError>()
+                        .is_some_and(CheckError::is_auth);
+                    let fix = if auth {
+                        format!("privreg login {}", up.name)
+                    } else {
+                        format!(
+                            "check the URL and the network; if it is gone: privreg upstream remove {}",
+                            up.name
+                        )
+                    };
+                    r.fail(format!("{e:#}"), fix);
+                }
+            }
+        }
+        if c.upstreams.is_empty() {
+            r.fail(
+                "no upstreams: cargo can resolve nothing",
+                "privreg upstream add NAME sparse+https://…/",
+            );
+        }
+    }
+
+    if r.problems == 0 {
+        println!("everything looks right");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "{} problem{} found",
+            r.problems,
+            if r.problems == 1 { "" } else { "s" }
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
