@@ -428,6 +428,28 @@ impl Privreg {
             .expect("run privreg")
     }
 
+    /// Runs the CLI with `input` on stdin.
+    pub fn cli_with_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = Command::new(bin("privreg"))
+            .arg("--config-dir")
+            .arg(&self.config_dir)
+            .arg("--cache-dir")
+            .arg(&self.cache_dir)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run privreg");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("privreg output")
+    }
+
     /// Runs the CLI and returns its stdout, panicking unless it succeeds.
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
@@ -648,6 +670,18 @@ impl KeyringEntry {
         keyring
             .set(&name, &Token::new(token).expect("token"))
             .expect("store the token");
+        KeyringEntry { keyring, name }
+    }
+}
+
+impl KeyringEntry {
+    /// Deletes an entry that something else stored, when dropped.
+    pub fn cleanup(
+        choice: privreg_shared::config::KeyringChoice,
+        name: privreg_shared::secrets::EntryName,
+    ) -> KeyringEntry {
+        let keyring =
+            privreg_shared::secrets::Keyring::open(choice).expect("the test keyring opens");
         KeyringEntry { keyring, name }
     }
 }

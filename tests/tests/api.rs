@@ -147,16 +147,16 @@ fn a_registry_dependency_resolves_through_its_upstream_view_and_the_lockfile_sta
         acme.index, public.index
     ));
     let sb = Sandbox::new();
-    // What `privreg cargo-config` emits for a private upstream: its exact URL replaced by its view.
-    sb.write_cargo_config(&format!(
-        "[source.crates-io]\nreplace-with = \"privreg\"\n\n[registries.privreg]\nindex = \"{}\"\n\n\
-         [source.privreg-upstream-acme]\nregistry = \"{acme}\"\nreplace-with = \"privreg-acme\"\n\n\
-         [registries.privreg-acme]\nindex = \"sparse+http://{addr}/upstream/acme/index/\"\n\n\
-         [registries.acme]\nindex = \"{acme}\"\n\n[net]\nretry = 0\n",
-        privreg.index_url(),
-        acme = acme.index,
-        addr = privreg.addr
-    ));
+    // `privreg cargo-config` gives cargo the layered view for crates-io and, for acme, its exact
+    // URL replaced by acme's own view.
+    let snippet = privreg.cli_ok(&["cargo-config"]);
+    assert!(
+        snippet.contains(&format!("registry = \"{}\"", acme.index)),
+        "{snippet}"
+    );
+    assert!(snippet.contains("/upstream/acme/index/"), "{snippet}");
+    assert!(!snippet.contains("upstream/crates-io"), "{snippet}");
+    sb.write_cargo_config(&format!("{snippet}\n[net]\nretry = 0\n"));
     let app = sb.project(
         "app",
         "acme-core = { version = \"0.2\", registry = \"acme\" }\n",

@@ -164,9 +164,13 @@ fn each_upstream_gets_its_own_token_and_nobody_else_does() {
     let out = sb.cargo(&app, &["generate-lockfile"]);
     assert!(!out.status.success());
 
-    // The token in the keyring (as `privreg login acme` stores it) is picked up without a restart.
+    // `privreg login acme` (token on stdin) stores it in the keyring; the running daemon picks it
+    // up without a restart.
     let token = acme.token.clone();
-    let _entry = KeyringEntry::set(store, EntryName::registry(&acme.index), &token);
+    let _entry = KeyringEntry::cleanup(store, EntryName::registry(&acme.index));
+    let login = privreg.cli_with_stdin(&["login", "acme"], &format!("{token}\n"));
+    assert!(login.status.success(), "{}", stderr(&login));
+    assert!(!String::from_utf8_lossy(&login.stdout).contains(&token));
     let out = sb.cargo_ok(&app, &["run", "--quiet"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),

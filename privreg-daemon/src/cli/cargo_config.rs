@@ -60,12 +60,38 @@ pub struct Wanted {
     pub value: Value,
 }
 
-/// DESIGN.md's cargo configuration for the daemon's index URL.
-pub fn wanted(index_url: &str) -> Vec<Wanted> {
+/// A private upstream that projects may name with `registry = "<name>"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Private {
+    pub name: String,
+    /// Its exact index URL (what Cargo.lock records).
+    pub index: String,
+}
+
+/// The upstreams of a config that get a per-upstream view in cargo's config: all but the public
+/// registry.
+pub fn private_upstreams(config: &privreg_shared::config::Config) -> Vec<Private> {
+    use privreg_shared::index::{CRATES_IO_KEY, registry_url_key};
+    config
+        .upstreams
+        .iter()
+        .filter(|u| u.name != CRATES_IO_KEY && registry_url_key(&u.index) != CRATES_IO_KEY)
+        .map(|u| Private {
+            name: u.name.clone(),
+            index: u.index.clone(),
+        })
+        .collect()
+}
+
+/// DESIGN.md's cargo configuration for the daemon's index URL: `crates-io` replaced by the
+/// layered view, and for each private upstream its exact URL replaced by its own view
+/// (`[registries.<name>]` names it for `registry = "<name>"`).
+pub fn wanted(index_url: &str, private: &[Private]) -> Vec<Wanted> {
     let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect();
     let mut provider = Array::new();
     provider.push("cargo-credential-privreg");
-    vec![
+    let base = index_url.trim_end_matches('/').trim_end_matches("/index");
+    let mut out = vec![
         Wanted {
             path: path(&["source", "crates-io", "replace-with"]),
             value: Value::from("privreg"),
@@ -76,9 +102,47 @@ pub fn wanted(index_url: &str) -> Vec<Wanted> {
         },
         Wanted {
             path: path(&["registries", "privreg", "credential-provider"]),
-            value: Value::Array(provider),
+            value: Value::Array(provider.clone()),
         },
-    ]
+    ];
+    for p in private {
+        let source = format!("privreg-upstream-{}", p.name);
+        let view = format!("privreg-{}", p.name);
+        out.extend([
+            Wanted {
+                path: path(&["registries", &p.name, "index"]),
+                value: Value::from(p.index.as_str()),
+            },
+            Wanted {
+                path: path(&["source", &source, "registry"]),
+                value: Value::from(p.index.as_str()),
+            },
+            Wanted {
+                path: path(&["source", &source, "replace-with"]),
+                value: Value::from(view.as_str()),
+            },
+            Wanted {
+                path: path(&["registries", &view, "index"]),
+                value: Value::from(format!("{base}/upstream/{}/index/", p.name)),
+            },
+            Wanted {
+                path: path(&["registries", &view, "credential-provider"]),
+                value: Value::Array(provider.clone()),
+            },
+        ]);
+    }
+    out
+}
+
+/// What `privreg cargo-config` prints: [`wanted`] as a fresh file.
+pub fn snippet(index_url: &str, private: &[Private]) -> Result<String, EditError> {
+    Ok(install(
+        Path::new("config.toml"),
+        None,
+        &wanted(index_url, private),
+        None,
+    )?
+    .0)
 }
 
 /// What install remembers.
@@ -418,7 +482,7 @@ fn load_state(dirs: &Dirs) -> anyhow::Result<Option<State>> {
 }
 
 /// Whether cargo's config points at the daemon: `None` when it does, else what is wrong.
-pub fn check(index_url: &str) -> anyhow::Result<Option<String>> {
+pub fn check(index_url: &str, private: &[Private]) -> anyhow::Result<Option<String>> {
     let file = cargo_config_file()?;
     let Some(bytes) = read_optional(&file)? else {
         return Ok(Some(format!("{} does not exist", file.display())));
@@ -427,7 +491,7 @@ pub fn check(index_url: &str) -> anyhow::Result<Option<String>> {
     let (norm, _, _) = normalize(&text);
     let doc = parse(&file.display().to_string(), &norm)?;
     let mut wrong = Vec::new();
-    for w in wanted(index_url) {
+    for w in wanted(index_url, private) {
         let have = value_at(&doc, &w.path).map(plain);
         if have.as_deref() != Some(plain(&w.value).as_str()) {
             wrong.push(format!(
@@ -446,11 +510,9 @@ pub fn run(dirs: &Dirs, args: CargoConfigArgs) -> anyhow::Result<ExitCode> {
         return run_uninstall(dirs);
     }
     let index_url = daemon_index_url(dirs)?;
+    let private = private_upstreams(&privreg_shared::config::Config::load(&dirs.config)?);
     if !args.install {
-        let addr = index_url
-            .trim_start_matches("sparse+http://")
-            .trim_end_matches("/index/");
-        print!("{}", super::cargo_config(addr));
+        print!("{}", snippet(&index_url, &private)?);
         return Ok(ExitCode::SUCCESS);
     }
     let file = cargo_config_file()?;
@@ -469,7 +531,7 @@ pub fn run(dirs: &Dirs, args: CargoConfigArgs) -> anyhow::Result<ExitCode> {
     let (new, state) = install(
         &file,
         text.as_deref(),
-        &wanted(&index_url),
+        &wanted(&index_url, &private),
         previous.clone(),
     )?;
     if text.as_deref() == Some(new.as_str()) && previous.as_ref() == Some(&state) {

@@ -9,9 +9,9 @@ fn file() -> PathBuf {
 }
 
 fn round_trip(original: Option<&str>) -> (String, State) {
-    let (installed, state) = install(&file(), original, &wanted(URL), None).unwrap();
+    let (installed, state) = install(&file(), original, &wanted(URL, &[]), None).unwrap();
     let doc: DocumentMut = installed.replace("\r\n", "\n").parse().unwrap();
-    for w in wanted(URL) {
+    for w in wanted(URL, &[]) {
         assert_eq!(
             value_at(&doc, &w.path).map(plain),
             Some(plain(&w.value)),
@@ -50,7 +50,7 @@ fn uninstall_restores_every_byte() {
 
 #[test]
 fn a_file_install_created_is_removed() {
-    let (installed, state) = install(&file(), None, &wanted(URL), None).unwrap();
+    let (installed, state) = install(&file(), None, &wanted(URL, &[]), None).unwrap();
     assert!(state.created);
     assert_eq!(
         installed,
@@ -86,7 +86,7 @@ fn prior_values_come_back_with_their_comments() {
 #[test]
 fn edits_made_since_install_are_kept() {
     let original = "# mine\n[build]\njobs = 2\n\n[source.crates-io]\nreplace-with = \"vendored\"\n";
-    let (installed, state) = install(&file(), Some(original), &wanted(URL), None).unwrap();
+    let (installed, state) = install(&file(), Some(original), &wanted(URL, &[]), None).unwrap();
     // The user adds a table, edits a comment, and adds a key to privreg's registry table.
     let edited = installed
         .replace("# mine", "# mine, edited")
@@ -107,7 +107,7 @@ fn edits_made_since_install_are_kept() {
 #[test]
 fn a_key_the_user_changed_since_is_kept() {
     let original = "[source.crates-io]\nreplace-with = \"vendored\"\n";
-    let (installed, state) = install(&file(), Some(original), &wanted(URL), None).unwrap();
+    let (installed, state) = install(&file(), Some(original), &wanted(URL, &[]), None).unwrap();
     let edited = installed.replace("replace-with = \"privreg\"", "replace-with = \"mirror\"");
     let restored = uninstall(&edited, &state).unwrap();
     assert_eq!(restored.kept, ["source.crates-io.replace-with"]);
@@ -118,13 +118,15 @@ fn a_key_the_user_changed_since_is_kept() {
 #[test]
 fn installing_again_changes_nothing_and_keeps_the_first_prior() {
     let original = "[source.crates-io]\nreplace-with = \"vendored\"\n";
-    let (once, state) = install(&file(), Some(original), &wanted(URL), None).unwrap();
-    let (twice, state2) = install(&file(), Some(&once), &wanted(URL), Some(state.clone())).unwrap();
+    let (once, state) = install(&file(), Some(original), &wanted(URL, &[]), None).unwrap();
+    let (twice, state2) =
+        install(&file(), Some(&once), &wanted(URL, &[]), Some(state.clone())).unwrap();
     assert_eq!(once, twice);
     assert_eq!(state, state2);
     // A new address: the index changes, the prior stays the original one.
     let other = "sparse+http://127.0.0.1:7879/index/";
-    let (moved, state3) = install(&file(), Some(&twice), &wanted(other), Some(state2)).unwrap();
+    let (moved, state3) =
+        install(&file(), Some(&twice), &wanted(other, &[]), Some(state2)).unwrap();
     assert!(moved.contains(other), "{moved}");
     assert_eq!(state3.keys[0].prior, state.keys[0].prior);
     assert_eq!(
@@ -135,12 +137,56 @@ fn installing_again_changes_nothing_and_keeps_the_first_prior() {
 
 #[test]
 fn broken_files_are_refused_with_their_line() {
-    let e = install(&file(), Some("[build]\njobs = = 2\n"), &wanted(URL), None).unwrap_err();
+    let e = install(
+        &file(),
+        Some("[build]\njobs = = 2\n"),
+        &wanted(URL, &[]),
+        None,
+    )
+    .unwrap_err();
     assert_eq!(e.line, Some(2), "{e}");
     assert!(
         e.to_string().starts_with("/home/u/.cargo/config.toml:2: "),
         "{e}"
     );
-    let e = install(&file(), Some("source = 3\n"), &wanted(URL), None).unwrap_err();
+    let e = install(&file(), Some("source = 3\n"), &wanted(URL, &[]), None).unwrap_err();
     assert!(e.to_string().contains("`source` is not a table"), "{e}");
+}
+
+#[test]
+fn private_upstreams_get_their_own_view_and_leave_without_a_trace() {
+    let private = [Private {
+        name: "acme".into(),
+        index: "sparse+https://cargo.acme.example/index/".into(),
+    }];
+    let original =
+        "# mine\n[registries.acme]\nindex = \"sparse+https://old.acme.example/index/\" # old\n";
+    let (installed, state) =
+        install(&file(), Some(original), &wanted(URL, &private), None).unwrap();
+    let doc: DocumentMut = installed.parse().unwrap();
+    let at = |p: &[&str]| {
+        value_at(&doc, &p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).map(plain)
+    };
+    let text = |v: &str| Some(plain(&Value::from(v)));
+    assert_eq!(
+        at(&["source", "privreg-upstream-acme", "registry"]),
+        text("sparse+https://cargo.acme.example/index/")
+    );
+    assert_eq!(
+        at(&["source", "privreg-upstream-acme", "replace-with"]),
+        text("privreg-acme")
+    );
+    assert_eq!(
+        at(&["registries", "privreg-acme", "index"]),
+        text("sparse+http://127.0.0.1:7878/upstream/acme/index/")
+    );
+    assert_eq!(
+        at(&["registries", "acme", "index"]),
+        text("sparse+https://cargo.acme.example/index/")
+    );
+    let restored = uninstall(&installed, &state).unwrap();
+    assert_eq!(restored.text.as_deref(), Some(original));
+    // The printed snippet is the same configuration.
+    let printed = snippet(URL, &private).unwrap();
+    assert!(printed.contains("[registries.privreg-acme]"), "{printed}");
 }

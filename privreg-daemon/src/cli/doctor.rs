@@ -236,7 +236,11 @@ pub async fn run(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     // Cargo.
     if let Some(addr) = addr.as_deref().filter(|a| !a.ends_with(":0")) {
         let url = format!("sparse+http://{addr}/index/");
-        match cargo_config::check(&url) {
+        let private = config
+            .as_ref()
+            .map(cargo_config::private_upstreams)
+            .unwrap_or_default();
+        match cargo_config::check(&url, &private) {
             Ok(None) => r.ok(format!("cargo's config sends crates-io to {url}")),
             Ok(Some(wrong)) => r.fail(wrong, "privreg cargo-config --install"),
             Err(e) => r.fail(

@@ -252,10 +252,3 @@ pub fn daemon_index_url(dirs: &Dirs) -> anyhow::Result<String> {
     }
     Ok(format!("sparse+http://{addr}/index/"))
 }
-
-/// The cargo configuration of DESIGN.md for a daemon at `addr`.
-pub fn cargo_config(addr: &str) -> String {
-    format!(
-        "[source.crates-io]\nreplace-with = \"privreg\"\n\n[registries.privreg]\nindex = \"sparse+http://{addr}/index/\"\ncredential-provider = [\"cargo-credential-privreg\"]\n"
-    )
-}
