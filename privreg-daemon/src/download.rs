@@ -11,20 +11,13 @@ use sha2::{Digest, Sha256};
 use crate::Daemon;
 use privreg_shared::policy;
 
-/// Which view a request is for: the layered one, or one upstream's (`/upstream/<name>/…`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum View<'a> {
-    Layered,
-    Upstream(&'a str),
-}
 use crate::cache::UpstreamPath;
 use crate::layered::LayeredError;
 use crate::upstream::FetchError;
+pub use privreg_shared::route::View;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
-    #[error("bad download request: {0}")]
-    BadRequest(String),
     #[error("{krate} {version} with checksum {cksum} is not served by privreg")]
     NotServed {
         krate: String,
@@ -89,32 +82,19 @@ fn index_prefix(krate: &str) -> String {
     }
 }
 
-fn valid_cksum(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 impl Daemon {
     /// Serves `/dl/{crate}/{version}/{cksum}` (or a per-upstream view's): the cached file, or a
     /// verified download, of a version the view serves with that checksum.
     pub async fn download(
         &self,
         view: View<'_>,
-        krate: &str,
-        version: &str,
+        name: &CrateName,
+        version: &Version,
         cksum: &str,
     ) -> Result<PathBuf, DownloadError> {
-        let name = CrateName::new(krate).map_err(|e| DownloadError::BadRequest(e.to_string()))?;
-        let version = Version::parse(version)
-            .map_err(|e| DownloadError::BadRequest(format!("version {version:?}: {e}")))?;
-        if !valid_cksum(cksum) {
-            return Err(DownloadError::BadRequest(
-                "the checksum must be 64 lower-case hex digits".into(),
-            ));
-        }
+        let (krate, version) = (name.as_str(), version.clone());
         let path = self.cache.crate_path(cksum);
-        let up = match self.source_of(view, &name, &version, cksum).await {
+        let up = match self.source_of(view, name, &version, cksum).await {
             Ok(up) => up,
             Err(e @ DownloadError::NotServed { .. }) => return Err(e),
             // The upstream cannot be asked and nothing is cached for the crate: a copy verified

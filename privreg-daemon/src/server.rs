@@ -20,6 +20,7 @@ use crate::download::DownloadError;
 use crate::download::View;
 use crate::layered::LayeredError;
 use http_body_util::BodyExt;
+use privreg_shared::route::{self, Endpoint, RouteError};
 
 type Body = Full<Bytes>;
 
@@ -76,13 +77,13 @@ impl Daemon {
         })
     }
 
-    async fn index(&self, view: View<'_>, path: &str, req: &Request<Incoming>) -> Response<Body> {
-        let Some(krate) = CrateName::from_index_path(path) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                "not a sparse index path privreg serves",
-            );
-        };
+    async fn index(
+        &self,
+        view: View<'_>,
+        krate: &CrateName,
+        req: &Request<Incoming>,
+    ) -> Response<Body> {
+        let krate = krate.clone();
         let served = match view {
             View::Layered => self
                 .layered(&krate)
@@ -123,14 +124,13 @@ impl Daemon {
         }
     }
 
-    async fn dl(&self, view: View<'_>, rest: &str) -> Response<Body> {
-        let parts: Vec<&str> = rest.split('/').collect();
-        let [krate, version, cksum] = parts.as_slice() else {
-            return text(
-                StatusCode::NOT_FOUND,
-                "downloads are /dl/{crate}/{version}/{sha256-checksum}",
-            );
-        };
+    async fn dl(
+        &self,
+        view: View<'_>,
+        krate: &CrateName,
+        version: &semver::Version,
+        cksum: &str,
+    ) -> Response<Body> {
         match self.download(view, krate, version, cksum).await {
             Ok(path) => match tokio::fs::read(&path).await {
                 Ok(data) => {
@@ -149,7 +149,6 @@ impl Daemon {
             Err(e) => {
                 tracing::warn!(error = %e, "download failed");
                 match &e {
-                    DownloadError::BadRequest(_) => text(StatusCode::BAD_REQUEST, e.to_string()),
                     DownloadError::NotServed { .. } => text(StatusCode::NOT_FOUND, e.to_string()),
                     DownloadError::Layered(l) => layered_error(l),
                     DownloadError::Cache(_) => {
@@ -204,32 +203,34 @@ impl Daemon {
 
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
-        if path == "/-/health" {
-            return text(StatusCode::OK, "ok");
+        let parsed = route::parse(&path);
+        match parsed {
+            Ok((_, Endpoint::Health)) => return text(StatusCode::OK, "ok"),
+            Ok((_, Endpoint::Login)) => {
+                return text(
+                    StatusCode::OK,
+                    "privreg hands cargo its local token through the credential provider cargo-credential-privreg.\nRun `privreg init` to create the token and `privreg doctor` to check the setup.",
+                );
+            }
+            _ => {}
         }
-        if path == "/-/login" {
-            return text(
-                StatusCode::OK,
-                "privreg hands cargo its local token through the credential provider cargo-credential-privreg.\nRun `privreg init` to create the token and `privreg doctor` to check the setup.",
-            );
-        }
+        // Everything else, even a bad path, only for our own cargo.
         if let Some(refused) = self.gate(&req) {
             return refused;
         }
-        // `/upstream/<name>/…` is that upstream's own view; everything else the layered one.
-        let (view, rest) = match path
-            .strip_prefix("/upstream/")
-            .and_then(|r| r.split_once('/'))
-        {
-            Some((name, rest)) => {
-                if self.runtime().config.upstream(name).is_none() {
-                    return text(StatusCode::NOT_FOUND, format!("no upstream named {name}"));
-                }
-                (View::Upstream(name), format!("/{rest}"))
+        let (view, endpoint) = match parsed {
+            Ok(r) => r,
+            Err(e @ RouteError::NotFound(_)) => return text(StatusCode::NOT_FOUND, e.to_string()),
+            Err(e @ RouteError::BadRequest(_)) => {
+                return text(StatusCode::BAD_REQUEST, e.to_string());
             }
-            None => (View::Layered, path.clone()),
         };
-        if let Some(api) = rest.strip_prefix("/api/") {
+        if let View::Upstream(name) = view
+            && self.runtime().config.upstream(name).is_none()
+        {
+            return text(StatusCode::NOT_FOUND, format!("no upstream named {name}"));
+        }
+        if let Endpoint::Api(api) = endpoint {
             let api = match req.uri().query() {
                 Some(q) => format!("{api}?{q}"),
                 None => api.to_owned(),
@@ -261,27 +262,18 @@ impl Daemon {
                 "only GET and HEAD are served here",
             );
         }
-        if view == View::Layered {
-            if rest == "/-/status" {
-                return json(StatusCode::OK, &self.status_json());
-            }
-            if let Some(name) = rest.strip_prefix("/-/policy/") {
-                return match CrateName::new(name) {
-                    Ok(krate) => json(StatusCode::OK, &self.policy_json(&krate.lower()).await),
-                    Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
-                };
-            }
+        match endpoint {
+            Endpoint::Status => json(StatusCode::OK, &self.status_json()),
+            Endpoint::Policy(krate) => json(StatusCode::OK, &self.policy_json(&krate).await),
+            Endpoint::Config => json(StatusCode::OK, &self.config_json(view)),
+            Endpoint::Index(krate) => self.index(view, &krate, &req).await,
+            Endpoint::Download {
+                krate,
+                version,
+                cksum,
+            } => self.dl(view, &krate, &version, &cksum).await,
+            Endpoint::Health | Endpoint::Login | Endpoint::Api(_) => unreachable!("answered above"),
         }
-        if rest == "/index/config.json" {
-            return json(StatusCode::OK, &self.config_json(view));
-        }
-        if let Some(index_path) = rest.strip_prefix("/index/") {
-            return self.index(view, index_path, &req).await;
-        }
-        if let Some(dl) = rest.strip_prefix("/dl/") {
-            return self.dl(view, dl).await;
-        }
-        text(StatusCode::NOT_FOUND, "not found")
     }
 }
 

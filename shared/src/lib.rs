@@ -8,6 +8,7 @@ pub mod name;
 pub mod paths;
 pub mod pin;
 pub mod policy;
+pub mod route;
 pub mod secrets;
 
 pub use name::CrateName;

@@ -575,6 +575,23 @@ pub fn run(dirs: &Dirs, args: CargoConfigArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// After the upstreams changed: if privreg's cargo configuration is installed, installs it again
+/// (undo, then install) so that each private upstream's entries match `config.toml`.
+pub fn reinstall_if_installed(dirs: &Dirs) -> anyhow::Result<()> {
+    if load_state(dirs)?.is_none() {
+        return Ok(());
+    }
+    run_uninstall(dirs)?;
+    run(
+        dirs,
+        CargoConfigArgs {
+            install: true,
+            uninstall: false,
+        },
+    )?;
+    Ok(())
+}
+
 fn run_uninstall(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     let state_path = dirs.config.join(STATE_FILE);
     let Some(state) = load_state(dirs)? else {

@@ -402,6 +402,7 @@ async fn add(
             "; its config.json answers"
         }
     );
+    super::cargo_config::reinstall_if_installed(dirs)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -415,6 +416,7 @@ fn remove(dirs: &Dirs, name: &str, logout: bool) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{}: cannot find upstream {name}", path.display()))?;
     write_config(&path, &doc.to_string())?;
     println!("removed upstream {name} from {}", path.display());
+    super::cargo_config::reinstall_if_installed(dirs)?;
     let entry = EntryName::registry(&up.index);
     if let Some(keyring) = keyring_for(&config) {
         match (logout, keyring.delete(&entry)) {

@@ -1,0 +1,224 @@
+//! Request paths, parsed and validated before anything touches the daemon's state or the file
+//! system. Pure: a path in, an endpoint (with validated names, versions and checksums) out.
+
+use semver::Version;
+
+use crate::name::CrateName;
+
+/// Which view a request is for: the layered one, or one upstream's (`/upstream/<name>/…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View<'a> {
+    Layered,
+    Upstream(&'a str),
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    /// `/-/health`: open, says nothing.
+    Health,
+    /// `/-/login`: open, how cargo gets the local token.
+    Login,
+    /// `/-/status` (layered view only).
+    Status,
+    /// `/-/policy/<crate>` (layered view only).
+    Policy(CrateName),
+    /// `…/index/config.json`
+    Config,
+    /// `…/index/<sparse path>`, for the crate it names (lower-case).
+    Index(CrateName),
+    /// `…/dl/{crate}/{version}/{sha256-checksum}`
+    Download {
+        krate: CrateName,
+        version: Version,
+        cksum: String,
+    },
+    /// `…/api/<rest>`: the registry web API; `rest` is the path after `api/`.
+    Api(&'a str),
+}
+
+/// Why a path is refused: not something privreg serves (404), or malformed (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+/// Whether `s` is 64 lower-case hex digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn valid_upstream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Parses a request path (without the query).
+pub fn parse(path: &str) -> Result<(View<'_>, Endpoint<'_>), RouteError> {
+    let not_found =
+        || RouteError::NotFound(format!("privreg serves nothing at {}", path.escape_debug()));
+    match path {
+        "/-/health" => return Ok((View::Layered, Endpoint::Health)),
+        "/-/login" => return Ok((View::Layered, Endpoint::Login)),
+        _ => {}
+    }
+    let (view, rest) = match path.strip_prefix("/upstream/") {
+        Some(r) => {
+            let (name, rest) = r.split_once('/').ok_or_else(not_found)?;
+            if !valid_upstream_name(name) {
+                return Err(not_found());
+            }
+            (View::Upstream(name), rest)
+        }
+        None => (View::Layered, path.strip_prefix('/').ok_or_else(not_found)?),
+    };
+    if view == View::Layered {
+        if rest == "-/status" {
+            return Ok((view, Endpoint::Status));
+        }
+        if let Some(name) = rest.strip_prefix("-/policy/") {
+            let krate = CrateName::new(name).map_err(|e| RouteError::BadRequest(e.to_string()))?;
+            return Ok((view, Endpoint::Policy(krate.lower())));
+        }
+    }
+    if let Some(api) = rest.strip_prefix("api/") {
+        return Ok((view, Endpoint::Api(api)));
+    }
+    if rest == "index/config.json" {
+        return Ok((view, Endpoint::Config));
+    }
+    if let Some(index) = rest.strip_prefix("index/") {
+        let krate = CrateName::from_index_path(index).ok_or_else(|| {
+            RouteError::NotFound(format!(
+                "{} is not a sparse index path of a crate",
+                index.escape_debug()
+            ))
+        })?;
+        return Ok((view, Endpoint::Index(krate)));
+    }
+    if let Some(dl) = rest.strip_prefix("dl/") {
+        let parts: Vec<&str> = dl.split('/').collect();
+        let [krate, version, cksum] = parts.as_slice() else {
+            return Err(RouteError::NotFound(
+                "downloads are /dl/{crate}/{version}/{sha256-checksum}".into(),
+            ));
+        };
+        let krate = CrateName::new(krate).map_err(|e| RouteError::BadRequest(e.to_string()))?;
+        let version = Version::parse(version).map_err(|e| {
+            RouteError::BadRequest(format!(
+                "version {:?}: {e}",
+                version.escape_debug().to_string()
+            ))
+        })?;
+        if !is_sha256_hex(cksum) {
+            return Err(RouteError::BadRequest(
+                "the checksum must be 64 lower-case hex digits".into(),
+            ));
+        }
+        return Ok((
+            view,
+            Endpoint::Download {
+                krate,
+                version,
+                cksum: (*cksum).to_owned(),
+            },
+        ));
+    }
+    Err(not_found())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ck() -> String {
+        "ab".repeat(32)
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            parse("/-/health").unwrap(),
+            (View::Layered, Endpoint::Health)
+        );
+        assert_eq!(
+            parse("/-/status").unwrap(),
+            (View::Layered, Endpoint::Status)
+        );
+        assert_eq!(
+            parse("/-/policy/Serde").unwrap(),
+            (
+                View::Layered,
+                Endpoint::Policy(CrateName::new("serde").unwrap())
+            )
+        );
+        assert_eq!(
+            parse("/index/config.json").unwrap(),
+            (View::Layered, Endpoint::Config)
+        );
+        assert_eq!(
+            parse("/index/se/rd/serde").unwrap(),
+            (
+                View::Layered,
+                Endpoint::Index(CrateName::new("serde").unwrap())
+            )
+        );
+        assert_eq!(
+            parse("/upstream/acme/index/3/a/abc").unwrap(),
+            (
+                View::Upstream("acme"),
+                Endpoint::Index(CrateName::new("abc").unwrap())
+            )
+        );
+        assert_eq!(
+            parse(&format!("/dl/Serde/1.0.0/{}", ck())).unwrap(),
+            (
+                View::Layered,
+                Endpoint::Download {
+                    krate: CrateName::new("Serde").unwrap(),
+                    version: "1.0.0".parse().unwrap(),
+                    cksum: ck()
+                }
+            )
+        );
+        assert_eq!(
+            parse("/upstream/acme/api/v1/crates/new").unwrap(),
+            (View::Upstream("acme"), Endpoint::Api("v1/crates/new"))
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let long = "a".repeat(65);
+        for (path, bad_request) in [
+            ("/index/../../etc/passwd", false),
+            ("/index/3/f/..%2f..%2fetc", false),
+            ("/index/3/F/Foo", false),
+            (&format!("/index/aa/aa/{long}") as &str, false),
+            ("/dl/foo/1.0.0/../../../etc/passwd", false),
+            ("/dl/..%2f/1.0.0/00", true),
+            (&format!("/dl/foo/not-semver/{}", ck()), true),
+            ("/dl/foo/1.0.0/ZZ", true),
+            ("/upstream/../index/config.json", false),
+            ("/upstream/a%2fb/index/config.json", false),
+            ("/upstream/acme/-/status", false),
+            ("/-/policy/a/b", true),
+            ("relative", false),
+            ("", false),
+        ] {
+            match parse(path) {
+                Err(RouteError::BadRequest(_)) => assert!(bad_request, "{path}: 400, want 404"),
+                Err(RouteError::NotFound(_)) => assert!(!bad_request, "{path}: 404, want 400"),
+                Ok(r) => panic!("{path} accepted: {r:?}"),
+            }
+        }
+    }
+}
