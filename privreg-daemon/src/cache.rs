@@ -48,6 +48,19 @@ pub struct Meta {
     pub fetched: u64,
 }
 
+/// The metadata line as written to disk: [`Meta`] plus the body's sha256, so that a body damaged
+/// on disk is found when it is read (and fetched again) rather than served.
+#[derive(Serialize, Deserialize)]
+struct DiskMeta {
+    #[serde(flatten)]
+    meta: Meta,
+    sha256: String,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
 impl Meta {
     pub fn fetched_at(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(self.fetched)
@@ -72,6 +85,9 @@ pub struct Stored {
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
+    /// The last failed write (when, and why), e.g. a full disk: the daemon keeps serving
+    /// without caching and `privreg status` shows it.
+    write_error: std::sync::Arc<std::sync::Mutex<Option<(u64, String)>>>,
 }
 
 /// Directory name of an upstream's files: its name plus a hash of its index URL, so that
@@ -87,11 +103,24 @@ impl Cache {
     pub fn new(cache_dir: &Path) -> Cache {
         Cache {
             root: cache_dir.join(Self::VERSION_DIR),
+            write_error: Default::default(),
         }
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The last failed cache write, if any: (seconds since the epoch, error).
+    pub fn write_error(&self) -> Option<(u64, String)> {
+        self.write_error.lock().expect("write error lock").clone()
+    }
+
+    fn noting<T>(&self, r: Result<T, CacheError>) -> Result<T, CacheError> {
+        if let Err(e) = &r {
+            *self.write_error.lock().expect("write error lock") = Some((now_secs(), e.to_string()));
+        }
+        r
     }
 
     fn upstream_path(&self, up: &Upstream, rel: UpstreamPath<'_>) -> PathBuf {
@@ -113,13 +142,18 @@ impl Cache {
         let Some(nl) = data.iter().position(|b| *b == b'\n') else {
             return Ok(None);
         };
-        match serde_json::from_slice::<Meta>(&data[..nl]) {
-            Ok(meta) => Ok(Some(Stored {
-                meta,
-                body: data.slice(nl + 1..),
+        let body = data.slice(nl + 1..);
+        match serde_json::from_slice::<DiskMeta>(&data[..nl]) {
+            Ok(disk) if disk.sha256 == sha256_hex(&body) => Ok(Some(Stored {
+                meta: disk.meta,
+                body,
             })),
-            // A damaged entry is as good as none: it is fetched again.
-            Err(_) => Ok(None),
+            // A damaged entry is as good as none: it is dropped and fetched again.
+            _ => {
+                tracing::warn!(path = %path.display(), "dropping a damaged cache file");
+                let _ = std::fs::remove_file(&path);
+                Ok(None)
+            }
         }
     }
 
@@ -130,10 +164,14 @@ impl Cache {
         s: &Stored,
     ) -> Result<(), CacheError> {
         let path = self.upstream_path(up, rel);
-        let mut data = serde_json::to_vec(&s.meta).expect("meta serialises");
+        let disk = DiskMeta {
+            meta: s.meta.clone(),
+            sha256: sha256_hex(&s.body),
+        };
+        let mut data = serde_json::to_vec(&disk).expect("meta serialises");
         data.push(b'\n');
         data.extend_from_slice(&s.body);
-        write_atomic(&path, &data)
+        self.noting(write_atomic(&path, &data))
     }
 
     pub fn crate_path(&self, cksum: &str) -> PathBuf {
@@ -143,10 +181,68 @@ impl Cache {
             .join(format!("{cksum}.crate"))
     }
 
+    /// A cached crate, checked against its checksum; a damaged file is deleted and `None`
+    /// returned, so that it is fetched again.
+    pub fn read_crate(&self, cksum: &str) -> Option<Bytes> {
+        let path = self.crate_path(cksum);
+        let data = std::fs::read(&path).ok()?;
+        if sha256_hex(&data) != cksum {
+            tracing::error!(path = %path.display(), "dropping a damaged cached crate");
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        Some(Bytes::from(data))
+    }
+
+    /// Removes the temp files a crash can leave behind (nothing ever reads them).
+    pub fn sweep_temp(&self) -> usize {
+        files_under(&self.root)
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+            })
+            .filter(|p| std::fs::remove_file(p).is_ok())
+            .count()
+    }
+
+    /// Checks every cached file: crates against the checksum in their name, upstream files
+    /// against the sha256 recorded with them. Damaged files and temp files are removed.
+    pub fn verify(&self) -> VerifyReport {
+        let mut report = VerifyReport {
+            temp_removed: self.sweep_temp(),
+            ..VerifyReport::default()
+        };
+        for path in files_under(&self.root) {
+            report.checked += 1;
+            let good = match path.extension().and_then(|e| e.to_str()) {
+                Some("crate") => {
+                    let want = path
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .unwrap_or_default();
+                    std::fs::read(&path).is_ok_and(|d| sha256_hex(&d) == want)
+                }
+                _ if path.starts_with(self.root.join("upstreams")) => std::fs::read(&path)
+                    .is_ok_and(|d| {
+                        let nl = d.iter().position(|b| *b == b'\n').unwrap_or(d.len());
+                        serde_json::from_slice::<DiskMeta>(&d[..nl]).is_ok_and(|m| {
+                            m.sha256 == sha256_hex(d.get(nl + 1..).unwrap_or_default())
+                        })
+                    }),
+                _ => true,
+            };
+            if !good && std::fs::remove_file(&path).is_ok() {
+                report.dropped.push(path);
+            }
+        }
+        report
+    }
+
     /// Stores a verified download. The caller has checked `sha256(data) == cksum`.
     pub fn store_crate(&self, cksum: &str, data: &[u8]) -> Result<PathBuf, CacheError> {
         let path = self.crate_path(cksum);
-        write_atomic(&path, data)?;
+        self.noting(write_atomic(&path, data))?;
         Ok(path)
     }
 
@@ -172,6 +268,30 @@ impl Cache {
         let data = serde_json::to_vec(served).expect("checksums serialise");
         write_atomic(&self.served_path(krate), &data)
     }
+}
+
+/// What [`Cache::verify`] found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub checked: usize,
+    pub temp_removed: usize,
+    /// Damaged files, removed (they are fetched again when needed).
+    pub dropped: Vec<PathBuf>,
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => out.push(e.path()),
+                Err(_) => {}
+            }
+        }
+    }
+    out
 }
 
 /// Which file of an upstream.
@@ -271,5 +391,53 @@ mod tests {
         assert!(cache.load(&up, UpstreamPath::Config).unwrap().is_none());
         write_atomic(&path, b"{not json\nbody").unwrap();
         assert!(cache.load(&up, UpstreamPath::Config).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_damaged_body_is_dropped_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let up = upstream("sparse+http://127.0.0.1:1/index/");
+        let krate = CrateName::new("serde").unwrap();
+        let s = Stored {
+            meta: Meta {
+                present: true,
+                etag: None,
+                last_modified: None,
+                fetched: 7,
+            },
+            body: Bytes::from_static(b"{\"a\":1}\n"),
+        };
+        cache.store(&up, UpstreamPath::Index(&krate), &s).unwrap();
+        let path = cache.upstream_path(&up, UpstreamPath::Index(&krate));
+        let mut data = std::fs::read(&path).unwrap();
+        let last = data.len() - 2;
+        data[last] = b'2';
+        std::fs::write(&path, data).unwrap();
+        assert!(
+            cache
+                .load(&up, UpstreamPath::Index(&krate))
+                .unwrap()
+                .is_none()
+        );
+        assert!(!path.exists());
+
+        let good = b"crate bytes";
+        let cksum = sha256_hex(good);
+        cache.store_crate(&cksum, good).unwrap();
+        assert_eq!(cache.read_crate(&cksum).as_deref(), Some(&good[..]));
+        std::fs::write(cache.crate_path(&cksum), b"crate bytez").unwrap();
+        assert!(cache.read_crate(&cksum).is_none());
+        assert!(!cache.crate_path(&cksum).exists());
+
+        cache.store_crate(&cksum, good).unwrap();
+        std::fs::write(
+            cache.crate_path(&cksum).with_file_name(".tmp-x"),
+            b"partial",
+        )
+        .unwrap();
+        std::fs::write(cache.crate_path(&cksum), b"bad").unwrap();
+        let report = cache.verify();
+        assert_eq!((report.dropped.len(), report.temp_removed), (1, 1));
     }
 }

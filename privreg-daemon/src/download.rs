@@ -1,7 +1,7 @@
 //! Crate downloads: routed to the upstream whose line (and checksum) the layered view served,
 //! verified against that checksum, then cached by content.
 
-use std::path::PathBuf;
+use bytes::Bytes;
 
 use privreg_shared::CrateName;
 use privreg_shared::config::Upstream;
@@ -91,19 +91,22 @@ impl Daemon {
         name: &CrateName,
         version: &Version,
         cksum: &str,
-    ) -> Result<PathBuf, DownloadError> {
+    ) -> Result<Bytes, DownloadError> {
         let (krate, version) = (name.as_str(), version.clone());
-        let path = self.cache.crate_path(cksum);
+        // A cached copy is checked against its checksum as it is read; a damaged one is dropped.
+        let cached = || self.cache.read_crate(cksum);
         let up = match self.source_of(view, name, &version, cksum).await {
             Ok(up) => up,
             Err(e @ DownloadError::NotServed { .. }) => return Err(e),
             // The upstream cannot be asked and nothing is cached for the crate: a copy verified
             // earlier is still good.
-            Err(_) if path.is_file() => return Ok(path),
-            Err(e) => return Err(e),
+            Err(e) => match cached() {
+                Some(data) => return Ok(data),
+                None => return Err(e),
+            },
         };
-        if path.is_file() {
-            return Ok(path);
+        if let Some(data) = cached() {
+            return Ok(data);
         }
         let flight = self
             .downloads
@@ -113,8 +116,8 @@ impl Daemon {
             .or_default()
             .clone();
         let _guard = flight.lock().await;
-        if path.is_file() {
-            return Ok(path);
+        if let Some(data) = cached() {
+            return Ok(data);
         }
         let url = self.dl_url_for(&up, krate, &version, cksum).await?;
         let what = format!("the download of {krate} {version}");
@@ -130,7 +133,11 @@ impl Daemon {
                 got,
             });
         }
-        Ok(self.cache.store_crate(cksum, &data)?)
+        // Not being able to cache (a full disk) still serves the verified bytes.
+        if let Err(e) = self.cache.store_crate(cksum, &data) {
+            tracing::warn!(error = %e, "cannot cache a download; serving it without caching");
+        }
+        Ok(data)
     }
 
     /// The upstream a view takes this exact version (and checksum) from.

@@ -132,20 +132,14 @@ impl Daemon {
         cksum: &str,
     ) -> Response<Body> {
         match self.download(view, krate, version, cksum).await {
-            Ok(path) => match tokio::fs::read(&path).await {
-                Ok(data) => {
-                    let mut r = Response::new(Full::new(Bytes::from(data)));
-                    r.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/gzip"),
-                    );
-                    r
-                }
-                Err(e) => text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("{}: {e}", path.display()),
-                ),
-            },
+            Ok(data) => {
+                let mut r = Response::new(Full::new(data));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/gzip"),
+                );
+                r
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "download failed");
                 match &e {

@@ -52,6 +52,7 @@ impl Daemon {
             "cache_dir": self.cache_dir,
             "upstreams": upstreams,
             "config_error": self.load_error(),
+            "cache_write_error": self.cache.write_error().map(|(at, e)| json!({ "at": at, "error": e })),
             "upstream_requests": self.upstreams.request_count(),
             "cache_hits": self.upstreams.hits_and_misses().0,
             "cache_misses": self.upstreams.hits_and_misses().1,

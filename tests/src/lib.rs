@@ -392,6 +392,14 @@ impl Privreg {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Kills the daemon with SIGKILL, as a crash or an OOM kill would, and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Sends SIGTERM and waits; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {

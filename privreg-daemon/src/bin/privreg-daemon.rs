@@ -103,6 +103,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
     privreg_daemon::reload::watch(daemon.clone()).context("cannot watch the config directory")?;
     privreg_daemon::prefetch::start(daemon.clone());
+    // Temp files a crash left behind are never read; clear them away.
+    let cache = daemon.cache.clone();
+    tokio::task::spawn_blocking(move || {
+        let removed = cache.sweep_temp();
+        if removed > 0 {
+            tracing::info!(removed, "removed temp files left by an earlier crash");
+        }
+    });
 
     let state = cache_dir.join("daemon.json");
     let info = serde_json::to_vec(&DaemonFile {

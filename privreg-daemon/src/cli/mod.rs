@@ -93,6 +93,11 @@ pub enum Command {
     ///
     /// Example: privreg cargo-config --install
     CargoConfig(cargo_config::CargoConfigArgs),
+    /// Check every cached file against its checksum and drop what is damaged (and temp files a
+    /// crash left behind); dropped files are fetched again when needed.
+    ///
+    /// Example: privreg verify
+    Verify,
     /// Generate service files for the daemon and help install.sh run it.
     ///
     /// Example: privreg service unit > ~/.config/systemd/user/privreg.service
@@ -236,6 +241,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => report::status(&dirs).await,
         Command::Doctor => doctor::run(&dirs).await,
         Command::CargoConfig(args) => cargo_config::run(&dirs, args),
+        Command::Verify => {
+            let report = crate::cache::Cache::new(&dirs.cache).verify();
+            for path in &report.dropped {
+                println!("dropped damaged {}", path.display());
+            }
+            println!(
+                "checked {} cached files: {} damaged and dropped, {} temp files removed",
+                report.checked,
+                report.dropped.len(),
+                report.temp_removed
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Service(cmd) => service::run(&dirs, cmd).await,
     }
 }

@@ -190,6 +190,9 @@ pub async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
             s(&u["index"])
         );
     }
+    if let Some(e) = st["cache_write_error"]["error"].as_str() {
+        println!("warning:   the cache cannot be written ({e}); serving without caching");
+    }
     match st["config_error"].as_str() {
         Some(e) => {
             println!("error:     {e}");
