@@ -170,12 +170,9 @@ impl Daemon {
                 _ => None,
             })
             .collect();
-        let etag = format!(
-            "\"{}\"",
-            &hex::encode(Sha256::digest(body.as_bytes()))[..32]
-        );
+        let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..32]);
         let m = Arc::new(MergedBody {
-            body: Bytes::from(body),
+            body,
             etag,
             sources,
             fingerprint,

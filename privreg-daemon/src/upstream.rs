@@ -280,7 +280,7 @@ impl Upstreams {
     ) -> Entry {
         let file = match rel {
             UpstreamPath::Index(krate) if stored.meta.present => {
-                let file = IndexFile::parse(&stored.body);
+                let file = IndexFile::parse_bytes(stored.body.clone());
                 for s in &file.skipped {
                     tracing::warn!(upstream = %up.name, krate = %krate, line = s.line, reason = %s.reason, "skipping an index line cargo could not use");
                 }

@@ -4,14 +4,16 @@
 //! `registry` URL that names a layered upstream becomes `null`, and `yanked` set by a pin) touch a
 //! line, and then only that line is re-serialised.
 
+use bytes::Bytes;
 use semver::Version;
 use serde::Deserialize;
 
 /// One version of a crate as an upstream served it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexLine {
-    /// The line exactly as the upstream sent it (no trailing newline).
-    pub raw: String,
+    /// The line exactly as the upstream sent it (no trailing newline): a slice of the upstream's
+    /// body, so that the lines of a file cost no memory of their own. Valid UTF-8.
+    raw: Bytes,
     pub name: String,
     pub vers: Version,
     /// Lower-case hex sha256 of the `.crate` file.
@@ -44,6 +46,11 @@ pub struct IndexFile {
     /// cargo.
     pub lines: Vec<IndexLine>,
     pub skipped: Vec<SkippedLine>,
+    /// The body as the upstream sent it.
+    pub body: Bytes,
+    /// `body` is exactly `lines` in order, each followed by `\n` (no skipped, blank, `\r\n`
+    /// or replaced lines): a view that serves every line unchanged can serve `body` itself.
+    pub canonical: bool,
 }
 
 #[derive(Deserialize)]
@@ -79,10 +86,21 @@ fn is_sha256_hex(s: &str) -> bool {
 }
 
 impl IndexLine {
+    /// The line as the upstream sent it.
+    pub fn raw(&self) -> &str {
+        std::str::from_utf8(&self.raw).expect("index lines are checked to be UTF-8 when parsed")
+    }
+
     /// Parses one index line. Errors say why cargo could not use it either.
     pub fn parse(raw: &str) -> Result<IndexLine, String> {
+        Self::parse_bytes(Bytes::copy_from_slice(raw.as_bytes()))
+    }
+
+    /// Parses one index line held in (a slice of) an upstream's body.
+    fn parse_bytes(raw: Bytes) -> Result<IndexLine, String> {
+        let text = std::str::from_utf8(&raw).map_err(|_| "line is not UTF-8".to_owned())?;
         let fields: LineFields<'_> =
-            serde_json::from_str(raw).map_err(|e| format!("not an index entry: {e}"))?;
+            serde_json::from_str(text).map_err(|e| format!("not an index entry: {e}"))?;
         if fields.v.is_some_and(|v| v > 2) {
             return Err(format!(
                 "index format version {} is unknown",
@@ -97,22 +115,34 @@ impl IndexLine {
                 fields.name, vers
             ));
         }
+        let (name, cksum) = (fields.name.into_owned(), fields.cksum.into_owned());
+        let deps = fields
+            .deps
+            .into_iter()
+            .map(|d| DepRef {
+                dev: d.kind.as_deref() == Some("dev"),
+                krate: d.package.unwrap_or(d.name).into_owned(),
+                registry: d.registry.map(|r| r.into_owned()),
+            })
+            .collect();
+        let yanked = fields.yanked.unwrap_or(false);
         Ok(IndexLine {
-            raw: raw.to_owned(),
-            name: fields.name.into_owned(),
+            raw,
+            name,
             vers,
-            cksum: fields.cksum.into_owned(),
-            yanked: fields.yanked.unwrap_or(false),
-            deps: fields
-                .deps
-                .into_iter()
-                .map(|d| DepRef {
-                    dev: d.kind.as_deref() == Some("dev"),
-                    krate: d.package.unwrap_or(d.name).into_owned(),
-                    registry: d.registry.map(|r| r.into_owned()),
-                })
-                .collect(),
+            cksum,
+            yanked,
+            deps,
         })
+    }
+
+    /// Whether [`IndexLine::render`] would change the line.
+    pub fn needs_rewrite(&self, force_yanked: bool, is_layered: &dyn Fn(&str) -> bool) -> bool {
+        (force_yanked && !self.yanked)
+            || self
+                .deps
+                .iter()
+                .any(|d| d.registry.as_deref().is_some_and(is_layered))
     }
 
     /// The line as the layered view serves it: `registry` URLs that name a layered upstream
@@ -124,10 +154,10 @@ impl IndexLine {
             .any(|d| d.registry.as_deref().is_some_and(is_layered));
         let rewrite_yank = force_yanked && !self.yanked;
         if !rewrite_registry && !rewrite_yank {
-            return self.raw.clone();
+            return self.raw().to_owned();
         }
-        let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&self.raw) else {
-            return self.raw.clone();
+        let Ok(mut value) = serde_json::from_str::<serde_json::Value>(self.raw()) else {
+            return self.raw().to_owned();
         };
         if rewrite_yank {
             value["yanked"] = serde_json::Value::Bool(true);
@@ -152,26 +182,49 @@ impl IndexFile {
     /// Parses an upstream's body. Lines that cargo could not use are skipped and reported, never
     /// fatal.
     pub fn parse(body: &[u8]) -> IndexFile {
-        let mut file = IndexFile::default();
-        for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
-            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        Self::parse_bytes(Bytes::copy_from_slice(body))
+    }
+
+    /// Like [`IndexFile::parse`], keeping `body` and slicing the lines out of it (no copies).
+    pub fn parse_bytes(body: Bytes) -> IndexFile {
+        let mut file = IndexFile {
+            body: body.clone(),
+            canonical: body.ends_with(b"\n") || body.is_empty(),
+            ..IndexFile::default()
+        };
+        let mut start = 0;
+        let mut number = 0;
+        while start < body.len() {
+            let end = body[start..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(body.len(), |p| start + p);
+            number += 1;
+            let mut raw = body.slice(start..end);
+            start = end + 1;
+            if raw.ends_with(b"\r") {
+                raw.truncate(raw.len() - 1);
+                file.canonical = false;
+            }
             if raw.iter().all(u8::is_ascii_whitespace) {
+                file.canonical = false;
                 continue;
             }
-            let parsed = std::str::from_utf8(raw)
-                .map_err(|_| "line is not UTF-8".to_owned())
-                .and_then(IndexLine::parse);
-            match parsed {
+            match IndexLine::parse_bytes(raw) {
                 Ok(line) => {
                     if let Some(pos) = file.lines.iter().position(|l| l.vers == line.vers) {
                         file.lines.remove(pos);
+                        file.canonical = false;
                     }
                     file.lines.push(line);
                 }
-                Err(reason) => file.skipped.push(SkippedLine {
-                    line: i + 1,
-                    reason,
-                }),
+                Err(reason) => {
+                    file.canonical = false;
+                    file.skipped.push(SkippedLine {
+                        line: number,
+                        reason,
+                    });
+                }
             }
         }
         file
@@ -228,7 +281,8 @@ mod tests {
         let f = IndexFile::parse(body.as_bytes());
         assert_eq!(f.lines.len(), 2);
         assert!(f.skipped.is_empty());
-        assert_eq!(f.lines[1].raw, line("foo", "1.1.0", ""));
+        assert_eq!(f.lines[1].raw(), line("foo", "1.1.0", ""));
+        assert!(f.canonical);
         assert_eq!(
             f.lines[1].render(false, &|_| true),
             line("foo", "1.1.0", "")

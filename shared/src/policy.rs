@@ -378,8 +378,25 @@ impl Merged {
             .collect()
     }
 
-    /// The merged index file body: one line per version, `\n`-terminated.
-    pub fn render(&self, answers: &[Answer<'_>], is_layered: &dyn Fn(&str) -> bool) -> String {
+    /// The merged index file body: one line per version, `\n`-terminated. When that is exactly
+    /// one upstream's file unchanged, it is that file's body itself (no copy).
+    pub fn render(
+        &self,
+        answers: &[Answer<'_>],
+        is_layered: &dyn Fn(&str) -> bool,
+    ) -> bytes::Bytes {
+        if let Some(first) = self.selected.first()
+            && let Answer::Has(f) = answers[first.upstream]
+            && f.canonical
+            && self.selected.len() == f.lines.len()
+            && self.selected.iter().enumerate().all(|(i, s)| {
+                s.upstream == first.upstream
+                    && s.line == i
+                    && !f.lines[i].needs_rewrite(s.force_yanked, is_layered)
+            })
+        {
+            return f.body.clone();
+        }
         let mut out = String::new();
         for s in &self.selected {
             if let Answer::Has(f) = answers[s.upstream] {
@@ -387,7 +404,7 @@ impl Merged {
                 out.push('\n');
             }
         }
-        out
+        bytes::Bytes::from(out)
     }
 }
 

@@ -92,7 +92,7 @@ fn case2_private_name_is_owned_by_the_private_registry() {
     )
     .unwrap();
     assert_eq!(served(&m, &answers), vec![(0, "0.2.0".into(), false)]);
-    let body = m.render(&answers, &|_| false);
+    let body = String::from_utf8(m.render(&answers, &|_| false).to_vec()).unwrap();
     assert!(body.contains(A) && !body.contains(B), "{body}");
     let shadowed: Vec<_> = m
         .decisions
@@ -264,4 +264,33 @@ fn single_upstream_view_applies_never_and_negative_pins_only() {
     )])
     .unwrap();
     assert_eq!(single(&name("openssl"), &corp, &f, &low).len(), 3);
+}
+
+#[test]
+fn an_unchanged_single_upstream_file_is_served_without_a_copy() {
+    let ups = corp_and_public();
+    let serde = file("serde", &[("1.0.200", A, false), ("1.0.210", B, false)]);
+    let answers = [Answer::Absent, Answer::Has(&serde)];
+    let m = merge(&name("serde"), &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
+    let body = m.render(&answers, &|_| false);
+    assert_eq!(body, serde.body);
+    assert_eq!(
+        body.as_ptr(),
+        serde.body.as_ptr(),
+        "the upstream's own bytes, not a copy"
+    );
+    // A rewrite (a pin's yank) makes a new body.
+    let pins = crate::pin::Preferences::parse_files([(
+        "preferences",
+        "Package: serde\nPin: version =1.0.210\nPin-Priority: -1\n",
+    )])
+    .unwrap();
+    let m = merge(&name("serde"), &ups, &answers, &pins, &BTreeMap::new()).unwrap();
+    let body = m.render(&answers, &|_| false);
+    assert_ne!(body.as_ptr(), serde.body.as_ptr());
+    assert!(
+        String::from_utf8(body.to_vec())
+            .unwrap()
+            .contains("\"yanked\":true")
+    );
 }

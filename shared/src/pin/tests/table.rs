@@ -136,7 +136,7 @@ fn case2_a_private_name_is_owned_by_the_private_registry() {
         vec![row("corp", "0.2.0", A, false)]
     );
     assert_eq!(m.owners, vec![0]);
-    let body = m.render(&answers, &|_| false);
+    let body = String::from_utf8(m.render(&answers, &|_| false).to_vec()).unwrap();
     assert!(body.contains(A) && !body.contains(B) && !body.contains("99.0.0"));
 }
 
@@ -307,7 +307,7 @@ fn case8_a_negative_pin_yanks() {
         ]
     );
     assert_eq!(m.decisions[0].state, State::YankedByPin);
-    let body = m.render(&answers, &|_| false);
+    let body = String::from_utf8(m.render(&answers, &|_| false).to_vec()).unwrap();
     let lines: Vec<&str> = body.lines().collect();
     assert!(lines[0].contains("\"yanked\":true") && lines[1].contains("\"yanked\":false"));
 }
