@@ -2,7 +2,8 @@
 # Runs privreg's whole test suite on a fresh Debian machine with the Rust toolchain:
 #   1. installs the Debian packages the tests use (real keyrings, a session bus),
 #   2. builds Kellnr once (a real registry server used as an upstream; cached, ~12 min cold),
-#   3. runs every test under a real kernel keyring session (keyutils), then the tests that use
+#   3. checks install.sh with shellcheck and runs the benchmark in its quick mode,
+#   4. runs every test under a real kernel keyring session (keyutils), then the tests that use
 #      the OS keyring again under a real Secret Service (gnome-keyring on a private D-Bus).
 # All network traffic of the tests stays on 127.0.0.1.
 #
@@ -10,7 +11,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PACKAGES="keyutils dbus-daemon dbus-bin gnome-keyring libsecret-tools shellcheck systemd"
+PACKAGES="keyutils dbus-daemon dbus-bin gnome-keyring libsecret-tools shellcheck systemd nginx-light"
 
 if [ "${PRIVREG_SKIP_APT:-0}" != 1 ]; then
     missing=
@@ -37,6 +38,10 @@ PRIVREG_KELLNR_BIN=$(tests/support/build-kellnr.sh)
 export PRIVREG_KELLNR_BIN
 
 cargo build --locked --workspace --bins
+shellcheck install.sh
+# The benchmark, briefly (smallest settings, a synthetic registry, no assertions on time), so that
+# it cannot rot; `cargo run --release -p privreg-bench` measures for real (BENCHMARKS.md).
+cargo run --locked -p privreg-bench -- --quick
 
 log=$(mktemp)
 trap 'rm -f "$log" "$log.rc"' EXIT

@@ -1,0 +1,221 @@
+//! privreg-daemon as a child process with its own config and cache directories, and the small
+//! blocking HTTP client the bench uses for `/-/health` and `/-/status`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// `GET path` with `Connection: close`; returns the status and the body (not chunked: the daemon
+/// and the fixtures send a length).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+    let status = String::from_utf8_lossy(&raw[..split])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    Ok((status, raw[split + 4..].to_vec()))
+}
+
+/// A running privreg-daemon.
+pub struct Daemon {
+    child: Option<Child>,
+    pub addr: String,
+    pub cache_dir: PathBuf,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// How to configure one daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonOpts<'a> {
+    /// The only upstream's index URL (`sparse+http…/`).
+    pub upstream: &'a str,
+    /// `ttl` of the upstream; `None` leaves the daemon's default.
+    pub ttl: Option<&'a str>,
+    /// `PRIVREG_LOG` for the daemon.
+    pub log_level: &'a str,
+}
+
+impl Daemon {
+    /// Starts a daemon with a fresh (empty) cache under `parent` and waits until it is healthy.
+    pub fn start(bin: &Path, parent: &Path, opts: &DaemonOpts<'_>) -> anyhow::Result<Daemon> {
+        let dir = tempfile::Builder::new()
+            .prefix("daemon-")
+            .tempdir_in(parent)?;
+        let config_dir = dir.path().join("config");
+        let cache_dir = dir.path().join("cache");
+        std::fs::create_dir_all(&config_dir)?;
+        let mut config = format!(
+            "listen = \"127.0.0.1:0\"\nauth = false\n\n[upstreams.crates-io]\nindex = \"{}\"\ntimeout = \"60s\"\n",
+            opts.upstream
+        );
+        if let Some(ttl) = opts.ttl {
+            config.push_str(&format!("ttl = \"{ttl}\"\n"));
+        }
+        std::fs::write(config_dir.join("config.toml"), config)?;
+        let log = dir.path().join("daemon.log");
+        let child = Command::new(bin)
+            .arg("--config-dir")
+            .arg(&config_dir)
+            .arg("--cache-dir")
+            .arg(&cache_dir)
+            .env("PRIVREG_LOG", opts.log_level)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let mut d = Daemon {
+            child: Some(child),
+            addr: String::new(),
+            cache_dir,
+            log,
+            _dir: dir,
+        };
+        d.wait_healthy()?;
+        Ok(d)
+    }
+
+    fn wait_healthy(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let info = self.cache_dir.join("daemon.json");
+        loop {
+            let child = self.child.as_mut().expect("running");
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "privreg-daemon exited with {status}:\n{}",
+                    tail(&self.log, 30)
+                );
+            }
+            if let Ok(data) = std::fs::read(&info) {
+                let v: serde_json::Value = serde_json::from_slice(&data)?;
+                self.addr = v["addr"].as_str().context("daemon.json: addr")?.to_owned();
+                if http_get(&self.addr, "/-/health").is_ok_and(|(s, _)| s == 200) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "privreg-daemon did not become healthy:\n{}",
+                    tail(&self.log, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// `sparse+http://ADDR/index/`
+    pub fn index_url(&self) -> String {
+        format!("sparse+http://{}/index/", self.addr)
+    }
+
+    /// `/-/status` as JSON.
+    pub fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let (code, body) = http_get(&self.addr, "/-/status")?;
+        anyhow::ensure!(code == 200, "/-/status answered {code}");
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// The counters of `/-/status` that the report shows.
+    pub fn counters(&self) -> Counters {
+        let s = self.status().unwrap_or_default();
+        let n = |k: &str| s[k].as_u64().unwrap_or(0);
+        Counters {
+            upstream_requests: n("upstream_requests"),
+            cache_hits: n("cache_hits"),
+            cache_misses: n("cache_misses"),
+            revalidations: n("revalidations"),
+            prefetches: n("prefetches"),
+        }
+    }
+
+    /// Peak resident set size (`VmHWM`) in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        peak_rss(self.pid())
+    }
+
+    /// Sends SIGTERM and waits (SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `/-/status` counters (missing ones read as 0).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub upstream_requests: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub revalidations: u64,
+    pub prefetches: u64,
+}
+
+impl Counters {
+    pub fn since(self, before: Counters) -> Counters {
+        Counters {
+            upstream_requests: self
+                .upstream_requests
+                .saturating_sub(before.upstream_requests),
+            cache_hits: self.cache_hits.saturating_sub(before.cache_hits),
+            cache_misses: self.cache_misses.saturating_sub(before.cache_misses),
+            revalidations: self.revalidations.saturating_sub(before.revalidations),
+            prefetches: self.prefetches.saturating_sub(before.prefetches),
+        }
+    }
+}
+
+/// `VmHWM` of a process, in bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The last `n` lines of a file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

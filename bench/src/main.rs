@@ -1,0 +1,297 @@
+//! privreg-bench: real cargo through privreg-daemon beside going direct, side by side in one run,
+//! against a local upstream with a per-request delay and, when reachable, the public registry.
+//! See `BENCHMARKS.md` for what is measured and the latest figures.
+
+mod cargo;
+mod daemon;
+mod fixture;
+mod load;
+mod mirror;
+mod report;
+mod suite;
+mod synth;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use crate::cargo::Cargo;
+use crate::suite::{Env, LoadCfg, Up};
+
+/// Benchmarks privreg-daemon against going direct (see BENCHMARKS.md).
+///
+/// Run: cargo run --release -p privreg-bench -- [--rounds N] [--delay-ms D] [--quick] [--write BENCHMARKS.md]
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Rounds of every measurement (each round runs privreg and direct side by side).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Delay the local upstream adds to every request, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    delay_ms: u64,
+    /// Seconds of load per server per round.
+    #[arg(long, default_value_t = 5.0)]
+    load_secs: f64,
+    /// Connections of the load run.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Rounds against the public registry (0: skip it).
+    #[arg(long, default_value_t = 3)]
+    public_rounds: usize,
+    /// Smallest settings, for CI: 1 round, 2 ms delay, 1 s of load, no public registry, and the
+    /// synthetic registry (unless --mirror is given). Makes no assertion on time.
+    #[arg(long)]
+    quick: bool,
+    /// Use the synthetic registry (200 generated crates, made in a temp dir) instead of the mirror.
+    #[arg(long)]
+    synthetic: bool,
+    /// The mirror of the manifest's index files and crates (built once if missing).
+    #[arg(long)]
+    mirror: Option<PathBuf>,
+    /// The privreg-daemon binary [default: build it with cargo, same profile as this binary].
+    #[arg(long)]
+    daemon_bin: Option<PathBuf>,
+    /// PRIVREG_LOG for the daemons.
+    #[arg(long, default_value = "warn")]
+    daemon_log: String,
+    /// Write the results into this markdown file (between the generated-block markers).
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ is inside the workspace")
+        .to_owned()
+}
+
+/// Builds privreg-daemon in this binary's profile and target directory; returns its path.
+fn daemon_bin(cargo: &Cargo) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("exe dir")?.to_owned();
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let mut cmd = Command::new(cargo.bin());
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "privreg-daemon",
+        "--bin",
+        "privreg-daemon",
+    ])
+    .arg("--manifest-path")
+    .arg(workspace_root().join("Cargo.toml"))
+    .arg("--target-dir")
+    .arg(dir.parent().context("target dir")?);
+    if release {
+        cmd.arg("--release");
+    }
+    eprintln!(
+        "building privreg-daemon ({})",
+        if release { "release" } else { "debug" }
+    );
+    let status = cmd.status().context("cannot run cargo build")?;
+    if !status.success() {
+        bail!("building privreg-daemon failed");
+    }
+    let bin = dir.join("privreg-daemon");
+    anyhow::ensure!(bin.is_file(), "{} is missing", bin.display());
+    Ok(bin)
+}
+
+fn output(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+            s.push_str(&String::from_utf8_lossy(&o.stderr));
+            s.trim().to_owned()
+        })
+        .unwrap_or_default()
+}
+
+fn software(cargo: &Cargo, nginx: Option<&Path>, daemon_bin: &Path) -> String {
+    let root = workspace_root();
+    let root = root.to_string_lossy();
+    let rev = output("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
+    let dirty = !output(
+        "git",
+        &[
+            "-C",
+            &root,
+            "status",
+            "--porcelain",
+            "--",
+            "privreg-daemon",
+            "shared",
+        ],
+    )
+    .is_empty();
+    let profile = if daemon_bin.to_string_lossy().contains("/release/") {
+        "release"
+    } else {
+        "debug"
+    };
+    let mut s = format!(
+        "privreg-daemon at {rev}{} ({profile} build), {}",
+        if dirty {
+            " with uncommitted changes"
+        } else {
+            ""
+        },
+        output(&cargo.bin().to_string_lossy(), &["-V"])
+    );
+    if let Some(n) = nginx {
+        let v = output(&n.to_string_lossy(), &["-v"]);
+        s.push_str(&format!(", {}", v.trim_start_matches("nginx version: ")));
+    }
+    s
+}
+
+/// The command that produced these results, as typed.
+fn command_line(release: bool) -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!(
+        "cargo run {}-p privreg-bench --{}{}",
+        if release { "--release " } else { "" },
+        if args.is_empty() { "" } else { " " },
+        args.join(" ")
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.quick {
+        args.rounds = 1;
+        args.delay_ms = 2;
+        args.load_secs = 1.0;
+        args.public_rounds = 0;
+    }
+    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    let cargo = Cargo::detect();
+    let daemon_bin = match &args.daemon_bin {
+        Some(b) => b.clone(),
+        None => daemon_bin(&cargo)?,
+    };
+    let work = tempfile::Builder::new()
+        .prefix("privreg-bench-")
+        .tempdir()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+
+    // The data: the cached mirror, built once; else the synthetic registry.
+    let mirror_dir = args.mirror.clone().unwrap_or_else(mirror::default_dir);
+    let synth_dir = work.path().join("synthetic");
+    // Whether privreg-daemon reaches the public registry (asked once, when first needed).
+    let mut public: Option<Result<(), String>> = None;
+    let mut reach = || {
+        public
+            .get_or_insert_with(|| mirror::public_reachable(&daemon_bin, work.path()))
+            .clone()
+    };
+    let data = if args.synthetic || (args.quick && args.mirror.is_none()) {
+        None
+    } else if fixture::check_mirror(&mirror_dir).is_ok() {
+        Some(mirror_dir.clone())
+    } else {
+        let daemon_ok = reach().is_ok();
+        match mirror::build(&mirror_dir, &daemon_bin, daemon_ok, &cargo, work.path()) {
+            Ok(()) => Some(mirror_dir.clone()),
+            Err(e) => {
+                eprintln!(
+                    "the mirror cannot be built ({e:#}): the public registry is not reachable? using the synthetic registry"
+                );
+                None
+            }
+        }
+    };
+    let (mirror, info) = match data {
+        Some(dir) => {
+            let info = mirror::read_info(&dir)?;
+            (dir, info)
+        }
+        None => {
+            std::fs::create_dir_all(&synth_dir)?;
+            let info = synth::build(&synth_dir)?;
+            (synth_dir, info)
+        }
+    };
+    let dependencies = mirror::dependencies(&mirror)?;
+    let nginx = load::find_nginx();
+    let env = Env {
+        cargo: &cargo,
+        daemon_bin: &daemon_bin,
+        work: work.path(),
+        dependencies: &dependencies,
+        daemon_log: &args.daemon_log,
+        rt: &rt,
+    };
+
+    let delay = Duration::from_millis(args.delay_ms);
+    let upstream = rt.block_on(fixture::start(&mirror, delay))?;
+    let load_cfg = LoadCfg {
+        connections: args.connections,
+        secs: args.load_secs,
+        nginx: nginx.as_deref().map(|n| (n, mirror.as_path())),
+    };
+    let mut suites = Vec::new();
+    let local_name = format!(
+        "Local upstream, {} ms per request (HTTP/1.1, keep-alive)",
+        args.delay_ms
+    );
+    suites.push(suite::run(
+        &env,
+        &Up::Local(&upstream),
+        &local_name,
+        args.rounds,
+        Some(&load_cfg),
+    )?);
+
+    let mut notes = Vec::new();
+    if args.public_rounds > 0 {
+        match reach() {
+            Ok(()) => suites.push(suite::run(
+                &env,
+                &Up::Public,
+                "Public registry (over the internet)",
+                args.public_rounds,
+                None,
+            )?),
+            Err(why) => notes.push(format!(
+                "the public-registry suite was skipped: privreg-daemon cannot reach the public registry ({why})"
+            )),
+        }
+    } else {
+        notes.push("the public-registry suite was not run (--public-rounds 0 or --quick)".into());
+    }
+
+    let release = daemon_bin.to_string_lossy().contains("/release/");
+    let run_info = report::RunInfo {
+        command: command_line(release),
+        date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        machine: report::machine(),
+        software: software(&cargo, nginx.as_deref(), &daemon_bin),
+        data: format!(
+            "{}: {} index files, {} crate files, {} locked packages (made {})",
+            info.kind, info.index_files, info.crates, info.locked_packages, info.created
+        ),
+    };
+    let mut block = report::block(&run_info, &suites);
+    for n in &notes {
+        block = block.replace(report::END, &format!("Note: {n}.\n\n{}", report::END));
+    }
+    println!("{block}");
+    if let Some(path) = &args.write {
+        report::write(path, &block)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
