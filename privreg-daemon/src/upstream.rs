@@ -220,11 +220,19 @@ impl Upstreams {
 
     /// Hands the dependencies of the newest versions in `file` to the prefetcher.
     fn announce_dependencies(&self, file: &IndexFile) {
-        let mut newest: Vec<_> = file.lines.iter().filter(|l| !l.yanked).collect();
+        // The newest releases (pre-releases only when there is nothing else).
+        let mut newest: Vec<_> = file
+            .lines
+            .iter()
+            .filter(|l| !l.yanked && l.vers.pre.is_empty())
+            .collect();
+        if newest.is_empty() {
+            newest = file.lines.iter().filter(|l| !l.yanked).collect();
+        }
         newest.sort_by(|a, b| b.vers.cmp(&a.vers));
         let mut seen = HashSet::new();
         for line in newest.into_iter().take(PREFETCH_VERSIONS) {
-            for dep in line.deps.iter().filter(|d| !d.dev) {
+            for dep in line.dependencies().into_iter().filter(|d| !d.dev) {
                 if let Ok(name) = CrateName::new(&dep.krate)
                     && seen.insert(name.key())
                 {
@@ -680,7 +688,7 @@ async fn read_limited(
             limit,
         });
     }
-    let mut body = BytesMut::new();
+    let mut body = BytesMut::with_capacity(resp.content_length().map_or(0, |l| l as usize));
     loop {
         let chunk = resp.chunk().await.map_err(|e| FetchError::Transport {
             upstream: up.name.clone(),
@@ -696,6 +704,10 @@ async fn read_limited(
             });
         }
         body.extend_from_slice(&chunk);
+    }
+    // Cached bodies live long: keep no spare capacity from growing the buffer.
+    if body.capacity() > body.len() + body.len() / 8 {
+        return Ok(Bytes::copy_from_slice(&body));
     }
     Ok(body.freeze())
 }

@@ -19,7 +19,10 @@ pub struct IndexLine {
     /// Lower-case hex sha256 of the `.crate` file.
     pub cksum: String,
     pub yanked: bool,
-    pub deps: Vec<DepRef>,
+    /// The `registry` URLs its dependencies name (usually none: same registry). The
+    /// dependencies themselves are read from `raw` when needed ([`IndexLine::dependencies`]), so
+    /// that thousands of versions cost no memory for them.
+    dep_registries: Vec<String>,
 }
 
 /// What privreg needs to know about a dependency on an index line.
@@ -116,14 +119,10 @@ impl IndexLine {
             ));
         }
         let (name, cksum) = (fields.name.into_owned(), fields.cksum.into_owned());
-        let deps = fields
+        let dep_registries = fields
             .deps
-            .into_iter()
-            .map(|d| DepRef {
-                dev: d.kind.as_deref() == Some("dev"),
-                krate: d.package.unwrap_or(d.name).into_owned(),
-                registry: d.registry.map(|r| r.into_owned()),
-            })
+            .iter()
+            .filter_map(|d| d.registry.as_deref().map(str::to_owned))
             .collect();
         let yanked = fields.yanked.unwrap_or(false);
         Ok(IndexLine {
@@ -132,26 +131,40 @@ impl IndexLine {
             vers,
             cksum,
             yanked,
-            deps,
+            dep_registries,
         })
+    }
+
+    /// The line's dependencies, read from its bytes.
+    pub fn dependencies(&self) -> Vec<DepRef> {
+        #[derive(Deserialize)]
+        struct Deps<'a> {
+            #[serde(default, borrow)]
+            deps: Vec<DepFields<'a>>,
+        }
+        serde_json::from_str::<Deps<'_>>(self.raw())
+            .map(|d| {
+                d.deps
+                    .into_iter()
+                    .map(|d| DepRef {
+                        dev: d.kind.as_deref() == Some("dev"),
+                        krate: d.package.unwrap_or(d.name).into_owned(),
+                        registry: d.registry.map(|r| r.into_owned()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Whether [`IndexLine::render`] would change the line.
     pub fn needs_rewrite(&self, force_yanked: bool, is_layered: &dyn Fn(&str) -> bool) -> bool {
-        (force_yanked && !self.yanked)
-            || self
-                .deps
-                .iter()
-                .any(|d| d.registry.as_deref().is_some_and(is_layered))
+        (force_yanked && !self.yanked) || self.dep_registries.iter().any(|r| is_layered(r))
     }
 
     /// The line as the layered view serves it: `registry` URLs that name a layered upstream
     /// become `null`, and `yanked` is forced on when a pin soft-blocks the version.
     pub fn render(&self, force_yanked: bool, is_layered: &dyn Fn(&str) -> bool) -> String {
-        let rewrite_registry = self
-            .deps
-            .iter()
-            .any(|d| d.registry.as_deref().is_some_and(is_layered));
+        let rewrite_registry = self.dep_registries.iter().any(|r| is_layered(r));
         let rewrite_yank = force_yanked && !self.yanked;
         if !rewrite_registry && !rewrite_yank {
             return self.raw().to_owned();
@@ -319,7 +332,7 @@ mod tests {
         );
         let l = IndexLine::parse(&line("foo", "1.0.0", &deps)).unwrap();
         assert_eq!(
-            l.deps[0].registry.as_deref(),
+            l.dependencies()[0].registry.as_deref(),
             Some(tame_index::index::git::CRATES_IO_INDEX)
         );
         let out = l.render(false, &|u| registry_url_key(u) == CRATES_IO_KEY);

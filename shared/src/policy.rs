@@ -140,7 +140,7 @@ pub struct Selected {
 /// The merged view of one crate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Merged {
-    /// In ascending version order.
+    /// In upstream declaration order, then each upstream's own line order.
     pub selected: Vec<Selected>,
     pub decisions: Vec<Decision>,
     pub conflicts: Vec<Conflict>,
@@ -331,6 +331,9 @@ pub fn merge(
             force_yanked,
         });
     }
+    // In each upstream's own order: a view that is one upstream's file unchanged is then served
+    // as that file's bytes (cargo does not mind the order of lines).
+    merged.selected.sort_by_key(|s| (s.upstream, s.line));
     merged.claims = claims;
     Ok(merged)
 }
