@@ -438,24 +438,13 @@ impl Privreg {
 
     /// Runs the CLI with `input` on stdin.
     pub fn cli_with_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = Command::new(bin("privreg"))
-            .arg("--config-dir")
+        let mut cmd = Command::new(bin("privreg"));
+        cmd.arg("--config-dir")
             .arg(&self.config_dir)
             .arg("--cache-dir")
             .arg(&self.cache_dir)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run privreg");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-        child.wait_with_output().expect("privreg output")
+            .args(args);
+        run_with_stdin(&mut cmd, input)
     }
 
     /// Runs the CLI and returns its stdout, panicking unless it succeeds.
@@ -713,6 +702,23 @@ pub fn random_token(tag: &str) -> String {
         "{tag}-{}",
         hex::encode(sha2::Sha256::digest(seed.as_bytes()))
     )
+}
+
+/// Runs `cmd` with `input` on stdin and collects its output.
+pub fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
 }
 
 /// Every file under `dir`, recursively.

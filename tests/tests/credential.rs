@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use privreg_tests::{Registry, RegistryOpts, Sandbox, files_holding, stderr};
+use privreg_tests::{Registry, RegistryOpts, Sandbox, files_holding, run_with_stdin, stderr};
 
 /// The store under test, from `PRIVREG_TEST_KEYRING`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,22 +130,6 @@ impl Drop for Cleanup {
             self.0.remove(user);
         }
     }
-}
-
-fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait")
 }
 
 /// The provider binary.
