@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
-use crate::daemon::{http_get, tail};
+use crate::daemon::{http_get, tail, terminate};
 
 /// What one load run measured.
 #[derive(Debug, Clone, Copy, Default)]
@@ -277,19 +277,7 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGTERM: the master stops its workers and exits.
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            terminate(&mut child, Duration::from_secs(5));
         }
     }
 }
