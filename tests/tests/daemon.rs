@@ -293,13 +293,14 @@ fn stale_files_are_served_at_once_and_revalidated_once_in_the_background() {
         ..RegistryOpts::default()
     });
     reg.publish(Pkg::new("foo", "1.0.0"));
-    let privreg = Privreg::start(&one_upstream(&reg, "ttl = \"1s\"\nstale = \"1h\"\n"));
+    let privreg = Privreg::start(&one_upstream(&reg, "ttl = \"3s\"\nstale = \"1h\"\n"));
     assert_eq!(privreg.get("/index/3/f/foo").status, 200);
     assert_eq!(reg.requests().len(), 1);
 
     reg.publish(Pkg::new("foo", "1.1.0"));
     reg.mode("slow");
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // A ttl of 3 s leaves the checks below well inside the revalidated copy's freshness.
+    std::thread::sleep(std::time::Duration::from_millis(3100));
     // Past the ttl: every caller gets the cached body without waiting for the slow upstream…
     let addr = privreg.addr.clone();
     let bodies: Vec<String> = (0..8)
