@@ -236,46 +236,41 @@ mod tests {
     #[test]
     fn dl_templates() {
         let ck = "ab".repeat(32);
-        assert_eq!(
-            dl_url("http://h/dl", "Serde", "1.0.0", &ck)
-                .unwrap()
-                .as_str(),
-            "http://h/dl/Serde/1.0.0/download"
-        );
-        assert_eq!(
-            dl_url("http://h/dl/", "serde", "1.0.0", &ck)
-                .unwrap()
-                .as_str(),
-            "http://h/dl/serde/1.0.0/download"
-        );
-        assert_eq!(
-            dl_url(
-                "http://h/{lowerprefix}/{crate}/{version}/{sha256-checksum}",
+        let lower = "http://h/{lowerprefix}/{crate}/{version}/{sha256-checksum}";
+        let cases = [
+            (
+                "http://h/dl",
                 "Serde",
-                "1.0.0",
-                &ck
-            )
-            .unwrap()
-            .as_str(),
-            format!("http://h/se/rd/Serde/1.0.0/{ck}")
-        );
-        assert_eq!(
-            dl_url("http://h/{prefix}/{crate}", "Serde", "1.0.0", &ck)
-                .unwrap()
-                .as_str(),
-            "http://h/Se/rd/Serde"
-        );
-        assert_eq!(
-            dl_url("http://h/{prefix}/{crate}", "ab", "1.0.0", &ck)
-                .unwrap()
-                .as_str(),
-            "http://h/2/ab"
-        );
-        assert_eq!(
-            dl_url("http://h/{prefix}/{crate}", "Abc", "1.0.0", &ck)
-                .unwrap()
-                .as_str(),
-            "http://h/3/A/Abc"
-        );
+                "http://h/dl/Serde/1.0.0/download".to_owned(),
+            ),
+            (
+                "http://h/dl/",
+                "serde",
+                "http://h/dl/serde/1.0.0/download".to_owned(),
+            ),
+            (lower, "Serde", format!("http://h/se/rd/Serde/1.0.0/{ck}")),
+            (
+                "http://h/{prefix}/{crate}",
+                "Serde",
+                "http://h/Se/rd/Serde".to_owned(),
+            ),
+            (
+                "http://h/{prefix}/{crate}",
+                "ab",
+                "http://h/2/ab".to_owned(),
+            ),
+            (
+                "http://h/{prefix}/{crate}",
+                "Abc",
+                "http://h/3/A/Abc".to_owned(),
+            ),
+        ];
+        for (dl, krate, want) in cases {
+            assert_eq!(
+                dl_url(dl, krate, "1.0.0", &ck).unwrap().as_str(),
+                want,
+                "{dl} {krate}"
+            );
+        }
     }
 }

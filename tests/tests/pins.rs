@@ -32,6 +32,13 @@ fn setup() -> Setup {
 }
 
 impl Setup {
+    /// Waits (at most 2 s) until `privreg status` reports a config or pin error (non-zero exit).
+    fn status_reports_an_error(&self) {
+        self.privreg.within(2.0, "the error shows in status", |p| {
+            !p.cli(&["status"]).status.success()
+        });
+    }
+
     /// A fresh resolution of `deps`: the version of `krate` it picks, or cargo's error.
     fn resolve(&self, deps: &str, krate: &str) -> Result<String, String> {
         let app = self.sb.project("app", deps, "fn main() {}");
@@ -207,9 +214,7 @@ fn a_pin_admits_a_shadowed_upstream_and_a_broken_pin_file_changes_nothing() {
         format!("{good}\nPackage: serde\nPin: registry crates-io\nPin-Priority: 0\n"),
     )
     .unwrap();
-    s.privreg.within(2.0, "the error shows in status", |p| {
-        !p.cli(&["status"]).status.success()
-    });
+    s.status_reports_an_error();
     let status = s.privreg.cli(&["status"]);
     let out = String::from_utf8_lossy(&status.stdout);
     assert!(
@@ -298,9 +303,7 @@ fn config_changes_apply_while_running_and_a_broken_config_changes_nothing() {
         format!("{good}\n[upstreams.extra]\nindex = \"sparse+http://127.0.0.1:1/\"\nbogus = 1\n"),
     )
     .unwrap();
-    s.privreg.within(2.0, "the error shows in status", |p| {
-        !p.cli(&["status"]).status.success()
-    });
+    s.status_reports_an_error();
     let out = String::from_utf8_lossy(&s.privreg.cli(&["status"]).stdout).into_owned();
     assert!(
         out.contains("config.toml:") && out.contains("bogus"),
