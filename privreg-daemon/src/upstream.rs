@@ -232,7 +232,12 @@ impl Upstreams {
         newest.sort_by(|a, b| b.vers.cmp(&a.vers));
         let mut seen = HashSet::new();
         for line in newest.into_iter().take(PREFETCH_VERSIONS) {
-            for dep in line.dependencies().into_iter().filter(|d| !d.dev) {
+            // What cargo resolves for a dependent that asks for no extra features: normal and
+            // build dependencies, optional ones only when the default feature switches them on.
+            // (Following every optional dependency fetched about three times the files cargo
+            // needed for a real application's graph.)
+            let needed = line.dependencies().into_iter();
+            for dep in needed.filter(|d| !d.dev && !d.off_by_default) {
                 if let Ok(name) = CrateName::new(&dep.krate)
                     && seen.insert(name.key())
                 {

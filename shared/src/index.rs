@@ -33,6 +33,9 @@ pub struct DepRef {
     pub registry: Option<String>,
     /// A dev-dependency (cargo never resolves those of a registry crate).
     pub dev: bool,
+    /// Optional, and not switched on by the crate's `default` feature: cargo only needs it when
+    /// a dependent asks for a feature that enables it.
+    pub off_by_default: bool,
 }
 
 /// A line that was skipped, and why (1-based line number in the upstream body).
@@ -80,12 +83,51 @@ struct DepFields<'a> {
     registry: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    optional: bool,
 }
 
 fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The optional dependencies (by the name the manifest gives them) that a crate's `default`
+/// feature switches on, following features that enable other features. `feature` looks a feature
+/// up in `features` / `features2`. `dep:x`, `x/f` and a bare `x` naming an optional dependency
+/// enable it; `x?/f` does not.
+fn default_enabled<'a>(
+    optional: &[&'a str],
+    feature: impl Fn(&str) -> Option<Vec<&'a str>>,
+) -> std::collections::HashSet<&'a str> {
+    let mut on = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = vec!["default"];
+    while let Some(f) = todo.pop() {
+        if !seen.insert(f) {
+            continue;
+        }
+        let Some(entries) = feature(f) else {
+            // Not a feature: the implicit feature of an optional dependency.
+            if let Some(dep) = optional.iter().find(|d| **d == f) {
+                on.insert(*dep);
+            }
+            continue;
+        };
+        for entry in entries {
+            if let Some(dep) = entry.strip_prefix("dep:") {
+                on.extend(optional.iter().copied().find(|d| *d == dep));
+            } else if let Some((dep, _)) = entry.split_once('/') {
+                if !dep.ends_with('?') {
+                    on.extend(optional.iter().copied().find(|d| *d == dep));
+                }
+            } else {
+                todo.push(entry);
+            }
+        }
+    }
+    on
 }
 
 impl IndexLine {
@@ -137,23 +179,45 @@ impl IndexLine {
 
     /// The line's dependencies, read from its bytes.
     pub fn dependencies(&self) -> Vec<DepRef> {
+        type Features<'a> = std::collections::HashMap<&'a str, Vec<&'a str>>;
         #[derive(Deserialize)]
         struct Deps<'a> {
             #[serde(default, borrow)]
             deps: Vec<DepFields<'a>>,
+            #[serde(default, borrow)]
+            features: Features<'a>,
+            #[serde(default, borrow)]
+            features2: Features<'a>,
         }
-        serde_json::from_str::<Deps<'_>>(self.raw())
-            .map(|d| {
-                d.deps
-                    .into_iter()
-                    .map(|d| DepRef {
-                        dev: d.kind.as_deref() == Some("dev"),
-                        krate: d.package.unwrap_or(d.name).into_owned(),
-                        registry: d.registry.map(|r| r.into_owned()),
-                    })
-                    .collect()
+        let Ok(d) = serde_json::from_str::<Deps<'_>>(self.raw()) else {
+            return Vec::new();
+        };
+        let optional: Vec<&str> = d
+            .deps
+            .iter()
+            .filter(|d| d.optional)
+            .map(|d| d.name.as_ref())
+            .collect();
+        // A registry may split one feature across both maps (cargo joins them).
+        let on = default_enabled(&optional, |f| {
+            let (a, b) = (d.features.get(f), d.features2.get(f));
+            (a.is_some() || b.is_some())
+                .then(|| a.into_iter().chain(b).flatten().copied().collect())
+        });
+        d.deps
+            .iter()
+            .map(|dep| DepRef {
+                dev: dep.kind.as_deref() == Some("dev"),
+                krate: dep
+                    .package
+                    .as_ref()
+                    .unwrap_or(&dep.name)
+                    .clone()
+                    .into_owned(),
+                registry: dep.registry.as_ref().map(|r| r.clone().into_owned()),
+                off_by_default: dep.optional && !on.contains(dep.name.as_ref()),
             })
-            .unwrap_or_default()
+            .collect()
     }
 
     /// Whether [`IndexLine::render`] would change the line.
@@ -300,6 +364,54 @@ mod tests {
             f.lines[1].render(false, &|_| true),
             line("foo", "1.1.0", "")
         );
+    }
+
+    #[test]
+    fn optional_dependencies_off_by_default_are_marked() {
+        let raw = format!(
+            r#"{{"name":"foo","vers":"1.0.0","cksum":"{CK}","deps":[
+            {{"name":"always","req":"^1"}},
+            {{"name":"tls","req":"^1","optional":true}},
+            {{"name":"via-dep","req":"^1","optional":true}},
+            {{"name":"via-slash","req":"^1","optional":true}},
+            {{"name":"weak","req":"^1","optional":true}},
+            {{"name":"extra","req":"^1","optional":true}},
+            {{"name":"renamed","package":"real-name","req":"^1","optional":true}},
+            {{"name":"test-only","req":"^1","kind":"dev"}}],
+            "features":{{"default":["std","tls"],"std":["via-slash/std","weak?/std"],"full":["extra"]}},
+            "features2":{{"more":["renamed"],"std":["dep:via-dep"]}}}}"#
+        )
+        .replace('\n', "");
+        let l = IndexLine::parse(&raw).unwrap();
+        let off: Vec<(String, bool, bool)> = l
+            .dependencies()
+            .into_iter()
+            .map(|d| (d.krate, d.off_by_default, d.dev))
+            .collect();
+        let expect = [
+            ("always", false, false),
+            ("tls", false, false),
+            ("via-dep", false, false),
+            ("via-slash", false, false),
+            ("weak", true, false),
+            ("extra", true, false),
+            ("real-name", true, false),
+            ("test-only", false, true),
+        ];
+        let expect: Vec<(String, bool, bool)> = expect
+            .iter()
+            .map(|(n, o, d)| ((*n).to_owned(), *o, *d))
+            .collect();
+        assert_eq!(off, expect);
+    }
+
+    #[test]
+    fn default_feature_cycles_terminate() {
+        let raw = format!(
+            r#"{{"name":"foo","vers":"1.0.0","cksum":"{CK}","deps":[{{"name":"x","req":"^1","optional":true}}],"features":{{"default":["a"],"a":["b"],"b":["a","x"]}}}}"#
+        );
+        let l = IndexLine::parse(&raw).unwrap();
+        assert!(!l.dependencies()[0].off_by_default);
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub struct Pkg {
     pub yanked: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lib: Option<String>,
+    pub features: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -78,6 +79,7 @@ pub struct Dep {
     /// `None`: same registry (or, on an alternative registry, the public one).
     pub registry: Option<String>,
     pub dev: bool,
+    pub optional: bool,
 }
 
 impl Pkg {
@@ -94,6 +96,7 @@ impl Pkg {
             req: req.into(),
             registry: None,
             dev: false,
+            optional: false,
         });
         self
     }
@@ -103,7 +106,27 @@ impl Pkg {
             req: req.into(),
             registry: None,
             dev: true,
+            optional: false,
         });
+        self
+    }
+    /// An optional dependency (switched on by a feature of the same name, or one that names it).
+    pub fn optional_dep(mut self, name: &str, req: &str) -> Pkg {
+        self.deps.push(Dep {
+            name: name.into(),
+            req: req.into(),
+            registry: None,
+            dev: false,
+            optional: true,
+        });
+        self
+    }
+    /// A feature and what it enables (`dep:x`, `x/f`, other features).
+    pub fn feature(mut self, name: &str, enables: &[&str]) -> Pkg {
+        self.features.insert(
+            name.into(),
+            enables.iter().map(|e| (*e).to_owned()).collect(),
+        );
         self
     }
     pub fn lib(mut self, src: &str) -> Pkg {

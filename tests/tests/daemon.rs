@@ -332,11 +332,24 @@ fn stale_files_are_served_at_once_and_revalidated_once_in_the_background() {
 #[test]
 fn dependencies_are_prefetched_so_cargo_finds_them_warm() {
     let mut reg = Registry::start(RegistryOpts {
-        watch: vec!["top".into(), "mid".into(), "leaf".into(), "devonly".into()],
+        watch: ["top", "mid", "leaf", "devonly", "bydefault", "onrequest"]
+            .map(String::from)
+            .to_vec(),
         ..RegistryOpts::default()
     });
     reg.publish(Pkg::new("leaf", "1.0.0"));
-    reg.publish(Pkg::new("mid", "1.0.0").dep("leaf", "1"));
+    reg.publish(Pkg::new("bydefault", "1.0.0"));
+    reg.publish(Pkg::new("onrequest", "1.0.0"));
+    // `mid` switches `bydefault` on through its default feature; `onrequest` only when asked.
+    reg.publish(
+        Pkg::new("mid", "1.0.0")
+            .dep("leaf", "1")
+            .optional_dep("bydefault", "1")
+            .optional_dep("onrequest", "1")
+            .feature("default", &["std"])
+            .feature("std", &["dep:bydefault"])
+            .feature("extra", &["dep:onrequest"]),
+    );
     reg.publish(Pkg::new("devonly", "1.0.0"));
     reg.publish(
         Pkg::new("top", "1.0.0")
@@ -353,8 +366,13 @@ fn dependencies_are_prefetched_so_cargo_finds_them_warm() {
             .iter()
             .map(|r| r["path"].as_str().unwrap().to_owned())
             .collect();
-        paths.contains(&"/index/3/m/mid".to_owned())
-            && paths.contains(&"/index/le/af/leaf".to_owned())
+        [
+            "/index/3/m/mid",
+            "/index/le/af/leaf",
+            "/index/by/de/bydefault",
+        ]
+        .iter()
+        .all(|p| paths.iter().any(|q| q == p))
     });
     // Cargo's resolution then needs no upstream request at all.
     let before = upstream_requests(&privreg);
@@ -362,8 +380,11 @@ fn dependencies_are_prefetched_so_cargo_finds_them_warm() {
     sb.use_privreg(&privreg);
     let app = sb.project("app", "top = \"1\"\n", "fn main() {}");
     sb.cargo_ok(&app, &["generate-lockfile"]);
-    assert!(locked_packages(&app).contains(&("leaf".into(), "1.0.0".into())));
+    let locked = locked_packages(&app);
+    assert!(locked.contains(&("leaf".into(), "1.0.0".into())));
+    assert!(locked.contains(&("bydefault".into(), "1.0.0".into())));
     assert_eq!(upstream_requests(&privreg), before);
-    // Every file was asked for exactly once, and a dependency's dev-dependencies never.
-    assert_eq!(reg.requests().len(), 3, "{:?}", reg.requests());
+    // Every file was asked for exactly once; a dependency's dev-dependencies and the optional
+    // dependencies its default features leave off, never.
+    assert_eq!(reg.requests().len(), 4, "{:?}", reg.requests());
 }

@@ -35,6 +35,8 @@ struct Dep {
     package: Option<String>,
     #[serde(default)]
     dev: bool,
+    #[serde(default)]
+    optional: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -48,6 +50,8 @@ struct Publish {
     yanked: bool,
     #[serde(default)]
     lib: Option<String>,
+    #[serde(default)]
+    features: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -198,7 +202,12 @@ fn main() {
                     if d.dev {
                         dep.dev();
                     }
+                    dep.optional(d.optional);
                     pkg.add_dep(&dep);
+                }
+                for (feature, enables) in &p.features {
+                    let enables: Vec<&str> = enables.iter().map(String::as_str).collect();
+                    pkg.feature(feature, &enables);
                 }
                 if let Some(lib) = &p.lib {
                     pkg.file("src/lib.rs", lib);
