@@ -19,6 +19,32 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_STALE: Duration = Duration::from_secs(24 * 3600);
 
+/// Bounds on what the daemon accepts and how hard it presses an upstream: `[limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest index file or `config.json` accepted from an upstream (`max-index-size`).
+    pub max_index_size: u64,
+    /// Largest `.crate` accepted from an upstream (`max-crate-size`).
+    pub max_crate_size: u64,
+    /// Requests in flight to one upstream at a time; more wait their turn
+    /// (`max-upstream-requests`).
+    pub max_upstream_requests: usize,
+    /// Largest request head (request line and headers) accepted from a client
+    /// (`max-header-size`); a larger one gets 431. Read when the daemon starts.
+    pub max_header_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_index_size: 64 << 20,
+            max_crate_size: 256 << 20,
+            max_upstream_requests: 32,
+            max_header_size: 64 << 10,
+        }
+    }
+}
+
 /// A problem with a config file, located where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
@@ -55,6 +81,24 @@ struct RawConfig {
     keyring: Option<KeyringChoice>,
     #[serde(default)]
     upstreams: IndexMap<Spanned<String>, RawUpstream>,
+    limits: Option<RawLimits>,
+}
+
+/// A size: bytes, or a string such as "64MiB".
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawLimits {
+    max_index_size: Option<Spanned<RawSize>>,
+    max_crate_size: Option<Spanned<RawSize>>,
+    max_upstream_requests: Option<Spanned<i64>>,
+    max_header_size: Option<Spanned<RawSize>>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +129,8 @@ pub struct Upstream {
     /// before they are served.
     pub stale: Duration,
     pub publish: bool,
+    /// The `[limits]` in force (the same for every upstream).
+    pub limits: Limits,
 }
 
 impl Upstream {
@@ -109,6 +155,7 @@ pub struct Config {
     pub keyring: KeyringChoice,
     /// In declaration order (earlier wins ties).
     pub upstreams: Vec<Upstream>,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -153,6 +200,11 @@ impl Config {
                     ),
                 )
             })?,
+        };
+
+        let limits = match &raw.limits {
+            None => Limits::default(),
+            Some(l) => parse_limits(l).map_err(|(span, m)| err(Some(span), m))?,
         };
 
         let mut upstreams = Vec::new();
@@ -249,6 +301,7 @@ impl Config {
                 timeout,
                 stale,
                 publish,
+                limits,
             });
         }
         Ok(Config {
@@ -256,12 +309,68 @@ impl Config {
             auth: raw.auth.unwrap_or(true),
             keyring: raw.keyring.unwrap_or_default(),
             upstreams,
+            limits,
         })
     }
 
     pub fn upstream(&self, name: &str) -> Option<&Upstream> {
         self.upstreams.iter().find(|u| u.name == name)
     }
+}
+
+type Span = std::ops::Range<usize>;
+
+fn parse_limits(raw: &RawLimits) -> Result<Limits, (Span, String)> {
+    let d = Limits::default();
+    let size = |v: &Option<Spanned<RawSize>>, key: &str, min: u64, default: u64| {
+        let Some(v) = v else { return Ok(default) };
+        let n = match v.get_ref() {
+            RawSize::Bytes(n) => Some(*n),
+            RawSize::Text(t) => t.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()),
+        };
+        n.filter(|n| *n >= min).ok_or_else(|| {
+            (
+                v.span(),
+                format!(
+                    "`limits.{key}` must be a size of at least {min} bytes, such as \"64MiB\" or 65536"
+                ),
+            )
+        })
+    };
+    let max_upstream_requests = match &raw.max_upstream_requests {
+        None => d.max_upstream_requests,
+        Some(n) => usize::try_from(*n.get_ref())
+            .ok()
+            .filter(|n| (1..=4096).contains(n))
+            .ok_or_else(|| {
+                (
+                    n.span(),
+                    "`limits.max-upstream-requests` must be between 1 and 4096".to_owned(),
+                )
+            })?,
+    };
+    let header = size(
+        &raw.max_header_size,
+        "max-header-size",
+        8 << 10,
+        d.max_header_size as u64,
+    )?;
+    Ok(Limits {
+        max_index_size: size(
+            &raw.max_index_size,
+            "max-index-size",
+            1024,
+            d.max_index_size,
+        )?,
+        max_crate_size: size(
+            &raw.max_crate_size,
+            "max-crate-size",
+            1024,
+            d.max_crate_size,
+        )?,
+        max_upstream_requests,
+        max_header_size: usize::try_from(header).unwrap_or(usize::MAX),
+    })
 }
 
 /// Checks a sparse index URL and returns its base (without `sparse+`, ending in `/`).
@@ -328,6 +437,23 @@ index = "sparse+http://127.0.0.1:2/index/"
     }
 
     #[test]
+    fn limits() {
+        let c = parse(
+            "[limits]\nmax-index-size = \"1MiB\"\nmax-crate-size = 2048\nmax-upstream-requests = 4\nmax-header-size = \"16 KiB\"\n[upstreams.a]\nindex = \"sparse+http://h/\"\n",
+        )
+        .unwrap();
+        let want = Limits {
+            max_index_size: 1 << 20,
+            max_crate_size: 2048,
+            max_upstream_requests: 4,
+            max_header_size: 16 << 10,
+        };
+        assert_eq!(c.limits, want);
+        assert_eq!(c.upstreams[0].limits, want);
+        assert_eq!(parse("").unwrap().limits, Limits::default());
+    }
+
+    #[test]
     fn defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
@@ -381,6 +507,15 @@ index = "sparse+http://127.0.0.1:2/index/"
                 "upstream name",
             ),
             ("[upstreams.a]\npriority = 3\n", 1, "index"),
+            ("[limits]\nmax-index-size = \"huge\"\n", 2, "max-index-size"),
+            ("[limits]\nmax-crate-size = 12\n", 2, "at least"),
+            ("[limits]\n\nmax-upstream-requests = 0\n", 3, "between"),
+            (
+                "[limits]\nmax-header-size = \"1KiB\"\n",
+                2,
+                "max-header-size",
+            ),
+            ("[limits]\nmax-body = 1\n", 2, "max-body"),
         ];
         for (text, line, needle) in cases {
             let e = parse(text).unwrap_err();
