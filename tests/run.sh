@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs privreg's whole test suite on a fresh Debian machine with the Rust toolchain:
-#   1. installs the Debian packages the tests use (real keyrings, a session bus),
+#   1. installs the Debian packages the tests use (real keyrings, a session bus, nginx for the
+#      benchmark, Chromium for the status page),
 #   2. builds Kellnr once (a real registry server used as an upstream; cached, ~12 min cold),
 #   3. checks install.sh with shellcheck and runs the benchmark in its quick mode,
 #   4. runs every test under a real kernel keyring session (keyutils), then the tests that use
@@ -11,7 +12,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PACKAGES="keyutils dbus-daemon dbus-bin gnome-keyring libsecret-tools shellcheck systemd nginx-light"
+PACKAGES="keyutils dbus-daemon dbus-bin gnome-keyring libsecret-tools shellcheck systemd nginx-light chromium fonts-dejavu-core"
 
 if [ "${PRIVREG_SKIP_APT:-0}" != 1 ]; then
     missing=

@@ -106,6 +106,10 @@ impl Daemon {
             return ApiResponse::error(StatusCode::BAD_REQUEST, "bad API path");
         };
         let what = format!("{method} /{}", path_and_query.trim_start_matches('/'));
+        let _permit = match self.upstreams.permit(up, &what).await {
+            Ok(p) => p,
+            Err(e) => return upstream_failed(&e),
+        };
         let req = self
             .upstreams
             .request_to(up, method, url)

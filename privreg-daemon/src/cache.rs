@@ -81,12 +81,36 @@ pub struct Stored {
     pub body: Bytes,
 }
 
+/// Bytes and files under `dir`, recursively (0 when it does not exist).
+pub fn disk_usage(dir: &Path) -> (u64, u64) {
+    let (mut bytes, mut files) = (0, 0);
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => {
+                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                    files += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    (bytes, files)
+}
+
+/// A size as people read it: `1023 B`, `1.5 KiB`, `5.0 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    bytesize::ByteSize(n).display().iec().to_string()
+}
+
 /// The cache directory.
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
-    /// The last failed write (when, and why), e.g. a full disk: the daemon keeps serving
-    /// without caching and `privreg status` shows it.
+    /// The last write, if it failed (when, and why), e.g. a full disk: the daemon keeps serving
+    /// without caching and `privreg status` shows it until a write succeeds again.
     write_error: std::sync::Arc<std::sync::Mutex<Option<(u64, String)>>>,
 }
 
@@ -111,14 +135,20 @@ impl Cache {
         &self.root
     }
 
-    /// The last failed cache write, if any: (seconds since the epoch, error).
+    /// The error of the last cache write, if it failed: (seconds since the epoch, error).
     pub fn write_error(&self) -> Option<(u64, String)> {
         self.write_error.lock().expect("write error lock").clone()
     }
 
     fn noting<T>(&self, r: Result<T, CacheError>) -> Result<T, CacheError> {
-        if let Err(e) = &r {
-            *self.write_error.lock().expect("write error lock") = Some((now_secs(), e.to_string()));
+        let mut last = self.write_error.lock().expect("write error lock");
+        match &r {
+            Err(e) => *last = Some((now_secs(), e.to_string())),
+            Ok(_) => {
+                if let Some((_, e)) = last.take() {
+                    tracing::info!(previous = %e, "cache writes work again");
+                }
+            }
         }
         r
     }
@@ -321,6 +351,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CacheError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
 
     fn upstream(index: &str) -> Upstream {
         privreg_shared::config::Config::parse(

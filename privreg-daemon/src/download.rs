@@ -92,6 +92,18 @@ impl Daemon {
         version: &Version,
         cksum: &str,
     ) -> Result<Bytes, DownloadError> {
+        let (data, _) = self.download_with_hit(view, name, version, cksum).await?;
+        Ok(data)
+    }
+
+    /// [`Daemon::download`], and whether the file was already cached when asked for.
+    pub async fn download_with_hit(
+        &self,
+        view: View<'_>,
+        name: &CrateName,
+        version: &Version,
+        cksum: &str,
+    ) -> Result<(Bytes, bool), DownloadError> {
         let (krate, version) = (name.as_str(), version.clone());
         // A cached copy is checked against its checksum as it is read; a damaged one is dropped.
         let cached = || self.cache.read_crate(cksum);
@@ -101,12 +113,12 @@ impl Daemon {
             // The upstream cannot be asked and nothing is cached for the crate: a copy verified
             // earlier is still good.
             Err(e) => match cached() {
-                Some(data) => return Ok(data),
+                Some(data) => return Ok((data, true)),
                 None => return Err(e),
             },
         };
         if let Some(data) = cached() {
-            return Ok(data);
+            return Ok((data, true));
         }
         let flight = self
             .downloads
@@ -116,28 +128,36 @@ impl Daemon {
             .or_default()
             .clone();
         let _guard = flight.lock().await;
+        // Downloaded meanwhile by a concurrent request: not cached when this one came in.
         if let Some(data) = cached() {
-            return Ok(data);
+            return Ok((data, false));
         }
         let url = self.dl_url_for(&up, krate, &version, cksum).await?;
         let what = format!("the download of {krate} {version}");
-        let data = self.upstreams.download(&up, url, &what).await?;
+        let asked = std::time::Instant::now();
+        let data = self.upstreams.download(&up, url, &what).await;
+        let outcome = data.as_ref().map(|_| "ok");
+        let took = asked.elapsed();
+        self.metrics.upstream(&up.name, "download", outcome, took);
+        let data = data?;
         let got = hex::encode(Sha256::digest(&data));
         if got != cksum {
             tracing::error!(upstream = %up.name, krate, %version, want = cksum, got, "checksum mismatch; download dropped");
-            return Err(DownloadError::ChecksumMismatch {
+            let err = DownloadError::ChecksumMismatch {
                 upstream: up.name.clone(),
                 krate: krate.to_owned(),
                 version,
                 want: cksum.to_owned(),
                 got,
-            });
+            };
+            self.upstreams.note_error(&up, &err.to_string());
+            return Err(err);
         }
         // Not being able to cache (a full disk) still serves the verified bytes.
         if let Err(e) = self.cache.store_crate(cksum, &data) {
             tracing::warn!(error = %e, "cannot cache a download; serving it without caching");
         }
-        Ok(data)
+        Ok((data, false))
     }
 
     /// The upstream a view takes this exact version (and checksum) from.

@@ -135,6 +135,7 @@ impl Daemon {
                 });
             }
         };
+        self.metrics.merged(krate, &rt.refs, &merged);
         for c in &merged.conflicts {
             tracing::warn!(
                 krate = %krate,

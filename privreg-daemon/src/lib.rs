@@ -9,10 +9,15 @@ pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod download;
+pub mod h2c;
 pub mod layered;
+pub mod metrics;
+pub mod page;
 pub mod prefetch;
+pub mod refresh;
 pub mod reload;
 pub mod server;
+pub mod session;
 pub mod status;
 pub mod tokens;
 pub mod upstream;
@@ -29,6 +34,8 @@ use privreg_shared::secrets::{Keyring, Token};
 
 use crate::cache::Cache;
 use crate::layered::{MergedBody, Runtime};
+use crate::metrics::Metrics;
+use crate::session::PageSessions;
 use crate::tokens::Tokens;
 use crate::upstream::Upstreams;
 
@@ -40,6 +47,8 @@ pub struct Daemon {
     pub upstreams: Arc<Upstreams>,
     /// Index files fetched ahead of cargo (see [`prefetch`]).
     pub prefetches: AtomicU64,
+    /// Connections switched to HTTP/2 on cargo's `Upgrade: h2c` offer (see [`h2c`]).
+    pub h2c_upgrades: AtomicU64,
     prefetch_rx: Mutex<Option<PrefetchRx>>,
     pub cache: Cache,
     merged: Mutex<HashMap<CrateName, Arc<MergedBody>>>,
@@ -53,6 +62,10 @@ pub struct Daemon {
     pub started: SystemTime,
     /// The error of the last failed reload, while the last good configuration stays in force.
     load_error: Mutex<Option<String>>,
+    /// Prometheus metrics and what the status page shows of recent events.
+    pub metrics: Arc<Metrics>,
+    /// The status page's one-time links and sessions.
+    pub sessions: PageSessions,
 }
 
 impl Daemon {
@@ -69,10 +82,18 @@ impl Daemon {
         let cache = Cache::new(&cache_dir);
         let tokens = Tokens::new(runtime.config.keyring, keyring);
         let (prefetch_tx, prefetch_rx) = tokio::sync::mpsc::unbounded_channel();
+        let metrics = Arc::new(Metrics::new());
+        let port = base_url.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
         Daemon {
             runtime: RwLock::new(Arc::new(runtime)),
-            upstreams: Arc::new(Upstreams::new(cache.clone(), tokens, prefetch_tx)),
+            upstreams: Arc::new(Upstreams::new(
+                cache.clone(),
+                tokens,
+                prefetch_tx,
+                metrics.clone(),
+            )),
             prefetches: AtomicU64::new(0),
+            h2c_upgrades: AtomicU64::new(0),
             prefetch_rx: Mutex::new(Some(prefetch_rx)),
             local_token,
             cache,
@@ -83,6 +104,8 @@ impl Daemon {
             cache_dir,
             started: SystemTime::now(),
             load_error: Mutex::default(),
+            metrics,
+            sessions: PageSessions::new(port.unwrap_or(0)),
         }
     }
 

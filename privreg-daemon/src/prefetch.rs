@@ -35,6 +35,7 @@ pub fn start(daemon: Arc<Daemon>) {
             let daemon = daemon.clone();
             tokio::spawn(async move {
                 daemon.prefetches.fetch_add(1, Ordering::Relaxed);
+                daemon.metrics.prefetch();
                 daemon.gather(&krate).await;
                 drop(permit);
             });

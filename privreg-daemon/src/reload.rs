@@ -42,6 +42,7 @@ impl Daemon {
                     tracing::warn!("`auth` changed; restart the daemon to apply it");
                 }
                 self.swap_runtime(rt);
+                self.metrics.reloaded(true);
                 if self.set_load_error(None) {
                     tracing::info!("configuration fixed and reloaded");
                 } else {
@@ -51,6 +52,7 @@ impl Daemon {
             Err(e) => {
                 tracing::error!(error = %e, "configuration not reloaded; the last good one stays in force");
                 self.set_load_error(Some(e.to_string()));
+                self.metrics.reloaded(false);
             }
         }
     }

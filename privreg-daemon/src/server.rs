@@ -15,7 +15,8 @@ use tokio::net::TcpListener;
 
 use crate::Daemon;
 use crate::api::MAX_API_BODY;
-use crate::auth::Verdict;
+use crate::auth::{self, Accept, Verdict};
+use crate::cache::UpstreamPath;
 use crate::download::DownloadError;
 use crate::download::View;
 use crate::layered::LayeredError;
@@ -52,19 +53,48 @@ fn api_error(status: StatusCode, detail: impl Into<String>) -> Response<Body> {
     )
 }
 
+/// 503 with `Retry-After`: an upstream failed (it may have said how long to wait).
+fn unavailable(body: String, retry_after: u64) -> Response<Body> {
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, body);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    r
+}
+
 fn layered_error(e: &LayeredError) -> Response<Body> {
     match e {
         LayeredError::NotFound(_) => text(StatusCode::NOT_FOUND, e.to_string()),
-        LayeredError::Unavailable { .. } => {
-            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
+        LayeredError::Unavailable { errors, .. } => {
+            let wait = errors.iter().filter_map(|e| e.retry_after()).max();
+            unavailable(e.to_string(), wait.unwrap_or(1).max(1))
         }
     }
 }
 
+/// The value of [`route::CACHE_HEADER`].
+fn cache_header_value(hit: bool) -> HeaderValue {
+    HeaderValue::from_static(if hit { "hit" } else { "miss" })
+}
+
 impl Daemon {
+    /// Whether every upstream answer a view needs for `krate`'s index file is already held.
+    fn cache_state(&self, view: View<'_>, krate: &CrateName) -> HeaderValue {
+        let rt = self.runtime();
+        let rel = UpstreamPath::Index(krate);
+        let hit = match view {
+            View::Layered => rt
+                .config
+                .upstreams
+                .iter()
+                .all(|u| self.upstreams.is_cached(u, rel)),
+            View::Upstream(name) => rt
+                .config
+                .upstream(name)
+                .is_some_and(|u| self.upstreams.is_cached(u, rel)),
+        };
+        cache_header_value(hit)
+    }
+
     fn config_json(&self, view: View<'_>) -> serde_json::Value {
         let base = match view {
             View::Layered => self.base_url.clone(),
@@ -84,6 +114,7 @@ impl Daemon {
         req: &Request<Incoming>,
     ) -> Response<Body> {
         let krate = krate.clone();
+        let cache_state = self.cache_state(view, &krate);
         let served = match view {
             View::Layered => self
                 .layered(&krate)
@@ -105,10 +136,12 @@ impl Daemon {
                     let mut r = Response::new(Full::new(Bytes::new()));
                     *r.status_mut() = StatusCode::NOT_MODIFIED;
                     r.headers_mut().insert(header::ETAG, etag);
+                    r.headers_mut().insert(route::CACHE_HEADER, cache_state);
                     return r;
                 }
                 let mut r = Response::new(Full::new(body));
                 r.headers_mut().insert(header::ETAG, etag);
+                r.headers_mut().insert(route::CACHE_HEADER, cache_state);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -131,9 +164,11 @@ impl Daemon {
         version: &semver::Version,
         cksum: &str,
     ) -> Response<Body> {
-        match self.download(view, krate, version, cksum).await {
-            Ok(data) => {
+        match self.download_with_hit(view, krate, version, cksum).await {
+            Ok((data, hit)) => {
                 let mut r = Response::new(Full::new(data));
+                r.headers_mut()
+                    .insert(route::CACHE_HEADER, cache_header_value(hit));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/gzip"),
@@ -147,6 +182,10 @@ impl Daemon {
                     DownloadError::Layered(l) => layered_error(l),
                     DownloadError::Cache(_) => {
                         text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    }
+                    // The upstream asked to be left alone for a while: so does privreg.
+                    DownloadError::Upstream(u) if u.retry_after().is_some() => {
+                        unavailable(e.to_string(), u.retry_after().unwrap_or(1).max(1))
                     }
                     DownloadError::Upstream(_)
                     | DownloadError::BadDl { .. }
@@ -165,12 +204,15 @@ impl Daemon {
         let started = std::time::Instant::now();
         let resp = self.route(req).await;
         tracing::debug!(%method, path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+        let (status, took) = (resp.status().as_u16(), started.elapsed());
+        let bytes = hyper::body::Body::size_hint(resp.body()).exact();
+        self.metrics.served(&path, status, bytes.unwrap_or(0), took);
         resp
     }
 
     /// Refuses requests that are not from this daemon's own cargo; `None` lets them in.
-    fn gate(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
-        match self.check(req) {
+    fn gate(&self, req: &Request<Incoming>, accept: Accept) -> Option<Response<Body>> {
+        match self.check(req, accept) {
             Verdict::Allowed => None,
             Verdict::WrongHost => Some(text(
                 StatusCode::MISDIRECTED_REQUEST,
@@ -179,7 +221,14 @@ impl Daemon {
             Verdict::Unauthorized => {
                 let mut r = text(
                     StatusCode::UNAUTHORIZED,
-                    "privreg needs its local token; configure cargo-credential-privreg as the credential provider",
+                    match accept {
+                        Accept::TokenOrSession => {
+                            "open privreg's status page with `privreg status --open`"
+                        }
+                        _ => {
+                            "privreg needs its local token; configure cargo-credential-privreg as the credential provider"
+                        }
+                    },
                 );
                 let login = format!("Cargo login_url=\"{}/-/login\"", self.base_url);
                 r.headers_mut().insert(
@@ -209,7 +258,7 @@ impl Daemon {
             _ => {}
         }
         // Everything else, even a bad path, only for our own cargo.
-        if let Some(refused) = self.gate(&req) {
+        if let Some(refused) = self.gate(&req, auth::accept_for(&parsed, req.method())) {
             return refused;
         }
         let (view, endpoint) = match parsed {
@@ -250,6 +299,12 @@ impl Daemon {
             }
             return resp;
         }
+        if endpoint == Endpoint::Refresh {
+            return self.refresh_endpoint(req).await;
+        }
+        if let Some(r) = self.observe(&endpoint, req.method()).await {
+            return r;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -266,7 +321,59 @@ impl Daemon {
                 version,
                 cksum,
             } => self.dl(view, &krate, &version, &cksum).await,
+            Endpoint::Metrics | Endpoint::Page | Endpoint::PageLink | Endpoint::PageOpen(_) => {
+                unreachable!("answered by observe")
+            }
+            Endpoint::Refresh => unreachable!("answered above"),
             Endpoint::Health | Endpoint::Login | Endpoint::Api(_) => unreachable!("answered above"),
+        }
+    }
+}
+
+impl Daemon {
+    /// `POST /-/refresh`: see [`crate::refresh`].
+    async fn refresh_endpoint(&self, req: Request<Incoming>) -> Response<Body> {
+        if req.method() != Method::POST {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST {\"crates\": [...]} here (no crates: every cached index file)",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return r;
+        }
+        // A web page cannot send this type across origins without asking first (and nothing
+        // here answers that), so a page the user visits cannot make the daemon refresh.
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !is_json {
+            return text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send Content-Type: application/json",
+            );
+        }
+        let limit = crate::refresh::MAX_REFRESH_BODY;
+        let body = match http_body_util::Limited::new(req.into_body(), limit)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body refused: {e}"),
+                );
+            }
+        };
+        match self.refresh_request(&body).await {
+            Ok(report) => json(
+                StatusCode::OK,
+                &serde_json::to_value(report).expect("the report serialises"),
+            ),
+            Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
         }
     }
 }
@@ -274,7 +381,14 @@ impl Daemon {
 /// Serves connections from `listener` until `shutdown` completes, then lets open requests finish.
 pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A request head larger than `limits.max-header-size` gets 431 (HTTP/1) or a stream error
+    // (HTTP/2) instead of an ever-growing buffer.
+    let max_head = daemon.runtime().config.limits.max_header_size;
+    builder.http1().max_buf_size(max_head);
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -291,7 +405,7 @@ pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener, shutdown: impl Fu
                 let daemon = daemon.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let daemon = daemon.clone();
-                    async move { Ok::<_, Infallible>(daemon.handle(req).await) }
+                    async move { Ok::<_, Infallible>(daemon.serve_request(req).await) }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());

@@ -58,6 +58,7 @@ impl Daemon {
             "cache_misses": self.upstreams.hits_and_misses().1,
             "revalidations": self.upstreams.revalidation_count(),
             "prefetches": self.prefetches.load(std::sync::atomic::Ordering::Relaxed),
+            "h2c_upgrades": self.h2c_upgrades.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 

@@ -35,6 +35,45 @@ pub enum Endpoint<'a> {
     },
     /// `…/api/<rest>`: the registry web API; `rest` is the path after `api/`.
     Api(&'a str),
+    /// `/metrics`: Prometheus metrics (layered view only).
+    Metrics,
+    /// `/-/`: the status page (layered view only).
+    Page,
+    /// `/-/open` (POST): makes a one-time link to the status page.
+    PageLink,
+    /// `/-/open/<nonce>`: a one-time link; `nonce` is [`PAGE_NONCE_HEX`] lower-case hex digits.
+    PageOpen(&'a str),
+    /// `/-/refresh` (POST, layered view only): revalidate cached index files now; the crates to
+    /// revalidate (none: every cached file) are in the JSON body.
+    Refresh,
+}
+
+/// Response header on index files and downloads: `hit` when the daemon already held the answer
+/// (every upstream's, for the layered view), `miss` when it had to ask an upstream first.
+pub const CACHE_HEADER: &str = "privreg-cache";
+
+/// Hex digits in a status page link's nonce.
+pub const PAGE_NONCE_HEX: usize = 64;
+
+impl Endpoint<'_> {
+    /// A short fixed name, e.g. for a metrics label (never anything taken from the path).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Endpoint::Health => "health",
+            Endpoint::Login => "login",
+            Endpoint::Status => "status",
+            Endpoint::Policy(_) => "policy",
+            Endpoint::Config => "config",
+            Endpoint::Index(_) => "index",
+            Endpoint::Download { .. } => "download",
+            Endpoint::Api(_) => "api",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Page => "page",
+            Endpoint::PageLink => "page_link",
+            Endpoint::PageOpen(_) => "page_open",
+            Endpoint::Refresh => "refresh",
+        }
+    }
 }
 
 /// Why a path is refused: not something privreg serves (404), or malformed (400).
@@ -81,8 +120,24 @@ pub fn parse(path: &str) -> Result<(View<'_>, Endpoint<'_>), RouteError> {
         None => (View::Layered, path.strip_prefix('/').ok_or_else(not_found)?),
     };
     if view == View::Layered {
-        if rest == "-/status" {
-            return Ok((view, Endpoint::Status));
+        match rest {
+            "-/status" => return Ok((view, Endpoint::Status)),
+            "metrics" => return Ok((view, Endpoint::Metrics)),
+            "-/" => return Ok((view, Endpoint::Page)),
+            "-/open" => return Ok((view, Endpoint::PageLink)),
+            "-/refresh" => return Ok((view, Endpoint::Refresh)),
+            _ => {}
+        }
+        if let Some(nonce) = rest.strip_prefix("-/open/") {
+            let hex = nonce.len() == PAGE_NONCE_HEX
+                && nonce
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            return if hex {
+                Ok((view, Endpoint::PageOpen(nonce)))
+            } else {
+                Err(not_found())
+            };
         }
         if let Some(name) = rest.strip_prefix("-/policy/") {
             let krate = CrateName::new(name).map_err(|e| RouteError::BadRequest(e.to_string()))?;
@@ -193,6 +248,62 @@ mod tests {
             parse("/upstream/acme/api/v1/crates/new").unwrap(),
             (View::Upstream("acme"), Endpoint::Api("v1/crates/new"))
         );
+    }
+
+    #[test]
+    fn refresh_endpoint() {
+        assert_eq!(
+            parse("/-/refresh").unwrap(),
+            (View::Layered, Endpoint::Refresh)
+        );
+        for path in [
+            "/upstream/acme/-/refresh",
+            "/-/refresh/",
+            "/-/refresh/serde",
+        ] {
+            assert!(
+                matches!(parse(path), Err(RouteError::NotFound(_))),
+                "{path}: {:?}",
+                parse(path)
+            );
+        }
+    }
+
+    #[test]
+    fn observability_endpoints() {
+        assert_eq!(
+            parse("/metrics").unwrap(),
+            (View::Layered, Endpoint::Metrics)
+        );
+        assert_eq!(parse("/-/").unwrap(), (View::Layered, Endpoint::Page));
+        assert_eq!(
+            parse("/-/open").unwrap(),
+            (View::Layered, Endpoint::PageLink)
+        );
+        let nonce = "0f".repeat(32);
+        assert_eq!(
+            parse(&format!("/-/open/{nonce}")).unwrap(),
+            (View::Layered, Endpoint::PageOpen(&nonce))
+        );
+        for path in [
+            "/upstream/acme/metrics",
+            "/upstream/acme/-/",
+            "/upstream/acme/-/open",
+            &format!("/upstream/acme/-/open/{nonce}") as &str,
+            "/metrics/",
+            "/-",
+            "/-/open/",
+            &format!("/-/open/{}", "0F".repeat(32)),
+            &format!("/-/open/{}", "0f".repeat(31)),
+            &format!("/-/open/{nonce}0"),
+            &format!("/-/open/{nonce}/"),
+            "/-/open/../status",
+        ] {
+            match parse(path) {
+                Err(RouteError::NotFound(_)) => {}
+                other => panic!("{path}: {other:?}, want 404"),
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Upstreams are cargo's own test registry server (`cargo-test-support`, run as a process by
 //! `privreg-test-registry`) and, where built, Kellnr ([`kellnr`]).
 
+pub mod fault;
 pub mod http;
 pub mod kellnr;
 

@@ -388,3 +388,27 @@ fn dependencies_are_prefetched_so_cargo_finds_them_warm() {
     // dependencies its default features leave off, never.
     assert_eq!(reg.requests().len(), 4, "{:?}", reg.requests());
 }
+
+#[test]
+fn cargo_switches_to_http2_on_its_h2c_offer() {
+    let mut reg = Registry::start(RegistryOpts::default());
+    reg.publish(Pkg::new("leaf", "1.0.0"));
+    reg.publish(Pkg::new("mid", "1.0.0").dep("leaf", "1"));
+    reg.publish(Pkg::new("top", "1.0.0").dep("mid", "1"));
+    let privreg = Privreg::start(&one_upstream(&reg, ""));
+    let sb = Sandbox::new();
+    sb.use_privreg(&privreg);
+    let app = sb.project("app", "top = \"1\"\n", "fn main() {}");
+    sb.cargo_ok(&app, &["fetch"]);
+    assert!(locked_packages(&app).contains(&("leaf".into(), "1.0.0".into())));
+    let status: serde_json::Value = serde_json::from_slice(&privreg.get("/-/status").body).unwrap();
+    // Cargo offers h2c on each new connection (it keeps at most two); the daemon takes it, and
+    // everything after the first request on a connection travels as HTTP/2 streams.
+    let upgrades = status["h2c_upgrades"].as_u64().unwrap();
+    assert!((1..=4).contains(&upgrades), "{status}");
+    // A plain HTTP/1.1 client that does not offer it is answered as before.
+    let r = privreg.get("/index/3/t/top");
+    assert_eq!(r.status, 200);
+    let again: serde_json::Value = serde_json::from_slice(&privreg.get("/-/status").body).unwrap();
+    assert_eq!(again["h2c_upgrades"], status["h2c_upgrades"]);
+}

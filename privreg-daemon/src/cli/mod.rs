@@ -1,13 +1,17 @@
 //! The `privreg` control CLI.
 
 mod cargo_config;
+mod completions;
 mod doctor;
 mod init;
 mod login;
+mod page;
 mod pin;
+mod refresh;
 mod report;
 mod service;
 mod upstream;
+mod warm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +25,11 @@ use privreg_shared::secrets::{EntryName, Keyring, SecretStore, SecretsError, Tok
 
 /// Controls privreg: setup, upstreams, tokens, pins, policy, status and cargo's configuration.
 #[derive(Parser)]
-#[command(version, name = "privreg")]
+#[command(
+    version,
+    name = "privreg",
+    after_long_help = "Examples:\n  privreg init && privreg cargo-config --install\n  privreg policy serde\n  privreg warm   # before going offline"
+)]
 pub struct Cli {
     /// Directory holding config.toml and the pin files [env: PRIVREG_CONFIG_DIR]
     #[arg(long, global = true)]
@@ -78,8 +86,11 @@ pub enum Command {
     ///
     /// Exits non-zero when the daemon does not answer or a config or pin error is in force.
     ///
+    /// `--open` opens the status page in the browser instead (a one-time link; with `--print`
+    /// the link is printed rather than opened).
+    ///
     /// Example: privreg status
-    Status,
+    Status(page::StatusArgs),
     /// Check the whole setup and print the command that fixes each problem found.
     ///
     /// Exits non-zero when anything is wrong.
@@ -108,6 +119,34 @@ pub enum Command {
     ///
     /// Example: privreg purge-tokens
     PurgeTokens,
+    /// Fetch every index file and crate that lockfiles need through the daemon, so that the next
+    /// build works offline.
+    ///
+    /// Without arguments it warms the current project's Cargo.lock. Packages of the public
+    /// registry go through the layered view, those of an upstream's own URL (`registry = "…"`)
+    /// through that upstream's view; path and git packages are skipped. Prints what was fetched,
+    /// already cached or failed (with the upstream and reason); exits non-zero when anything
+    /// failed.
+    ///
+    /// Example: privreg warm ~/src/app/Cargo.lock ~/src/tool/Cargo.lock
+    Warm(warm::WarmArgs),
+    /// Make the daemon revalidate its cached index files now instead of when their ttl runs out,
+    /// and report what changed (new versions, yanks) per crate and upstream.
+    ///
+    /// With crate names, each is fetched in full from every upstream; without, every cached
+    /// index file is revalidated with a conditional request. Exits non-zero when an upstream
+    /// failed.
+    ///
+    /// Example: privreg refresh acme-core
+    Refresh(refresh::RefreshArgs),
+    /// Print the completion script for a shell.
+    ///
+    /// bash: source it from ~/.bashrc, or save it to
+    /// ~/.local/share/bash-completion/completions/privreg. zsh: save it as `_privreg` in a
+    /// directory on $fpath. fish: save it to ~/.config/fish/completions/privreg.fish.
+    ///
+    /// Example: privreg completions bash > ~/.local/share/bash-completion/completions/privreg
+    Completions(completions::CompletionsArgs),
 }
 
 /// Where the CLI finds things.
@@ -238,7 +277,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Upstream(cmd) => upstream::run(&dirs, cmd).await,
         Command::Pin(cmd) => pin::run(&dirs, cmd),
         Command::Policy { krate } => report::policy(&dirs, &krate).await,
-        Command::Status => report::status(&dirs).await,
+        Command::Status(args) if args.open => page::open(&dirs, args.print).await,
+        Command::Status(_) => report::status(&dirs).await,
         Command::Doctor => doctor::run(&dirs).await,
         Command::CargoConfig(args) => cargo_config::run(&dirs, args),
         Command::Verify => {
@@ -255,6 +295,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Service(cmd) => service::run(&dirs, cmd).await,
+        Command::Warm(args) => warm::run(&dirs, args).await,
+        Command::Refresh(args) => refresh::run(&dirs, args).await,
+        Command::Completions(args) => Ok(completions::run(&args)),
     }
 }
 

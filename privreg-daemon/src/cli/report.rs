@@ -1,6 +1,7 @@
 //! `privreg policy` and `privreg status`: the daemon's JSON, printed for people.
 
-use std::path::{Path, PathBuf};
+use crate::cache::{disk_usage as du, human_bytes};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -92,40 +93,6 @@ pub async fn policy(dirs: &Dirs, krate: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Bytes and files under `dir`, recursively (0 when it does not exist).
-fn du(dir: &Path) -> (u64, u64) {
-    let (mut bytes, mut files) = (0, 0);
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(t) if t.is_file() => {
-                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-                    files += 1;
-                }
-                _ => {}
-            }
-        }
-    }
-    (bytes, files)
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 fn ago(now: u64, at: u64) -> String {
     humantime::format_duration(Duration::from_secs(now.saturating_sub(at))).to_string()
 }
@@ -200,18 +167,5 @@ pub async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         None => Ok(ExitCode::SUCCESS),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
     }
 }

@@ -6,61 +6,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use privreg_shared::CrateName;
 use privreg_shared::config::Upstream;
 use privreg_shared::index::IndexFile;
 
+mod body;
+mod error;
+
+use body::{not_an_index, read_limited};
+use error::error_chain;
+
+pub use error::{FetchError, MAX_RETRY_AFTER};
+
 use crate::cache::{self, Cache, Meta, Stored, UpstreamPath};
+use crate::metrics::Metrics;
 use crate::tokens::{Tokens, authorization};
-
-/// Largest index file or `config.json` accepted from an upstream.
-pub const MAX_INDEX_BODY: usize = 64 << 20;
-/// Largest `.crate` accepted from an upstream.
-pub const MAX_CRATE_BODY: usize = 256 << 20;
-
-/// Why an upstream gave no usable answer. Every variant names the upstream.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum FetchError {
-    #[error(
-        "upstream {upstream} refused {what} with {status}: its token is missing or wrong (run `privreg login {upstream}`)"
-    )]
-    Auth {
-        upstream: String,
-        what: String,
-        status: u16,
-    },
-    #[error("upstream {upstream} answered {status} for {what}")]
-    Status {
-        upstream: String,
-        what: String,
-        status: u16,
-    },
-    #[error("upstream {upstream} did not answer {what} within {secs}s")]
-    Timeout {
-        upstream: String,
-        what: String,
-        secs: f64,
-    },
-    #[error("cannot reach upstream {upstream} for {what}: {message}")]
-    Transport {
-        upstream: String,
-        what: String,
-        message: String,
-    },
-    #[error("upstream {upstream} sent more than {limit} bytes for {what}")]
-    TooLarge {
-        upstream: String,
-        what: String,
-        limit: usize,
-    },
-    #[error("upstream {upstream} sent a bad {what}: {message}")]
-    BadBody {
-        upstream: String,
-        what: String,
-        message: String,
-    },
-}
 
 /// One upstream file as privreg knows it.
 #[derive(Debug)]
@@ -93,6 +54,8 @@ struct Flight {
     /// The last failure of a request for this key and when it ended, so that callers who queued
     /// behind that request share its outcome instead of asking again.
     failed: Option<(Instant, FetchError)>,
+    /// Until when that failure stands for every caller: the upstream's `Retry-After`.
+    retry_at: Option<Instant>,
 }
 
 /// Health of one upstream as last seen.
@@ -118,6 +81,9 @@ pub struct Upstreams {
     health: Mutex<HashMap<String, Health>>,
     next_rev: AtomicU64,
     requests: AtomicU64,
+    metrics: Arc<Metrics>,
+    /// Per upstream: the `max-upstream-requests` in force and the permits for it.
+    in_flight: Mutex<HashMap<String, (usize, Arc<tokio::sync::Semaphore>)>>,
 }
 
 fn what(rel: UpstreamPath<'_>) -> String {
@@ -172,13 +138,26 @@ enum Answer {
     Absent,
 }
 
+impl Answer {
+    /// The `outcome` label of `privreg_upstream_requests_total`.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Answer::Modified { .. } => "ok",
+            Answer::NotModified { .. } => "not_modified",
+            Answer::Absent => "absent",
+        }
+    }
+}
+
 impl Upstreams {
     pub fn new(
         cache: Cache,
         tokens: Tokens,
         prefetch: tokio::sync::mpsc::UnboundedSender<(CrateName, Option<String>)>,
+        metrics: Arc<Metrics>,
     ) -> Upstreams {
         Upstreams {
+            metrics,
             client: http_client(),
             cache,
             tokens,
@@ -192,6 +171,7 @@ impl Upstreams {
             health: Mutex::default(),
             next_rev: AtomicU64::new(1),
             requests: AtomicU64::new(0),
+            in_flight: Mutex::default(),
         }
     }
 
@@ -244,6 +224,37 @@ impl Upstreams {
                     let _ = self.prefetch.send((name.lower(), dep.registry.clone()));
                 }
             }
+        }
+    }
+
+    /// Waits for a turn to send `up` a request (at most `limits.max-upstream-requests` in flight),
+    /// for no longer than the upstream's `timeout`. Hold the permit until the body is read.
+    pub async fn permit(
+        &self,
+        up: &Upstream,
+        what: &str,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, FetchError> {
+        let limit = up.limits.max_upstream_requests;
+        let semaphore = {
+            let mut map = self.in_flight.lock().expect("in-flight lock");
+            let slot = map
+                .entry(up.name.clone())
+                .or_insert_with(|| (limit, Arc::new(tokio::sync::Semaphore::new(limit))));
+            if slot.0 != limit {
+                // A reload changed the limit: new requests count against a fresh budget.
+                *slot = (limit, Arc::new(tokio::sync::Semaphore::new(limit)));
+            }
+            slot.1.clone()
+        };
+        let busy = || FetchError::Busy {
+            upstream: up.name.clone(),
+            what: what.to_owned(),
+            limit,
+            secs: up.timeout.as_secs_f64(),
+        };
+        match tokio::time::timeout(up.timeout, semaphore.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) | Err(_) => Err(busy()),
         }
     }
 
@@ -358,6 +369,57 @@ impl Upstreams {
         }
     }
 
+    /// Whether an answer for this file is held, in memory or on disk, fresh or not.
+    pub fn is_cached(&self, up: &Upstream, rel: UpstreamPath<'_>) -> bool {
+        self.known(up, rel, &Self::key(up, rel)).is_some()
+    }
+
+    /// Asks the upstream for a file now, even while the cached copy is fresh (`privreg
+    /// refresh`): a conditional request, or a full one when `unconditional` (some upstreams keep
+    /// their ETag across a yank). Returns the entry held before and the outcome. When the
+    /// upstream fails, the cached copy keeps its freshness and is served as before.
+    pub async fn revalidate_now(
+        &self,
+        up: &Upstream,
+        rel: UpstreamPath<'_>,
+        unconditional: bool,
+    ) -> (Option<Arc<Entry>>, Fetched) {
+        let key = Self::key(up, rel);
+        let before = self.known(up, rel, &key);
+        if let Some(old) = &before {
+            let mut meta = Meta {
+                fetched: 0,
+                ..old.meta.clone()
+            };
+            if unconditional {
+                (meta.etag, meta.last_modified) = (None, None);
+            }
+            let expired = Arc::new(Entry {
+                meta,
+                body: old.body.clone(),
+                file: old.file.clone(),
+                rev: old.rev,
+            });
+            self.memory
+                .lock()
+                .expect("memory lock")
+                .insert(key.clone(), expired);
+        }
+        let fetched = self.fetch_now(up, rel, key.clone()).await;
+        if fetched.error.is_some()
+            && let Some(old) = &before
+        {
+            let mut memory = self.memory.lock().expect("memory lock");
+            if memory
+                .get(&key)
+                .is_some_and(|e| e.rev == old.rev && e.meta.fetched == 0)
+            {
+                memory.insert(key, old.clone());
+            }
+        }
+        (before, fetched)
+    }
+
     /// Gets a file of an upstream: from memory or disk while fresh; while merely stale (within
     /// the upstream's `stale` bound past its `ttl`) also at once, with one revalidation started in
     /// the background; else with a conditional request. Concurrent callers for the same file
@@ -367,6 +429,7 @@ impl Upstreams {
         if let Some(e) = self.known(up, rel, &key) {
             if Self::fresh(&e, up.ttl) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
+                self.metrics.cache_hit();
                 return Fetched {
                     entry: Some(e),
                     error: None,
@@ -375,6 +438,7 @@ impl Upstreams {
             }
             if Self::fresh(&e, up.ttl.saturating_add(up.stale)) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
+                self.metrics.cache_hit();
                 self.revalidate_in_background(up, rel, key);
                 return Fetched {
                     entry: Some(e),
@@ -384,6 +448,7 @@ impl Upstreams {
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
+        self.metrics.cache_miss();
         self.fetch_now(up, rel, key).await
     }
 
@@ -435,7 +500,7 @@ impl Upstreams {
             };
         }
         if let Some((when, err)) = &flight.failed
-            && *when >= start
+            && (*when >= start || flight.retry_at.is_some_and(|t| t > Instant::now()))
         {
             return Fetched {
                 entry: cached,
@@ -443,7 +508,12 @@ impl Upstreams {
                 changed: false,
             };
         }
-        match self.request(up, rel, cached.as_deref()).await {
+        let (asked, kind) = (Instant::now(), crate::metrics::file_kind(rel));
+        let result = self.request(up, rel, cached.as_deref()).await;
+        let outcome = result.as_ref().map(Answer::outcome);
+        self.metrics
+            .upstream(&up.name, kind, outcome, asked.elapsed());
+        match result {
             Ok(answer) => {
                 flight.failed = None;
                 let (stored, rev) = match answer {
@@ -538,6 +608,9 @@ impl Upstreams {
                 h.last_error = Some(err.to_string());
                 h.last_error_at = Some(cache::now_secs());
                 flight.failed = Some((Instant::now(), err.clone()));
+                flight.retry_at = err
+                    .retry_after()
+                    .map(|secs| Instant::now() + Duration::from_secs(secs));
                 Fetched {
                     entry: cached,
                     error: Some(err),
@@ -567,6 +640,7 @@ impl Upstreams {
             }
         }
         let what = what(rel);
+        let _permit = self.permit(up, &what).await?;
         tracing::debug!(upstream = %up.name, %url, "upstream request");
         let resp = req
             .send()
@@ -585,15 +659,20 @@ impl Upstreams {
         );
         match status {
             200 => {
-                let body = read_limited(resp, MAX_INDEX_BODY, up, &what).await?;
-                if matches!(rel, UpstreamPath::Config) {
-                    serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| {
-                        FetchError::BadBody {
-                            upstream: up.name.clone(),
-                            what: what.clone(),
-                            message: e.to_string(),
-                        }
-                    })?;
+                let limit = (up.limits.max_index_size, "max-index-size");
+                let body = read_limited(resp, limit, up, &what).await?;
+                let bad = match rel {
+                    UpstreamPath::Config => serde_json::from_slice::<serde_json::Value>(&body)
+                        .err()
+                        .map(|e| e.to_string()),
+                    UpstreamPath::Index(_) => not_an_index(&body),
+                };
+                if let Some(message) = bad {
+                    return Err(FetchError::BadBody {
+                        upstream: up.name.clone(),
+                        what,
+                        message,
+                    });
                 }
                 Ok(Answer::Modified {
                     body,
@@ -606,16 +685,7 @@ impl Upstreams {
                 last_modified,
             }),
             404 | 410 if matches!(rel, UpstreamPath::Index(_)) => Ok(Answer::Absent),
-            401 | 403 => Err(FetchError::Auth {
-                upstream: up.name.clone(),
-                what,
-                status,
-            }),
-            _ => Err(FetchError::Status {
-                upstream: up.name.clone(),
-                what,
-                status,
-            }),
+            _ => Err(FetchError::from_status(up, &what, status, resp.headers())),
         }
     }
 
@@ -627,16 +697,10 @@ impl Upstreams {
                 secs: up.timeout.as_secs_f64(),
             }
         } else {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                message = format!("{message}: {s}");
-                source = s.source();
-            }
             FetchError::Transport {
                 upstream: up.name.clone(),
                 what: what.to_owned(),
-                message,
+                message: error_chain(&e),
             }
         }
     }
@@ -648,71 +712,54 @@ impl Upstreams {
         url: url::Url,
         what: &str,
     ) -> Result<Bytes, FetchError> {
+        let _permit = self.permit(up, what).await?;
         let resp = self
             .get(up, url)
             .await
-            .timeout(up.timeout.max(Duration::from_secs(60)))
+            // `timeout` bounds the whole download, body included, as it does index files.
+            .timeout(up.timeout)
             .send()
             .await
-            .map_err(|e| self.transport_error(up, what, e))?;
-        let result = match resp.status().as_u16() {
-            200 => read_limited(resp, MAX_CRATE_BODY, up, what).await,
-            status @ (401 | 403) => Err(FetchError::Auth {
-                upstream: up.name.clone(),
-                what: what.to_owned(),
-                status,
-            }),
-            status => Err(FetchError::Status {
-                upstream: up.name.clone(),
-                what: what.to_owned(),
-                status,
-            }),
+            .map_err(|e| self.transport_error(up, what, e));
+        let result = match resp {
+            Err(e) => Err(e),
+            Ok(resp) => match resp.status().as_u16() {
+                200 => {
+                    read_limited(resp, (up.limits.max_crate_size, "max-crate-size"), up, what).await
+                }
+                status => Err(FetchError::from_status(up, what, status, resp.headers())),
+            },
         };
-        if let Err(e) = &result {
-            self.refused(up, e);
+        match &result {
+            Ok(_) => self.note_ok(up),
+            Err(e) => {
+                self.refused(up, e);
+                self.note_error(up, &e.to_string());
+            }
         }
         result
+    }
+
+    /// Records for `privreg status` that `up` answered well just now.
+    pub fn note_ok(&self, up: &Upstream) {
+        self.health
+            .lock()
+            .expect("health lock")
+            .entry(up.name.clone())
+            .or_default()
+            .last_ok = Some(cache::now_secs());
+    }
+
+    /// Records for `privreg status` that a request to `up` failed just now, and why.
+    pub fn note_error(&self, up: &Upstream, error: &str) {
+        let mut health = self.health.lock().expect("health lock");
+        let h = health.entry(up.name.clone()).or_default();
+        h.last_error = Some(error.to_owned());
+        h.last_error_at = Some(cache::now_secs());
     }
 
     /// The index file of `krate` at `up` (see [`Upstreams::fetch`]).
     pub async fn index(self: &Arc<Self>, up: &Upstream, krate: &CrateName) -> Fetched {
         self.fetch(up, UpstreamPath::Index(krate)).await
     }
-}
-
-async fn read_limited(
-    mut resp: reqwest::Response,
-    limit: usize,
-    up: &Upstream,
-    what: &str,
-) -> Result<Bytes, FetchError> {
-    if resp.content_length().is_some_and(|l| l > limit as u64) {
-        return Err(FetchError::TooLarge {
-            upstream: up.name.clone(),
-            what: what.to_owned(),
-            limit,
-        });
-    }
-    let mut body = BytesMut::with_capacity(resp.content_length().map_or(0, |l| l as usize));
-    loop {
-        let chunk = resp.chunk().await.map_err(|e| FetchError::Transport {
-            upstream: up.name.clone(),
-            what: what.to_owned(),
-            message: format!("body cut short: {e}"),
-        })?;
-        let Some(chunk) = chunk else { break };
-        if body.len() + chunk.len() > limit {
-            return Err(FetchError::TooLarge {
-                upstream: up.name.clone(),
-                what: what.to_owned(),
-                limit,
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    // Cached bodies live long: keep no spare capacity from growing the buffer.
-    if body.capacity() > body.len() + body.len() / 8 {
-        return Ok(Bytes::copy_from_slice(&body));
-    }
-    Ok(body.freeze())
 }

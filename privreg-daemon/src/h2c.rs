@@ -1,0 +1,429 @@
+//! Accepting cargo's `Upgrade: h2c` offer on plain http (RFC 7540 §3.2).
+//!
+//! Cargo (curl) keeps at most two connections to a registry host; over HTTP/1.1 that is two
+//! requests in flight, so a resolution waits on the daemon one round trip per pair of index
+//! files. Over HTTP/2 it sends every request it has at once. Cargo offers the upgrade with the
+//! first request on a connection; hyper does not implement the server side of it, so this module
+//! does the little that is missing:
+//!
+//! - answer the offering request with `101 Switching Protocols`, then, on the upgraded
+//!   connection, a SETTINGS frame and the response to that request as stream 1 (HPACK literals
+//!   that leave the header table untouched), and
+//! - run hyper's own HTTP/2 server on the rest of the connection, hiding from it the two things
+//!   it did not take part in: the client's acknowledgement of that first SETTINGS frame, and
+//!   frames on stream 1.
+//!
+//! The frame and header encodings are pure functions, pinned by the tests below against RFC 7541's
+//! examples. Only small first responses are sent this way (one DATA frame within the default
+//! frame size and flow-control window); a larger one is answered over HTTP/1.1 as usual.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::Daemon;
+
+/// The largest first response sent on stream 1: one DATA frame of the default maximum frame
+/// size, well inside the default flow-control window.
+pub const MAX_FIRST_BODY: usize = 16 << 10;
+
+const PREFACE_LEN: usize = 24;
+const FRAME_DATA: u8 = 0x0;
+const FRAME_HEADERS: u8 = 0x1;
+const FRAME_SETTINGS: u8 = 0x4;
+const FLAG_END_STREAM: u8 = 0x1;
+const FLAG_ACK: u8 = 0x1;
+const FLAG_END_HEADERS: u8 = 0x4;
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Whether `req` offers an upgrade to h2c that privreg takes: an HTTP/1.1 GET without a body,
+/// with `Upgrade: h2c`, an `HTTP2-Settings` header and both named in `Connection`.
+pub fn offered<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    req.version() == Version::HTTP_11
+        && req.method() == Method::GET
+        && has_token(h, header::UPGRADE, "h2c")
+        && h.contains_key("http2-settings")
+        && has_token(h, header::CONNECTION, "upgrade")
+        && has_token(h, header::CONNECTION, "http2-settings")
+        && !h.contains_key(header::TRANSFER_ENCODING)
+        && h.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
+}
+
+/// One HTTP/2 frame.
+fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    let len = u32::try_from(payload.len()).expect("frames stay small");
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.push(kind);
+    out.push(flags);
+    out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// An HPACK integer with an `n`-bit prefix; `high` holds the bits above the prefix.
+fn hpack_int(out: &mut Vec<u8>, n: u8, high: u8, mut value: usize) {
+    let max = (1usize << n) - 1;
+    if value < max {
+        out.push(high | value as u8);
+        return;
+    }
+    out.push(high | max as u8);
+    value -= max;
+    while value >= 128 {
+        out.push((value % 128) as u8 | 0x80);
+        value /= 128;
+    }
+    out.push(value as u8);
+}
+
+/// An HPACK string literal, not Huffman-coded.
+fn hpack_str(out: &mut Vec<u8>, s: &[u8]) {
+    hpack_int(out, 7, 0, s.len());
+    out.extend_from_slice(s);
+}
+
+/// The header block of a response: every field a literal without indexing, so the decoder's
+/// dynamic table stays as the encoder that takes over the connection expects it (empty).
+fn header_block(status: StatusCode, headers: &HeaderMap) -> Vec<u8> {
+    let mut out = Vec::new();
+    // `:status` is entry 8 of the static table: literal without indexing, indexed name.
+    hpack_int(&mut out, 4, 0x00, 8);
+    hpack_str(&mut out, status.as_str().as_bytes());
+    for (name, value) in headers {
+        if matches!(
+            name,
+            &header::CONNECTION | &header::TRANSFER_ENCODING | &header::UPGRADE
+        ) || name == "keep-alive"
+            || name == "proxy-connection"
+        {
+            continue;
+        }
+        out.push(0x00);
+        hpack_str(&mut out, name.as_str().as_bytes());
+        hpack_str(&mut out, value.as_bytes());
+    }
+    out
+}
+
+/// What the server writes first on the upgraded connection: an empty SETTINGS frame (the server
+/// preface), then the response to the upgrade request on stream 1.
+pub fn first_frames(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame(&mut out, FRAME_SETTINGS, 0, 0, &[]);
+    let block = header_block(status, headers);
+    if body.is_empty() {
+        frame(
+            &mut out,
+            FRAME_HEADERS,
+            FLAG_END_HEADERS | FLAG_END_STREAM,
+            1,
+            &block,
+        );
+    } else {
+        frame(&mut out, FRAME_HEADERS, FLAG_END_HEADERS, 1, &block);
+        frame(&mut out, FRAME_DATA, FLAG_END_STREAM, 1, body);
+    }
+    out
+}
+
+/// Client-to-server bytes, with what the HTTP/2 server must not see taken out: the client's
+/// first SETTINGS acknowledgement (it answers [`first_frames`]'s SETTINGS) and any frame on
+/// stream 1. Pure: feed bytes in, take the bytes to pass on out.
+#[derive(Debug, Default)]
+pub struct InboundFilter {
+    pending: BytesMut,
+    preface_seen: usize,
+    ack_dropped: bool,
+}
+
+impl InboundFilter {
+    /// Takes `input`; returns the bytes ready to pass on (whole frames only, the preface as is).
+    pub fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
+        self.pending.extend_from_slice(input);
+        if self.preface_seen < PREFACE_LEN {
+            let n = (PREFACE_LEN - self.preface_seen).min(self.pending.len());
+            out.extend_from_slice(&self.pending.split_to(n));
+            self.preface_seen += n;
+        }
+        while self.preface_seen == PREFACE_LEN && self.pending.len() >= 9 {
+            let len = u32::from_be_bytes([0, self.pending[0], self.pending[1], self.pending[2]]);
+            let total = 9 + len as usize;
+            if self.pending.len() < total {
+                break;
+            }
+            let f = self.pending.split_to(total);
+            let (kind, flags) = (f[3], f[4]);
+            let stream = u32::from_be_bytes([f[5], f[6], f[7], f[8]]) & 0x7fff_ffff;
+            let first_ack = kind == FRAME_SETTINGS && flags & FLAG_ACK != 0 && !self.ack_dropped;
+            if first_ack {
+                self.ack_dropped = true;
+            } else if stream != 1 {
+                out.extend_from_slice(&f);
+            }
+        }
+    }
+}
+
+/// The upgraded connection as hyper's HTTP/2 server sees it.
+struct Shim<T> {
+    io: T,
+    /// Still to be written before anything hyper writes.
+    first: Bytes,
+    filter: InboundFilter,
+    ready: BytesMut,
+    eof: bool,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Shim<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.ready.is_empty() {
+                let n = this.ready.len().min(buf.remaining());
+                buf.put_slice(&this.ready.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            let mut raw = [0u8; 16 << 10];
+            let mut rb = ReadBuf::new(&mut raw);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                this.eof = true;
+            } else {
+                this.filter.feed(rb.filled(), &mut this.ready);
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Shim<T> {
+    fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.first.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.first))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.first.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Shim<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        ready!(self.poll_first(cx))?;
+        Pin::new(&mut self.io).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_first(cx))?;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_first(cx))?;
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+type Body = Full<Bytes>;
+
+/// `PRIVREG_NO_H2C=1` declines every offer (HTTP/1.1 only), for measuring what h2c brings.
+fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os("PRIVREG_NO_H2C").is_none_or(|v| v != "1"))
+}
+
+impl Daemon {
+    /// Answers one request, switching the connection to HTTP/2 when cargo offers it and the
+    /// answer is small enough to go first.
+    pub async fn serve_request(
+        self: Arc<Self>,
+        mut req: Request<hyper::body::Incoming>,
+    ) -> Response<Body> {
+        if !enabled() || !offered(&req) {
+            return self.handle(req).await;
+        }
+        let upgrade = hyper::upgrade::on(&mut req);
+        let resp = self.clone().handle(req).await;
+        let (parts, body) = resp.into_parts();
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(never) => match never {},
+        };
+        if body.len() > MAX_FIRST_BODY {
+            return Response::from_parts(parts, Full::new(body));
+        }
+        let mut headers = parts.headers;
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let first = Bytes::from(first_frames(parts.status, &headers, &body));
+        self.h2c_upgrades
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let max_head = self.runtime().config.limits.max_header_size;
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            let io = match upgrade.await {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::debug!(error = %e, "h2c upgrade did not complete");
+                    return;
+                }
+            };
+            let shim = Shim {
+                io: TokioIo::new(io),
+                first,
+                filter: InboundFilter::default(),
+                ready: BytesMut::new(),
+                eof: false,
+            };
+            let service = hyper::service::service_fn(move |req| {
+                let daemon = daemon.clone();
+                async move { Ok::<_, std::convert::Infallible>(daemon.handle(req).await) }
+            });
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
+                .serve_connection(TokioIo::new(shim), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "h2c connection ended with an error");
+            }
+        });
+        let mut switching = Response::new(Full::new(Bytes::new()));
+        *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        switching
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        switching
+            .headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        switching
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn hpack_integers_follow_rfc7541_c1() {
+        // C.1.1: 10 with a 5-bit prefix; C.1.2: 1337 with a 5-bit prefix.
+        let mut out = Vec::new();
+        hpack_int(&mut out, 5, 0, 10);
+        assert_eq!(out, [0x0a]);
+        out.clear();
+        hpack_int(&mut out, 5, 0, 1337);
+        assert_eq!(out, [0x1f, 0x9a, 0x0a]);
+    }
+
+    #[test]
+    fn header_block_is_literals_without_indexing() {
+        // RFC 7541 C.2.1's literal, but without indexing (first byte 0x00 instead of 0x40).
+        let mut h = HeaderMap::new();
+        h.insert("custom-key", HeaderValue::from_static("custom-header"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let block = header_block(StatusCode::NOT_FOUND, &h);
+        assert_eq!(
+            hex(&block),
+            format!(
+                "0803{}000a{}0d{}",
+                hex(b"404"),
+                hex(b"custom-key"),
+                hex(b"custom-header")
+            )
+        );
+    }
+
+    #[test]
+    fn first_frames_are_settings_then_stream_one() {
+        let body = b"{\"dl\":\"x\"}";
+        let out = first_frames(StatusCode::OK, &HeaderMap::new(), body);
+        // SETTINGS, empty, stream 0.
+        assert_eq!(&out[..9], [0, 0, 0, FRAME_SETTINGS, 0, 0, 0, 0, 0]);
+        // HEADERS on stream 1, END_HEADERS only: `:status: 200` as a literal.
+        assert_eq!(
+            &out[9..18],
+            [0, 0, 5, FRAME_HEADERS, FLAG_END_HEADERS, 0, 0, 0, 1]
+        );
+        assert_eq!(&out[18..23], [0x08, 0x03, b'2', b'0', b'0']);
+        // DATA on stream 1 ends the stream.
+        assert_eq!(
+            &out[23..32],
+            [0, 0, 10, FRAME_DATA, FLAG_END_STREAM, 0, 0, 0, 1]
+        );
+        assert_eq!(&out[32..], body);
+        let empty = first_frames(StatusCode::NOT_MODIFIED, &HeaderMap::new(), b"");
+        assert_eq!(empty[13], FLAG_END_HEADERS | FLAG_END_STREAM);
+        assert_eq!(empty.len(), 9 + 9 + 5);
+    }
+
+    #[test]
+    fn inbound_filter_hides_the_first_ack_and_stream_one() {
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        let mut want = input.clone();
+        let settings = {
+            let mut f = Vec::new();
+            frame(&mut f, FRAME_SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]);
+            f
+        };
+        let (mut ack, mut update1, mut headers3) = (Vec::new(), Vec::new(), Vec::new());
+        frame(&mut ack, FRAME_SETTINGS, FLAG_ACK, 0, &[]);
+        frame(&mut update1, 0x8, 0, 1, &[0, 0, 1, 0]);
+        frame(&mut headers3, FRAME_HEADERS, FLAG_END_HEADERS, 3, &[0x82]);
+        for f in [&settings, &ack, &update1, &headers3, &ack] {
+            input.extend_from_slice(f);
+        }
+        // The first ACK and the stream-1 WINDOW_UPDATE go; the second ACK is hyper's own.
+        for f in [&settings, &headers3, &ack] {
+            want.extend_from_slice(f);
+        }
+        // Fed one byte at a time, frames still come out whole and in order.
+        let mut filter = InboundFilter::default();
+        let mut out = BytesMut::new();
+        for b in &input {
+            filter.feed(std::slice::from_ref(b), &mut out);
+        }
+        assert_eq!(hex(&out), hex(&want));
+    }
+
+    #[test]
+    fn only_bodyless_gets_with_a_full_offer_are_taken() {
+        let offer = |f: &dyn Fn(http::request::Builder) -> http::request::Builder| {
+            let b = Request::get("/index/config.json")
+                .header("connection", "Upgrade, HTTP2-Settings")
+                .header("upgrade", "h2c")
+                .header("http2-settings", "AAMAAABkAAQAAQAAAAIAAAAA");
+            offered(&f(b).body(()).unwrap())
+        };
+        assert!(offer(&|b| b));
+        assert!(!offer(&|b| b.method(Method::PUT)));
+        assert!(!offer(&|b| b.header("content-length", "5")));
+        assert!(!offer(&|b| b.version(Version::HTTP_10)));
+        let plain = Request::get("/").header("upgrade", "h2c").body(()).unwrap();
+        assert!(!offered(&plain));
+    }
+}

@@ -1,0 +1,507 @@
+//! `/-/`: the status page, server-rendered HTML with inline CSS (no scripts): errors in force,
+//! upstreams with health and latency, the cache, and recent policy decisions that hid or blocked
+//! versions. Every value goes through `maud`, which escapes it. Also the HTTP answers of
+//! `/metrics` and of the page's one-time links (`/-/open`, see [`crate::session`]).
+
+use crate::cache::{disk_usage as du, human_bytes};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::Full;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use privreg_shared::route::Endpoint;
+
+use crate::Daemon;
+use crate::metrics::{self, Hidden, Latency};
+use crate::session::LINK_TTL;
+use crate::upstream::Health;
+
+const CSS: &str = include_str!("page.css");
+
+/// One upstream's row.
+#[derive(Debug, Clone)]
+pub struct UpstreamRow {
+    pub name: String,
+    pub index: String,
+    pub priority: i32,
+    pub health: Health,
+    pub latency: Option<Latency>,
+}
+
+/// Everything the page shows, gathered first so that rendering is a pure function.
+#[derive(Debug, Clone)]
+pub struct PageData {
+    pub url: String,
+    pub pid: u32,
+    pub uptime: Duration,
+    pub config_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub config_error: Option<String>,
+    /// When (seconds since the epoch) and why the cache could not be written.
+    pub cache_write_error: Option<(u64, String)>,
+    pub upstreams: Vec<UpstreamRow>,
+    pub cache_bytes: u64,
+    pub cache_files: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub revalidations: u64,
+    pub prefetches: u64,
+    pub upstream_requests: u64,
+    pub decisions: Vec<Hidden>,
+    /// Seconds since the epoch, for "… ago".
+    pub now: u64,
+}
+
+fn ago(now: u64, at: u64) -> String {
+    let secs = now.saturating_sub(at);
+    if secs == 0 {
+        "just now".to_owned()
+    } else {
+        format!(
+            "{} ago",
+            humantime::format_duration(Duration::from_secs(secs))
+        )
+    }
+}
+
+fn epoch_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn millis(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// The health badge: (CSS class, word), as `privreg status` judges it.
+fn health(h: &Health) -> (&'static str, &'static str) {
+    match (h.last_ok, h.last_error_at) {
+        (ok, Some(at)) if ok.is_none_or(|ok| at >= ok) => ("bad", "failing"),
+        (Some(_), _) => ("ok", "ok"),
+        _ => ("idle", "not contacted yet"),
+    }
+}
+
+fn stat(value: &str, label: &str) -> Markup {
+    html! {
+        div class="stat" {
+            div class="value" { (value) }
+            div class="label" { (label) }
+        }
+    }
+}
+
+/// The whole page.
+pub fn render(d: &PageData) -> Markup {
+    let lookups = d.hits + d.misses;
+    let ratio = if lookups == 0 {
+        "–".to_owned()
+    } else {
+        format!("{:.1}%", 100.0 * d.hits as f64 / lookups as f64)
+    };
+    let failing = d
+        .upstreams
+        .iter()
+        .filter(|u| health(&u.health).0 == "bad")
+        .count();
+    let problems =
+        usize::from(d.config_error.is_some()) + usize::from(d.cache_write_error.is_some());
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "privreg status" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header {
+                    h1 { "privreg" }
+                    span class="meta mono" { (d.url) }
+                    span class="meta" {
+                        "pid " (d.pid) " · up " (humantime::format_duration(Duration::from_secs(d.uptime.as_secs())))
+                        " · version " (env!("CARGO_PKG_VERSION"))
+                    }
+                    span class="meta" {
+                        @if problems + failing == 0 {
+                            span class="badge ok" { "all good" }
+                        } @else {
+                            span class="badge bad" {
+                                (problems + failing)
+                                @if problems + failing == 1 { " problem" } @else { " problems" }
+                            }
+                        }
+                    }
+                }
+                main {
+                    section id="errors" {
+                        h2 { "Errors in force" }
+                        @if problems == 0 {
+                            div class="allgood" { "No config, pin or cache error is in force." }
+                        }
+                        @if let Some(e) = &d.config_error {
+                            div class="problem" {
+                                strong { "Config or pin error: " }
+                                (e)
+                                br;
+                                span class="muted" { "The last good configuration stays in force until this is fixed (" code { (d.config_dir.display()) } ")." }
+                            }
+                        }
+                        @if let Some((at, e)) = &d.cache_write_error {
+                            div class="problem" {
+                                strong { "The cache cannot be written (" (ago(d.now, *at)) "): " }
+                                (e)
+                                br;
+                                span class="muted" { "privreg serves without caching meanwhile." }
+                            }
+                        }
+                    }
+                    section id="upstreams" {
+                        h2 { "Upstreams " span class="count" { "(" (d.upstreams.len()) ")" } }
+                        table {
+                            thead {
+                                tr {
+                                    th { "Name" }
+                                    th { "Index" }
+                                    th class="num" { "Priority" }
+                                    th { "Health" }
+                                    th { "Latency (last / mean)" }
+                                    th { "Last error" }
+                                }
+                            }
+                            tbody {
+                                @for u in &d.upstreams {
+                                    @let (class, word) = health(&u.health);
+                                    tr {
+                                        td class="name" { strong { (u.name) } }
+                                        td class="mono" { (u.index) }
+                                        td class="num" { (u.priority) }
+                                        td {
+                                            span class={ "badge " (class) } { (word) }
+                                            @if let Some(ok) = u.health.last_ok {
+                                                br;
+                                                span class="muted" { "answered " (ago(d.now, ok)) }
+                                            }
+                                        }
+                                        td {
+                                            @match &u.latency {
+                                                Some(l) => {
+                                                    (millis(l.last)) " / " (millis(l.mean()))
+                                                    br;
+                                                    span class="muted" { (l.count) " requests, last: " (l.last_outcome) }
+                                                }
+                                                None => span class="muted" { "no requests yet" },
+                                            }
+                                        }
+                                        td {
+                                            @match (&u.health.last_error, u.health.last_error_at) {
+                                                (Some(e), Some(at)) => {
+                                                    span class="error" { (e) }
+                                                    br;
+                                                    span class="muted" { (ago(d.now, at)) }
+                                                }
+                                                _ => span class="muted" { "none" },
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    section id="cache" {
+                        h2 { "Cache" }
+                        div class="stats" {
+                            (stat(&ratio, "hit ratio (index files)"))
+                            (stat(&d.hits.to_string(), "hits"))
+                            (stat(&d.misses.to_string(), "misses"))
+                            (stat(&human_bytes(d.cache_bytes), &format!("on disk in {} files", d.cache_files)))
+                            (stat(&d.upstream_requests.to_string(), "upstream requests"))
+                            (stat(&d.revalidations.to_string(), "revalidations"))
+                            (stat(&d.prefetches.to_string(), "prefetches"))
+                        }
+                        p class="muted" { "Directory: " code { (d.cache_dir.display()) } }
+                    }
+                    section id="decisions" {
+                        h2 { "Recent policy decisions " span class="count" { "(versions hidden or blocked)" } }
+                        @if d.decisions.is_empty() {
+                            p class="muted" { "Nothing hidden or blocked in the crates computed since the daemon started." }
+                        } @else {
+                            table {
+                                thead {
+                                    tr {
+                                        th { "When" }
+                                        th { "Crate" }
+                                        th { "Decision" }
+                                        th { "Upstream" }
+                                        th { "Versions" }
+                                        th { "Pin" }
+                                    }
+                                }
+                                tbody {
+                                    @for h in &d.decisions {
+                                        tr {
+                                            td class="muted" { (ago(d.now, epoch_secs(h.at))) }
+                                            td class="name" { strong { (h.krate) } }
+                                            td {
+                                                span class={ "badge " (if h.decision == "blocked" { "bad" } else { "warn" }) } { (h.decision) }
+                                            }
+                                            td { (h.upstream) }
+                                            td class="mono" {
+                                                (h.versions.join(", "))
+                                                @if h.more > 0 { " and " (h.more) " more" }
+                                            }
+                                            td class="mono" {
+                                                @match &h.stanza {
+                                                    Some(s) => (s),
+                                                    None => span class="muted" { "priorities" },
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+impl Daemon {
+    /// Answers `/metrics`, `/-/`, `/-/open` and `/-/open/<nonce>` once the request has passed
+    /// the gate (see `auth.rs`); `None` for every other endpoint.
+    pub async fn observe(
+        &self,
+        endpoint: &Endpoint<'_>,
+        method: &Method,
+    ) -> Option<Response<Full<Bytes>>> {
+        let get = method == Method::GET || method == Method::HEAD;
+        Some(match endpoint {
+            Endpoint::Metrics if get => {
+                respond(StatusCode::OK, metrics::CONTENT_TYPE, self.metrics.encode())
+            }
+            Endpoint::Page if get => {
+                let html = render(&self.page_data().await).into_string();
+                let mut r = respond(StatusCode::OK, "text/html; charset=utf-8", html);
+                r.headers_mut().insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(
+                        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
+                    ),
+                );
+                r
+            }
+            Endpoint::PageLink if method == Method::POST => match self.sessions.new_link() {
+                Ok(nonce) => {
+                    let link = serde_json::json!({
+                        "url": format!("{}/-/open/{nonce}", self.base_url),
+                        "expires_in_secs": LINK_TTL.as_secs(),
+                    });
+                    respond(StatusCode::OK, "application/json", link.to_string())
+                }
+                Err(e) => respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    TEXT,
+                    format!("cannot make a link: {e}\n"),
+                ),
+            },
+            Endpoint::PageOpen(nonce) if get => match self.sessions.redeem(nonce) {
+                Some(Ok(cookie)) => {
+                    let mut r =
+                        respond(StatusCode::SEE_OTHER, TEXT, "privreg's status page: /-/\n");
+                    let h = r.headers_mut();
+                    h.insert(header::LOCATION, HeaderValue::from_static("/-/"));
+                    h.insert(
+                        header::SET_COOKIE,
+                        HeaderValue::from_str(&cookie).expect("the cookie is a header value"),
+                    );
+                    r
+                }
+                Some(Err(e)) => respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    TEXT,
+                    format!("cannot open a session: {e}\n"),
+                ),
+                None => respond(
+                    StatusCode::FORBIDDEN,
+                    TEXT,
+                    "this link was used already or has expired; run `privreg status --open` for a new one\n",
+                ),
+            },
+            Endpoint::PageLink => respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                TEXT,
+                "POST here (with the local token) for a one-time link to the status page\n",
+            ),
+            Endpoint::Metrics | Endpoint::Page | Endpoint::PageOpen(_) => respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                TEXT,
+                "only GET and HEAD are served here\n",
+            ),
+            _ => return None,
+        })
+    }
+
+    /// What the page shows, now.
+    pub async fn page_data(&self) -> PageData {
+        let rt = self.runtime();
+        let health = self.upstreams.health();
+        let latency = self.metrics.latency();
+        let upstreams = rt
+            .config
+            .upstreams
+            .iter()
+            .map(|u| UpstreamRow {
+                name: u.name.clone(),
+                index: u.index.clone(),
+                priority: u.priority,
+                health: health.get(&u.name).cloned().unwrap_or_default(),
+                latency: latency.get(&u.name).cloned(),
+            })
+            .collect();
+        let root = self.cache.root().to_owned();
+        let (cache_bytes, cache_files) = tokio::task::spawn_blocking(move || du(&root))
+            .await
+            .unwrap_or_default();
+        let (hits, misses) = self.upstreams.hits_and_misses();
+        PageData {
+            url: format!("{}/index/", self.base_url),
+            pid: std::process::id(),
+            uptime: self.started.elapsed().unwrap_or_default(),
+            config_dir: self.config_dir.clone(),
+            cache_dir: self.cache_dir.clone(),
+            config_error: self.load_error(),
+            cache_write_error: self.cache.write_error(),
+            upstreams,
+            cache_bytes,
+            cache_files,
+            hits,
+            misses,
+            revalidations: self.upstreams.revalidation_count(),
+            prefetches: self.prefetches.load(std::sync::atomic::Ordering::Relaxed),
+            upstream_requests: self.upstreams.request_count(),
+            decisions: self.metrics.recent_decisions(),
+            now: epoch_secs(SystemTime::now()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> PageData {
+        PageData {
+            url: "http://127.0.0.1:7878/index/".into(),
+            pid: 42,
+            uptime: Duration::from_secs(90),
+            config_dir: "/cfg".into(),
+            cache_dir: "/cache".into(),
+            config_error: None,
+            cache_write_error: None,
+            upstreams: vec![UpstreamRow {
+                name: "acme".into(),
+                index: "sparse+http://127.0.0.1:1/index/".into(),
+                priority: 600,
+                health: Health {
+                    last_ok: Some(100),
+                    last_error: Some("upstream acme answered <b>500</b>".into()),
+                    last_error_at: Some(150),
+                },
+                latency: Some(Latency {
+                    last: Duration::from_millis(12),
+                    last_outcome: "ok",
+                    total: Duration::from_millis(30),
+                    count: 3,
+                }),
+            }],
+            cache_bytes: 3 * 1024 * 1024,
+            cache_files: 12,
+            hits: 3,
+            misses: 1,
+            revalidations: 0,
+            prefetches: 2,
+            upstream_requests: 5,
+            decisions: vec![Hidden {
+                at: UNIX_EPOCH + Duration::from_secs(190),
+                krate: "acme-core".into(),
+                upstream: "crates-io".into(),
+                decision: "blocked",
+                versions: vec!["9.9.9".into()],
+                more: 2,
+                stanza: Some("/cfg/preferences:3".into()),
+            }],
+            now: 200,
+        }
+    }
+
+    #[test]
+    fn shows_each_section_with_escaped_values() {
+        let mut d = data();
+        d.config_error = Some("config.toml:3: unknown key `<script>`".into());
+        let page = render(&d).into_string();
+        for want in [
+            "id=\"errors\"",
+            "id=\"upstreams\"",
+            "id=\"cache\"",
+            "id=\"decisions\"",
+            "config.toml:3: unknown key `&lt;script&gt;`",
+            "upstream acme answered &lt;b&gt;500&lt;/b&gt;",
+            "failing",
+            "12 ms / 10 ms",
+            "75.0%",
+            "3.0 MiB",
+            "acme-core",
+            "9.9.9",
+            " and 2 more",
+            "/cfg/preferences:3",
+            "10s ago",
+        ] {
+            assert!(page.contains(want), "{want} missing from:\n{page}");
+        }
+        assert!(!page.contains("<script>"));
+        assert!(!page.contains("<b>500"));
+    }
+
+    #[test]
+    fn says_when_all_is_well() {
+        let mut d = data();
+        d.upstreams[0].health.last_error_at = Some(50);
+        d.decisions.clear();
+        let page = render(&d).into_string();
+        assert!(page.contains("all good"), "{page}");
+        assert!(page.contains("No config, pin or cache error is in force."));
+        assert!(page.contains("Nothing hidden or blocked"));
+    }
+}
