@@ -33,6 +33,11 @@ use crate::Daemon;
 /// size, well inside the default flow-control window.
 pub const MAX_FIRST_BODY: usize = 16 << 10;
 
+/// Streams in flight on one upgraded connection. Cargo asks for every download at once and each
+/// answer is held in memory until it is sent, so this bounds the daemon's memory (cargo keeps at
+/// most two connections); index answers come from memory and need no more to keep cargo busy.
+pub const MAX_STREAMS: u32 = 32;
+
 const PREFACE_LEN: usize = 24;
 const FRAME_DATA: u8 = 0x0;
 const FRAME_HEADERS: u8 = 0x1;
@@ -304,6 +309,7 @@ impl Daemon {
             });
             let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
+                .max_concurrent_streams(MAX_STREAMS)
                 .serve_connection(TokioIo::new(shim), service);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "h2c connection ended with an error");

@@ -326,7 +326,7 @@ impl Upstreams {
         if let Some(e) = self.memory.lock().expect("memory lock").get(key) {
             return Some(e.clone());
         }
-        let stored = match self.cache.load(up, rel) {
+        let stored = match tokio::task::block_in_place(|| self.cache.load(up, rel)) {
             Ok(s) => s?,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the cache");
@@ -567,7 +567,18 @@ impl Upstreams {
                         None,
                     ),
                 };
-                if let Err(e) = self.cache.store(up, rel, &stored) {
+                // A 304 that leaves the validators as they were changes nothing worth a rewrite
+                // of the whole file: the new freshness lives in memory (after a restart the file
+                // is only revalidated a little sooner).
+                let unchanged_on_disk = rev.is_some()
+                    && cached.as_ref().is_some_and(|old| {
+                        old.meta.etag == stored.meta.etag
+                            && old.meta.last_modified == stored.meta.last_modified
+                    });
+                if !unchanged_on_disk
+                    && let Err(e) =
+                        tokio::task::block_in_place(|| self.cache.store(up, rel, &stored))
+                {
                     tracing::warn!(error = %e, "cannot write the cache; serving without caching");
                 }
                 let entry = match (rev, &cached) {
