@@ -3,7 +3,7 @@
 #   1. installs the Debian packages the tests use (real keyrings, a session bus, nginx for the
 #      benchmark, Chromium for the status page),
 #   2. builds Kellnr once (a real registry server used as an upstream; cached, ~12 min cold),
-#   3. checks install.sh with shellcheck and runs the benchmark in its quick mode,
+#   3. checks install.sh with shellcheck, runs the benchmark in its quick mode and the 60 s soak,
 #   4. runs every test under a real kernel keyring session (keyutils), then the tests that use
 #      the OS keyring again under a real Secret Service (gnome-keyring on a private D-Bus).
 # All network traffic of the tests stays on 127.0.0.1.
@@ -43,6 +43,9 @@ shellcheck install.sh
 # The benchmark, briefly (smallest settings, a synthetic registry, no assertions on time), so that
 # it cannot rot; `cargo run --release -p privreg-bench` measures for real (BENCHMARKS.md).
 cargo run --locked -p privreg-bench -- --quick
+# Load (issue 8): 64 connections for 60 s of cached index files, missing crates and downloads;
+# fails on any error, on open files that grow, or on RSS past 1.2x its level after warm-up.
+cargo run --locked -p privreg-bench -- --soak 60
 
 log=$(mktemp)
 trap 'rm -f "$log" "$log.rc"' EXIT

@@ -1,6 +1,11 @@
 //! privreg-bench: real cargo through privreg-daemon beside going direct, side by side in one run,
 //! against a local upstream with a per-request delay and, when reachable, the public registry.
 //! See `BENCHMARKS.md` for what is measured and the latest figures.
+//!
+//! `--soak SECS` runs the soak instead (issue 8, `soak.rs`): 64 keep-alive connections for SECS
+//! seconds mixing cached index files, missing crates and downloads through one warm daemon; it
+//! exits non-zero on any error, on open files that grew, or on RSS that grew past 1.2×:
+//! `cargo run --release -p privreg-bench -- --soak 60 [--write BENCHMARKS.md]`.
 
 mod cargo;
 mod daemon;
@@ -8,6 +13,7 @@ mod fixture;
 mod load;
 mod mirror;
 mod report;
+mod soak;
 mod suite;
 mod synth;
 
@@ -24,6 +30,8 @@ use crate::suite::{Env, LoadCfg, Up};
 /// Benchmarks privreg-daemon against going direct (see BENCHMARKS.md).
 ///
 /// Run: cargo run --release -p privreg-bench -- [--rounds N] [--delay-ms D] [--quick] [--write BENCHMARKS.md]
+///
+/// Soak: cargo run --release -p privreg-bench -- --soak 60 [--write BENCHMARKS.md]
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -61,6 +69,19 @@ struct Args {
     /// Write the results into this markdown file (between the generated-block markers).
     #[arg(long)]
     write: Option<PathBuf>,
+    /// Run the soak instead of the benchmark, for SECS seconds: `--connections` keep-alive
+    /// connections mixing cached index files, missing crates and downloads through one warm
+    /// daemon; fails on any error, growth of open files or RSS above 1.2× (never on time). Uses
+    /// the mirror if it is there (never builds it), else the synthetic registry.
+    #[arg(long, value_name = "SECS", conflicts_with = "quick")]
+    soak: Option<f64>,
+    /// The soak daemon's `ttl`: short enough that cached files go stale and are revalidated in
+    /// the background during the load warm-up and several times during the soak.
+    #[arg(long, default_value = "10s")]
+    soak_ttl: String,
+    /// Seconds of the soak's mix before the figures "after warm-up" are taken.
+    #[arg(long, default_value_t = 15.0)]
+    soak_warmup: f64,
 }
 
 fn workspace_root() -> PathBuf {
@@ -165,6 +186,74 @@ fn command_line(release: bool) -> String {
     )
 }
 
+/// `--soak SECS`: the mirror if it is complete (or `--mirror`), else the synthetic registry.
+fn soak(
+    args: &Args,
+    secs: f64,
+    cargo: &Cargo,
+    daemon_bin: &Path,
+    work: &Path,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        secs > 0.0 && args.soak_warmup >= 0.0,
+        "--soak and --soak-warmup take seconds"
+    );
+    let mirror_dir = args.mirror.clone().unwrap_or_else(mirror::default_dir);
+    let (data, info) = if !args.synthetic
+        && (args.mirror.is_some() || fixture::check_mirror(&mirror_dir).is_ok())
+    {
+        let info = mirror::read_info(&mirror_dir)?;
+        (mirror_dir, info)
+    } else {
+        let dir = work.join("synthetic");
+        std::fs::create_dir_all(&dir)?;
+        let info = synth::build(&dir)?;
+        (dir, info)
+    };
+    let upstream = rt.block_on(fixture::start(&data, Duration::from_millis(args.delay_ms)))?;
+    let cfg = soak::SoakCfg {
+        daemon_bin,
+        work,
+        daemon_log: &args.daemon_log,
+        mirror: &data,
+        secs,
+        warm_secs: args.soak_warmup,
+        connections: args.connections,
+        ttl: &args.soak_ttl,
+        delay_ms: args.delay_ms,
+    };
+    let result = soak::run(&cfg, rt, &upstream)?;
+    let release = daemon_bin.to_string_lossy().contains("/release/");
+    let run_info = report::RunInfo {
+        command: command_line(release),
+        date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        machine: report::machine(),
+        software: software(cargo, None, daemon_bin),
+        data: format!(
+            "{}: {} index files, {} crate files (made {})",
+            info.kind, info.index_files, info.crates, info.created
+        ),
+    };
+    let block = result.markdown(&run_info);
+    println!("{block}");
+    if let Some(path) = &args.write {
+        report::write_between(path, soak::BEGIN, soak::END, &block)?;
+        eprintln!("wrote {}", path.display());
+    }
+    let failures = result.failures();
+    if !failures.is_empty() {
+        bail!("the soak failed: {}", failures.join("; "));
+    }
+    eprintln!(
+        "the soak passed: no errors, open files {} → {}, RSS ×{:.2}",
+        result.warm.fds.total,
+        result.end.fds.total,
+        result.rss_ratio()
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.quick {
@@ -186,6 +275,9 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if let Some(secs) = args.soak {
+        return soak(&args, secs, &cargo, &daemon_bin, work.path(), &rt);
+    }
 
     // The data: the cached mirror, built once; else the synthetic registry.
     let mirror_dir = args.mirror.clone().unwrap_or_else(mirror::default_dir);

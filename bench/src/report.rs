@@ -19,6 +19,17 @@ pub struct RunInfo {
     pub data: String,
 }
 
+impl RunInfo {
+    /// The lines that open a generated block: command, date, machine, software, data.
+    pub fn header(&self, o: &mut String) {
+        let _ = writeln!(o, "- Command: `{}`", self.command);
+        let _ = writeln!(o, "- Date: {}", self.date);
+        let _ = writeln!(o, "- Machine: {}", self.machine);
+        let _ = writeln!(o, "- Software: {}", self.software);
+        let _ = writeln!(o, "- Data: {}", self.data);
+    }
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -266,11 +277,8 @@ pub fn runs_markdown(r: &SuiteResult) -> String {
 pub fn block(info: &RunInfo, suites: &[SuiteResult]) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{BEGIN}\n");
-    let _ = writeln!(o, "- Command: `{}`", info.command);
-    let _ = writeln!(o, "- Date: {}", info.date);
-    let _ = writeln!(o, "- Machine: {}", info.machine);
-    let _ = writeln!(o, "- Software: {}", info.software);
-    let _ = writeln!(o, "- Data: {}\n", info.data);
+    info.header(&mut o);
+    o.push('\n');
     for s in suites {
         o.push_str(&suite_markdown(s));
     }
@@ -288,10 +296,16 @@ pub fn block(info: &RunInfo, suites: &[SuiteResult]) -> String {
 
 /// Puts `block` into `path` between the markers (the rest of the file is kept), or creates it.
 pub fn write(path: &Path, block: &str) -> anyhow::Result<()> {
+    write_between(path, BEGIN, END, block)
+}
+
+/// Puts `block` (which starts with `begin` and ends with `end`) in place of what `path` has
+/// between those markers, keeping the rest of the file; appends it if they are missing.
+pub fn write_between(path: &Path, begin: &str, end: &str, block: &str) -> anyhow::Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
+    let new = match (old.find(begin), old.find(end)) {
         (Some(b), Some(e)) if b < e => {
-            format!("{}{}{}", &old[..b], block.trim_end(), &old[e + END.len()..])
+            format!("{}{}{}", &old[..b], block.trim_end(), &old[e + end.len()..])
         }
         _ if old.is_empty() => format!("# Benchmarks\n\n{block}"),
         _ => format!("{}\n\n{block}", old.trim_end()),
