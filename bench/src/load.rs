@@ -27,9 +27,10 @@ pub struct LoadResult {
     pub cpu_ms_per_1k: f64,
 }
 
-/// CPU time (user + system) of a process so far, in seconds (clock ticks of 1/100 s).
-pub fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+/// Clock ticks (1/100 s) in fields `a` and `b` of a `/proc/…/stat` file, counted after the
+/// command name, summed and in seconds; 0 when it cannot be read.
+fn stat_secs(path: &str, a: usize, b: usize) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     let Some((_, rest)) = stat.rsplit_once(')') else {
@@ -37,7 +38,18 @@ pub fn cpu_secs(pid: u32) -> f64 {
     };
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (ticks(11) + ticks(12)) as f64 / 100.0
+    (ticks(a) + ticks(b)) as f64 / 100.0
+}
+
+/// CPU time (user + system) of a process so far, in seconds.
+pub fn cpu_secs(pid: u32) -> f64 {
+    stat_secs(&format!("/proc/{pid}/stat"), 11, 12)
+}
+
+/// CPU time (user + system) of this process's children that have been waited for, in seconds:
+/// the delta around one `cargo` run is what that cargo (and what it ran) spent on the CPU.
+pub fn children_cpu_secs() -> f64 {
+    stat_secs("/proc/self/stat", 13, 14)
 }
 
 /// `pid` and its direct children (nginx's workers).

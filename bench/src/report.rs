@@ -97,9 +97,9 @@ pub fn suite_markdown(r: &SuiteResult) -> String {
     );
     let _ = writeln!(
         o,
-        "| measurement | privreg (s) | direct (s) | ratio | target | | upstream requests per run (privreg) | of which the daemon made |"
+        "| measurement | privreg (s) | direct (s) | ratio | target | | upstream requests per run (privreg) | of which the daemon made | cargo CPU, privreg (s) | cargo CPU, direct (s) |"
     );
-    let _ = writeln!(o, "|---|---:|---:|---:|---:|---|---:|---:|");
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");
     let rows = [
         (
             "resolution, warm daemon",
@@ -144,11 +144,22 @@ pub fn suite_markdown(r: &SuiteResult) -> String {
         };
         let seen = counter(r, p, |s| s.upstream.map(|u| u.requests));
         let made = counter(r, p, |s| s.daemon.map(|c| c.upstream_requests));
+        let cpu = |key| {
+            let v: Vec<f64> = r
+                .samples
+                .get(key)?
+                .iter()
+                .filter_map(|s| s.cargo_cpu)
+                .collect();
+            (!v.is_empty()).then(|| format!("{:.2}", median(v)))
+        };
         let _ = writeln!(
             o,
-            "| {label} | {ps:.2} | {ds:.2} | {ratio:.2} | {target} | {verdict} | {} | {} |",
+            "| {label} | {ps:.2} | {ds:.2} | {ratio:.2} | {target} | {verdict} | {} | {} | {} | {} |",
             opt(seen),
             opt(made),
+            cpu(p).unwrap_or_else(|| "–".into()),
+            cpu(d).unwrap_or_else(|| "–".into()),
         );
     }
     let _ = writeln!(o);
@@ -157,6 +168,12 @@ pub fn suite_markdown(r: &SuiteResult) -> String {
             o,
             "cargo's own floor, `cargo generate-lockfile --offline` from a warm `CARGO_HOME`: {:.2} s.\n",
             secs(r, suite::RESOLVE_OFFLINE)
+        );
+        let _ = writeln!(
+            o,
+            "\"cargo CPU\" is what cargo itself spent on the CPU (user + system): where it is close to \
+             the wall time, cargo's own work (parsing, writing its index cache, resolving, \
+             unpacking) is what the run waits on, not the registry.\n"
         );
     }
     if let Some(p) = r.load.get(suite::LOAD_PRIVREG) {

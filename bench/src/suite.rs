@@ -46,6 +46,8 @@ pub struct Sample {
     pub upstream: Option<Seen>,
     /// What the daemon's `/-/status` counted during the run.
     pub daemon: Option<Counters>,
+    /// CPU seconds cargo itself spent (user + system), for runs of cargo.
+    pub cargo_cpu: Option<f64>,
 }
 
 /// Measured scenarios, by key (see [`KEYS`]).
@@ -125,9 +127,15 @@ impl Ctx<'_, '_> {
         daemon: Option<&Daemon>,
     ) -> anyhow::Result<()> {
         let cargo = self.env.cargo;
+        let cpu_before = crate::load::children_cpu_secs();
         self.measure(key, round, daemon, || {
             Ok(sb.run(cargo, args)?.as_secs_f64())
-        })
+        })?;
+        let cpu = crate::load::children_cpu_secs() - cpu_before;
+        if let Some(last) = self.res.samples.get_mut(key).and_then(|v| v.last_mut()) {
+            last.cargo_cpu = Some(cpu);
+        }
+        Ok(())
     }
 
     /// Records the seconds `f` reports, with what the upstream and `daemon` counted meanwhile.
@@ -148,6 +156,7 @@ impl Ctx<'_, '_> {
             secs: took,
             upstream,
             daemon: counted,
+            cargo_cpu: None,
         });
         Ok(())
     }
