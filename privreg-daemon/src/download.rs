@@ -106,8 +106,7 @@ impl Daemon {
     ) -> Result<(Bytes, bool), DownloadError> {
         let (krate, version) = (name.as_str(), version.clone());
         // A cached copy is checked against its checksum as it is read; a damaged one is dropped.
-        // Disk reads and writes (with fsync) leave the runtime's worker free for other requests.
-        let cached = || tokio::task::block_in_place(|| self.cache.read_crate(cksum));
+        let cached = || self.cache.read_crate(cksum);
         let up = match self.source_of(view, name, &version, cksum).await {
             Ok(up) => up,
             Err(e @ DownloadError::NotServed { .. }) => return Err(e),
@@ -155,7 +154,10 @@ impl Daemon {
             return Err(err);
         }
         // Not being able to cache (a full disk) still serves the verified bytes.
-        if let Err(e) = tokio::task::block_in_place(|| self.cache.store_crate(cksum, &data)) {
+        // The write (with fsync) leaves the runtime's worker free for other requests. Reads stay
+        // inline: they come from the page cache, and handing every one to another thread grew
+        // the daemon's memory under load (the soak in `privreg-bench`).
+        if let Err(e) = self.cache.store_crate(cksum, &data) {
             tracing::warn!(error = %e, "cannot cache a download; serving it without caching");
         }
         Ok((data, false))

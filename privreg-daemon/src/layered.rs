@@ -149,7 +149,7 @@ impl Daemon {
         let mut all = remembered.clone();
         all.extend(served.clone());
         if all != remembered
-            && let Err(e) = tokio::task::block_in_place(|| self.cache.store_served(krate, &all))
+            && let Err(e) = self.cache.store_served(krate, &all)
         {
             tracing::warn!(error = %e, "cannot record served checksums");
         }

@@ -326,7 +326,7 @@ impl Upstreams {
         if let Some(e) = self.memory.lock().expect("memory lock").get(key) {
             return Some(e.clone());
         }
-        let stored = match tokio::task::block_in_place(|| self.cache.load(up, rel)) {
+        let stored = match self.cache.load(up, rel) {
             Ok(s) => s?,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the cache");
@@ -577,7 +577,7 @@ impl Upstreams {
                     });
                 if !unchanged_on_disk
                     && let Err(e) =
-                        tokio::task::block_in_place(|| self.cache.store(up, rel, &stored))
+                        self.cache.store(up, rel, &stored)
                 {
                     tracing::warn!(error = %e, "cannot write the cache; serving without caching");
                 }
