@@ -154,9 +154,8 @@ impl Daemon {
             return Err(err);
         }
         // Not being able to cache (a full disk) still serves the verified bytes.
-        // The write (with fsync) leaves the runtime's worker free for other requests. Reads stay
-        // inline: they come from the page cache, and handing every one to another thread grew
-        // the daemon's memory under load (the soak in `privreg-bench`).
+        // Cache I/O stays on the async worker: handing it to another thread (block_in_place)
+        // grew the daemon's memory under load (the soak in `privreg-bench`).
         if let Err(e) = self.cache.store_crate(cksum, &data) {
             tracing::warn!(error = %e, "cannot cache a download; serving it without caching");
         }
