@@ -93,6 +93,57 @@ fn is_sha256_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Whether `text`, JSON that [`LineFields`] accepted, may hold what `serde_json::Value` refuses
+/// although the fields `LineFields` skips are not checked: a number beyond `f64` (only with an
+/// exponent or hundreds of digits), a `\uD800`–`\uDFFF` escape (a lone surrogate), or nesting
+/// deeper than `Value`'s limit of 128. Errs towards `true`; cheap, so that only such rare lines
+/// pay for a second parse.
+fn may_not_reparse(text: &str) -> bool {
+    let b = text.as_bytes();
+    let (mut i, mut depth) = (0, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] == b'\\' {
+                        if b[i + 1..].starts_with(b"u")
+                            && matches!(b.get(i + 2), Some(b'd' | b'D'))
+                            && matches!(b.get(i + 3), Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
+                        {
+                            return true;
+                        }
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > 100 {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while b
+                    .get(i + 1)
+                    .is_some_and(|c| c.is_ascii_digit() || b".eE+-".contains(c))
+                {
+                    i += 1;
+                }
+                if i - start >= 300 || b[start..=i].iter().any(|c| matches!(c, b'e' | b'E')) {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// The optional dependencies (by the name the manifest gives them) that a crate's `default`
 /// feature switches on, following features that enable other features. `feature` looks a feature
 /// up in `features` / `features2`. `dep:x`, `x/f` and a bare `x` naming an optional dependency
@@ -160,6 +211,14 @@ impl IndexLine {
                 fields.name, vers
             ));
         }
+        // `render` rewrites a line through `serde_json::Value`: a line that it cannot read there
+        // would be served without the rewrites that pins and layering call for.
+        if may_not_reparse(text) && serde_json::from_str::<serde_json::Value>(text).is_err() {
+            return Err(format!(
+                "{} {} holds a number out of range, a lone surrogate or nesting too deep",
+                fields.name, vers
+            ));
+        }
         let (name, cksum) = (fields.name.into_owned(), fields.cksum.into_owned());
         let dep_registries = fields
             .deps
@@ -179,7 +238,9 @@ impl IndexLine {
 
     /// The line's dependencies, read from its bytes.
     pub fn dependencies(&self) -> Vec<DepRef> {
-        type Features<'a> = std::collections::HashMap<&'a str, Vec<&'a str>>;
+        // `Cow`, not `&str`: a name written with an escape (`"b\u0061r"`) cannot be borrowed.
+        type Features<'a> =
+            std::collections::HashMap<std::borrow::Cow<'a, str>, Vec<std::borrow::Cow<'a, str>>>;
         #[derive(Deserialize)]
         struct Deps<'a> {
             #[serde(default, borrow)]
@@ -201,8 +262,13 @@ impl IndexLine {
         // A registry may split one feature across both maps (cargo joins them).
         let on = default_enabled(&optional, |f| {
             let (a, b) = (d.features.get(f), d.features2.get(f));
-            (a.is_some() || b.is_some())
-                .then(|| a.into_iter().chain(b).flatten().copied().collect())
+            (a.is_some() || b.is_some()).then(|| {
+                a.into_iter()
+                    .chain(b)
+                    .flatten()
+                    .map(|e| e.as_ref())
+                    .collect()
+            })
         });
         d.deps
             .iter()
@@ -405,6 +471,22 @@ mod tests {
         assert_eq!(off, expect);
     }
 
+    /// Found by fuzzing (fuzz/, `index_merge`): a feature written with a JSON escape made the
+    /// whole line's dependencies unreadable (empty), and different from its rewritten form.
+    #[test]
+    fn escaped_feature_names_are_read() {
+        let raw = format!(
+            r#"{{"name":"foo","vers":"1.0.0","cksum":"{CK}","deps":[{{"name":"x","req":"^1","optional":true}},{{"name":"y","req":"^1","optional":true}}],"features":{{"d\u0065fault":["\u0078"],"\u00e9":["y"]}}}}"#
+        );
+        let l = IndexLine::parse(&raw).unwrap();
+        let deps: Vec<(String, bool)> = l
+            .dependencies()
+            .into_iter()
+            .map(|d| (d.krate, d.off_by_default))
+            .collect();
+        assert_eq!(deps, [("x".to_owned(), false), ("y".to_owned(), true)]);
+    }
+
     #[test]
     fn default_feature_cycles_terminate() {
         let raw = format!(
@@ -466,6 +548,52 @@ mod tests {
         let out = l.render(true, &|_| false);
         assert!(out.contains("\"yanked\":true"));
         assert!(!out.contains("\"yanked\":false"));
+    }
+
+    /// Found by fuzzing (fuzz/, `index_merge`): serde_json skips unknown fields without checking
+    /// what `Value` checks, so these lines parsed but `render` could not rewrite them and served
+    /// them unchanged: not yanked by a negative pin, `registry` URLs kept.
+    #[test]
+    fn lines_that_cannot_be_rewritten_are_skipped() {
+        let deep = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+        for (i, bad) in [
+            "1e400",
+            "-1E+999",
+            &"9".repeat(400),
+            r#""\uD800""#,
+            r#"{"\udfff":0}"#,
+            &deep,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let text = line("foo", &format!("1.0.{i}"), "")
+                .replace("\"pubtime\"", &format!("\"x\":{bad},\"pubtime\""));
+            assert!(
+                serde_json::from_str::<LineFields<'_>>(&text).is_ok(),
+                "{text}"
+            );
+            let e = IndexLine::parse(&text).expect_err(&text);
+            assert!(e.contains(&format!("foo 1.0.{i}")), "{e}");
+        }
+        // What `Value` holds is still accepted, and rewritten.
+        let nested = format!("{}1{}", "[".repeat(101), "]".repeat(101));
+        for fine in [
+            "1e300",
+            "-1.5e-400",
+            &"9".repeat(300),
+            r#""\ud83d\ude00""#,
+            r#""\u00e9""#,
+            &nested,
+        ] {
+            let text = line("foo", "1.0.0", "")
+                .replace("\"pubtime\"", &format!("\"x\":{fine},\"pubtime\""));
+            let l = IndexLine::parse(&text).unwrap_or_else(|e| panic!("{fine}: {e}"));
+            assert!(
+                l.render(true, &|_| false).contains("\"yanked\":true"),
+                "{fine}"
+            );
+        }
     }
 
     #[test]
