@@ -207,10 +207,25 @@ impl Config {
             Some(l) => parse_limits(l).map_err(|(span, m)| err(Some(span), m))?,
         };
 
-        let mut upstreams = Vec::new();
+        let mut upstreams: Vec<Upstream> = Vec::new();
         let mut publisher: Option<String> = None;
         for (name, raw_up) in raw.upstreams {
             let (span, name) = (name.span(), name.into_inner());
+            // Names that differ only in case or `-`/`_` share one `PRIVREG_TOKEN_<NAME>`: one
+            // upstream's token would be sent to the other.
+            let env = crate::secrets::token_env_var(&name);
+            if let Some(other) = upstreams
+                .iter()
+                .find(|u| crate::secrets::token_env_var(&u.name) == env)
+            {
+                return Err(err(
+                    Some(span),
+                    format!(
+                        "upstreams {} and {name} would share the token variable {env}; rename one",
+                        other.name
+                    ),
+                ));
+            }
             if name.is_empty()
                 || !name
                     .chars()
@@ -507,6 +522,11 @@ index = "sparse+http://127.0.0.1:2/index/"
                 "upstream name",
             ),
             ("[upstreams.a]\npriority = 3\n", 1, "index"),
+            (
+                "[upstreams.acme-x]\nindex = \"sparse+http://h/\"\n[upstreams.ACME_x]\nindex = \"sparse+http://i/\"\n",
+                3,
+                "PRIVREG_TOKEN_ACME_X",
+            ),
             ("[limits]\nmax-index-size = \"huge\"\n", 2, "max-index-size"),
             ("[limits]\nmax-crate-size = 12\n", 2, "at least"),
             ("[limits]\n\nmax-upstream-requests = 0\n", 3, "between"),
