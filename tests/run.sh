@@ -5,7 +5,8 @@
 #   2. builds Kellnr once (a real registry server used as an upstream; cached, ~12 min cold),
 #   3. checks install.sh with shellcheck, runs the benchmark in its quick mode and the 60 s soak,
 #   4. runs every test under a real kernel keyring session (keyutils), then the tests that use
-#      the OS keyring again under a real Secret Service (gnome-keyring on a private D-Bus).
+#      the OS keyring again under a real Secret Service (gnome-keyring on a private D-Bus),
+#   5. runs each cargo fuzz target for 15 s (tests/support/fuzz.sh; cargo-fuzz installed once).
 # All network traffic of the tests stays on 127.0.0.1.
 #
 # Environment: PRIVREG_SKIP_APT=1 skips step 1 (when the packages are known to be there).
@@ -52,11 +53,15 @@ trap 'rm -f "$log" "$log.rc"' EXIT
 status=0
 # Runs a command with its output shown and kept for the summary; remembers a failure.
 run() {
-    { "$@" 2>&1; echo "$?" >"$log.rc"; } | tee -a "$log"
+    # `|| rc=$?`: under `set -e` a failing command would otherwise end the group before its
+    # status is written, leaving the previous run's 0 in place.
+    { rc=0; "$@" 2>&1 || rc=$?; echo "$rc" >"$log.rc"; } | tee -a "$log"
     [ "$(cat "$log.rc")" = 0 ] || status=1
 }
 run tests/support/keyrings.sh secret-service -- cargo test --locked -p privreg-tests --test credential --test auth --test cli
 run tests/support/keyrings.sh keyutils -- cargo test --locked --workspace
+# Every cargo fuzz target briefly (tests/support/fuzz.sh 600 is the long run).
+run tests/support/fuzz.sh
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit $status
