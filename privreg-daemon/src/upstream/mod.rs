@@ -575,10 +575,7 @@ impl Upstreams {
                         old.meta.etag == stored.meta.etag
                             && old.meta.last_modified == stored.meta.last_modified
                     });
-                if !unchanged_on_disk
-                    && let Err(e) =
-                        self.cache.store(up, rel, &stored)
-                {
+                if !unchanged_on_disk && let Err(e) = self.cache.store(up, rel, &stored) {
                     tracing::warn!(error = %e, "cannot write the cache; serving without caching");
                 }
                 let entry = match (rev, &cached) {
