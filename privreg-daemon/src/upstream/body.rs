@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use privreg_shared::config::Upstream;
 use privreg_shared::index::IndexLine;
 
-use super::error::{FetchError, error_chain};
+use super::error::FetchError;
 
 /// Whether an index file's body is something else (an error page, binary junk): `Some(why)` when
 /// it has lines but not one of them is an index entry. Cargo would read such a body as a crate
@@ -50,22 +50,10 @@ pub(super) async fn read_limited(
     }
     let mut body = BytesMut::with_capacity(resp.content_length().map_or(0, |l| l as usize));
     loop {
-        let chunk = resp.chunk().await.map_err(|e| {
-            // The request's `timeout` also bounds the body: a slow drip is cut off.
-            if e.is_timeout() {
-                FetchError::Timeout {
-                    upstream: up.name.clone(),
-                    what: what.to_owned(),
-                    secs: up.timeout.as_secs_f64(),
-                }
-            } else {
-                FetchError::CutShort {
-                    upstream: up.name.clone(),
-                    what: what.to_owned(),
-                    message: error_chain(&e),
-                }
-            }
-        })?;
+        let chunk = resp
+            .chunk()
+            .await
+            .map_err(|e| FetchError::from_reqwest(up, what, &e, true))?;
         let Some(chunk) = chunk else { break };
         if (body.len() + chunk.len()) as u64 > limit {
             return Err(too_large());

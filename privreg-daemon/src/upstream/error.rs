@@ -98,6 +98,36 @@ impl FetchError {
         }
     }
 
+    /// The error for a failed request to `up` (`in_body`: while reading the body, after the
+    /// headers came). The request's `timeout` bounds the body too, so a slow drip is a timeout.
+    pub fn from_reqwest(
+        up: &Upstream,
+        what: &str,
+        e: &reqwest::Error,
+        in_body: bool,
+    ) -> FetchError {
+        let (upstream, what) = (up.name.clone(), what.to_owned());
+        if e.is_timeout() {
+            FetchError::Timeout {
+                upstream,
+                what,
+                secs: up.timeout.as_secs_f64(),
+            }
+        } else if in_body {
+            FetchError::CutShort {
+                upstream,
+                what,
+                message: error_chain(e),
+            }
+        } else {
+            FetchError::Transport {
+                upstream,
+                what,
+                message: error_chain(e),
+            }
+        }
+    }
+
     /// The error for a non-success `status` of `what` (`headers`: the answer's).
     pub(super) fn from_status(
         up: &Upstream,

@@ -15,7 +15,6 @@ mod body;
 mod error;
 
 use body::{not_an_index, read_limited};
-use error::error_chain;
 
 pub use error::{FetchError, MAX_RETRY_AFTER};
 
@@ -698,19 +697,7 @@ impl Upstreams {
     }
 
     pub fn transport_error(&self, up: &Upstream, what: &str, e: reqwest::Error) -> FetchError {
-        if e.is_timeout() {
-            FetchError::Timeout {
-                upstream: up.name.clone(),
-                what: what.to_owned(),
-                secs: up.timeout.as_secs_f64(),
-            }
-        } else {
-            FetchError::Transport {
-                upstream: up.name.clone(),
-                what: what.to_owned(),
-                message: error_chain(&e),
-            }
-        }
+        FetchError::from_reqwest(up, what, &e, false)
     }
 
     /// Downloads `url` from `up`, at most `limit` bytes.
