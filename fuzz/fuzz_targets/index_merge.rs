@@ -7,7 +7,7 @@
 //! === crate serde
 //! === upstream acme cargo.acme.example 600
 //! {"name":"serde","vers":"1.0.0",…}        <- the upstream's index body, bytes as they come
-//! === upstream crates-io index.crates.invalid 500 error    <- or `absent`
+//! === upstream crates-io public-registry.invalid 500 error    <- or `absent`
 //! === pins preferences
 //! Package: serde                           <- a pin file (several `pins` sections: several files)
 //! Pin: registry acme

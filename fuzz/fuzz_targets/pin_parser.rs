@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
     // stanza with a `version` selector (rule 2).
     let prefs = Preferences::parse_files([(FILE, text.as_ref())]).expect("parsed once already");
     let ups = [
-        up("crates-io", "index.crates.invalid", 500),
+        up("crates-io", "public-registry.invalid", 500),
         up("acme", "cargo.acme.example", 600),
     ];
     let versions: [Version; 3] = [
