@@ -591,12 +591,7 @@ impl Upstreams {
                     .lock()
                     .expect("memory lock")
                     .insert(key, entry.clone());
-                self.health
-                    .lock()
-                    .expect("health lock")
-                    .entry(up.name.clone())
-                    .or_default()
-                    .last_ok = Some(cache::now_secs());
+                self.note_ok(up);
                 let changed = rev.is_none();
                 if changed && let Some(file) = &entry.file {
                     self.announce_dependencies(file);
@@ -610,10 +605,7 @@ impl Upstreams {
             Err(err) => {
                 tracing::warn!(error = %err, stale = cached.is_some(), "upstream request failed");
                 self.refused(up, &err);
-                let mut health = self.health.lock().expect("health lock");
-                let h = health.entry(up.name.clone()).or_default();
-                h.last_error = Some(err.to_string());
-                h.last_error_at = Some(cache::now_secs());
+                self.note_error(up, &err.to_string());
                 flight.failed = Some((Instant::now(), err.clone()));
                 flight.retry_at = err
                     .retry_after()
