@@ -211,17 +211,37 @@ impl Cache {
             .join(format!("{cksum}.crate"))
     }
 
-    /// A cached crate, checked against its checksum; a damaged file is deleted and `None`
-    /// returned, so that it is fetched again.
-    pub fn read_crate(&self, cksum: &str) -> Option<Bytes> {
+    /// A cached crate, open at its start with its length, checked against its checksum a chunk
+    /// at a time (the file is never held whole); a damaged file is deleted and `None` returned,
+    /// so that it is fetched again.
+    pub fn open_crate(&self, cksum: &str) -> Option<(std::fs::File, u64)> {
+        use std::io::{Read, Seek};
         let path = self.crate_path(cksum);
-        let data = std::fs::read(&path).ok()?;
-        if sha256_hex(&data) != cksum {
+        let mut file = std::fs::File::open(&path).ok()?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0; crate::body::CHUNK];
+        let mut len = 0u64;
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    len += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read a cached crate");
+                    return None;
+                }
+            }
+        }
+        if hex::encode(hasher.finalize()) != cksum {
             tracing::error!(path = %path.display(), "dropping a damaged cached crate");
             let _ = std::fs::remove_file(&path);
             return None;
         }
-        Some(Bytes::from(data))
+        file.rewind().ok()?;
+        Some((file, len))
     }
 
     /// Removes the temp files a crash can leave behind (nothing ever reads them).
@@ -463,9 +483,12 @@ mod tests {
         let good = b"crate bytes";
         let cksum = sha256_hex(good);
         cache.store_crate(&cksum, good).unwrap();
-        assert_eq!(cache.read_crate(&cksum).as_deref(), Some(&good[..]));
+        let (mut file, len) = cache.open_crate(&cksum).unwrap();
+        let mut read = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut read).unwrap();
+        assert_eq!((read.as_slice(), len), (&good[..], good.len() as u64));
         std::fs::write(cache.crate_path(&cksum), b"crate bytez").unwrap();
-        assert!(cache.read_crate(&cksum).is_none());
+        assert!(cache.open_crate(&cksum).is_none());
         assert!(!cache.crate_path(&cksum).exists());
 
         cache.store_crate(&cksum, good).unwrap();

@@ -1,14 +1,13 @@
 //! Crate downloads: routed to the upstream whose line (and checksum) the layered view served,
 //! verified against that checksum, then cached by content.
 
-use bytes::Bytes;
-
 use privreg_shared::CrateName;
 use privreg_shared::config::Upstream;
 use semver::Version;
 use sha2::{Digest, Sha256};
 
 use crate::Daemon;
+use crate::body::{Body, FileBody};
 use privreg_shared::policy;
 
 use crate::cache::UpstreamPath;
@@ -84,29 +83,23 @@ fn index_prefix(krate: &str) -> String {
 
 impl Daemon {
     /// Serves `/dl/{crate}/{version}/{cksum}` (or a per-upstream view's): the cached file, or a
-    /// verified download, of a version the view serves with that checksum.
+    /// verified download, of a version the view serves with that checksum; and whether the file
+    /// was already cached when asked for. A cached file is streamed from disk.
     pub async fn download(
         &self,
         view: View<'_>,
         name: &CrateName,
         version: &Version,
         cksum: &str,
-    ) -> Result<Bytes, DownloadError> {
-        let (data, _) = self.download_with_hit(view, name, version, cksum).await?;
-        Ok(data)
-    }
-
-    /// [`Daemon::download`], and whether the file was already cached when asked for.
-    pub async fn download_with_hit(
-        &self,
-        view: View<'_>,
-        name: &CrateName,
-        version: &Version,
-        cksum: &str,
-    ) -> Result<(Bytes, bool), DownloadError> {
+    ) -> Result<(Body, bool), DownloadError> {
         let (krate, version) = (name.as_str(), version.clone());
-        // A cached copy is checked against its checksum as it is read; a damaged one is dropped.
-        let cached = || self.cache.read_crate(cksum);
+        // A cached copy is checked against its checksum before it is served; a damaged one is
+        // dropped.
+        let cached = || {
+            self.cache
+                .open_crate(cksum)
+                .map(|(file, len)| Body::File(FileBody::new(file, len)))
+        };
         let up = match self.source_of(view, name, &version, cksum).await {
             Ok(up) => up,
             Err(e @ DownloadError::NotServed { .. }) => return Err(e),
@@ -159,7 +152,7 @@ impl Daemon {
         if let Err(e) = self.cache.store_crate(cksum, &data) {
             tracing::warn!(error = %e, "cannot cache a download; serving it without caching");
         }
-        Ok((data, false))
+        Ok((Body::from(data), false))
     }
 
     /// The upstream a view takes this exact version (and checksum) from.

@@ -23,7 +23,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -253,7 +253,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Shim<T> {
     }
 }
 
-type Body = Full<Bytes>;
+use crate::body::Body;
 
 /// `PRIVREG_NO_H2C=1` declines every offer (HTTP/1.1 only), for measuring what h2c brings.
 fn enabled() -> bool {
@@ -273,14 +273,24 @@ impl Daemon {
         }
         let upgrade = hyper::upgrade::on(&mut req);
         let resp = self.clone().handle(req).await;
+        // A large (or streamed) first answer goes out over HTTP/1.1 and the offer lapses.
+        let small = hyper::body::Body::size_hint(resp.body())
+            .exact()
+            .is_some_and(|n| n <= MAX_FIRST_BODY as u64);
+        if !small {
+            return resp;
+        }
         let (parts, body) = resp.into_parts();
         let body = match body.collect().await {
             Ok(b) => b.to_bytes(),
-            Err(never) => match never {},
+            // The file broke while read: the same error an HTTP/1.1 answer would end with.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the first answer");
+                let mut r = Response::new(Body::from(format!("cannot read the answer: {e}\n")));
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                return r;
+            }
         };
-        if body.len() > MAX_FIRST_BODY {
-            return Response::from_parts(parts, Full::new(body));
-        }
         let mut headers = parts.headers;
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         let first = Bytes::from(first_frames(parts.status, &headers, &body));
@@ -315,7 +325,7 @@ impl Daemon {
                 tracing::debug!(error = %e, "h2c connection ended with an error");
             }
         });
-        let mut switching = Response::new(Full::new(Bytes::new()));
+        let mut switching = Response::new(Body::empty());
         *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         switching
             .headers_mut()

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod cache;
 pub mod cli;
 pub mod download;

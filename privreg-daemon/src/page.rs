@@ -7,9 +7,9 @@ use crate::cache::{disk_usage as du, human_bytes};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::body::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
-use http_body_util::Full;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use privreg_shared::route::Endpoint;
 
@@ -279,8 +279,8 @@ fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+) -> Response<Body> {
+    let mut r = Response::new(Body::from(body.into()));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -305,7 +305,7 @@ impl Daemon {
         &self,
         endpoint: &Endpoint<'_>,
         method: &Method,
-    ) -> Option<Response<Full<Bytes>>> {
+    ) -> Option<Response<Body>> {
         let get = method == Method::GET || method == Method::HEAD;
         Some(match endpoint {
             Endpoint::Metrics if get => {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -23,10 +22,10 @@ use crate::layered::LayeredError;
 use http_body_util::BodyExt;
 use privreg_shared::route::{self, Endpoint, RouteError};
 
-type Body = Full<Bytes>;
+use crate::body::Body;
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body.into() + "\n")));
+    let mut r = Response::new(Body::from(Bytes::from(body.into() + "\n")));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -36,7 +35,7 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
+    let mut r = Response::new(Body::from(Bytes::from(value.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -133,13 +132,13 @@ impl Daemon {
                     .get(header::IF_NONE_MATCH)
                     .is_some_and(|v| v == etag)
                 {
-                    let mut r = Response::new(Full::new(Bytes::new()));
+                    let mut r = Response::new(Body::empty());
                     *r.status_mut() = StatusCode::NOT_MODIFIED;
                     r.headers_mut().insert(header::ETAG, etag);
                     r.headers_mut().insert(route::CACHE_HEADER, cache_state);
                     return r;
                 }
-                let mut r = Response::new(Full::new(body));
+                let mut r = Response::new(Body::from(body));
                 r.headers_mut().insert(header::ETAG, etag);
                 r.headers_mut().insert(route::CACHE_HEADER, cache_state);
                 r.headers_mut().insert(
@@ -164,9 +163,9 @@ impl Daemon {
         version: &semver::Version,
         cksum: &str,
     ) -> Response<Body> {
-        match self.download_with_hit(view, krate, version, cksum).await {
+        match self.download(view, krate, version, cksum).await {
             Ok((data, hit)) => {
-                let mut r = Response::new(Full::new(data));
+                let mut r = Response::new(data);
                 r.headers_mut()
                     .insert(route::CACHE_HEADER, cache_header_value(hit));
                 r.headers_mut().insert(
@@ -292,7 +291,7 @@ impl Daemon {
                 }
             };
             let r = self.api(view, method, &api, body).await;
-            let mut resp = Response::new(Full::new(r.body));
+            let mut resp = Response::new(Body::from(r.body));
             *resp.status_mut() = r.status;
             if let Some(ct) = r.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 resp.headers_mut().insert(header::CONTENT_TYPE, ct);

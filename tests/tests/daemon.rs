@@ -159,6 +159,56 @@ fn a_download_with_the_wrong_checksum_is_refused_and_not_cached() {
     assert!(files_under(&privreg.cache_dir.join("v1/crates")).is_empty());
 }
 
+/// Cached crates are streamed from disk a chunk at a time (privreg-daemon/src/body.rs): a crate
+/// many chunks long reaches cargo whole, over h2c, and a direct GET gets its exact length.
+#[test]
+fn a_large_cached_crate_is_streamed_whole() {
+    use sha2::Digest;
+    let mut reg = Registry::start(RegistryOpts::default());
+    // Hex of a hash chain barely compresses: the .crate is several 64 KiB chunks long.
+    let mut filler = String::new();
+    let mut h = sha2::Sha256::digest(b"seed");
+    while filler.len() < 1 << 20 {
+        h = sha2::Sha256::digest(h);
+        filler.push_str(&hex::encode(h));
+    }
+    reg.publish(Pkg::new("big", "1.0.0").lib(&format!(
+        "pub const FILLER: &str = \"{filler}\";\npub fn len() -> usize {{ FILLER.len() }}"
+    )));
+    let want = std::fs::read(reg.crate_file("big", "1.0.0")).unwrap();
+    assert!(want.len() > 4 * 64 * 1024, "{} bytes", want.len());
+    let cksum = hex::encode(sha2::Sha256::digest(&want));
+    let privreg = Privreg::start(&one_upstream(&reg, ""));
+    let sb = Sandbox::new();
+    sb.use_privreg(&privreg);
+    let app = sb.project(
+        "app",
+        "big = \"1\"\n",
+        "fn main() { println!(\"{}\", big::len()); }",
+    );
+    sb.cargo_ok(&app, &["fetch"]);
+    let path = format!("/dl/big/1.0.0/{cksum}");
+
+    // From the cache now, with the upstream gone: twice through cargo, once by hand.
+    reg.stop();
+    for _ in 0..2 {
+        sb.fresh_cargo_home();
+        let out = sb.cargo_ok(&app, &["run", "--quiet"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            filler.len().to_string()
+        );
+    }
+    let got = privreg.get(&path);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header(privreg_shared::route::CACHE_HEADER), Some("hit"));
+    assert_eq!(
+        got.header("content-length"),
+        Some(want.len().to_string().as_str())
+    );
+    assert!(got.body == want, "the streamed body differs from the crate");
+}
+
 #[test]
 fn revalidates_after_ttl_and_answers_304_when_unchanged() {
     let mut reg = Registry::start(RegistryOpts {
