@@ -31,6 +31,8 @@ pub struct DepRef {
     /// The name of the crate depended upon (`package` if renamed, else `name`).
     pub krate: String,
     pub registry: Option<String>,
+    /// The version requirement, as written in the index (`^1.2`, `>=0.3, <0.5`).
+    pub req: Option<String>,
     /// A dev-dependency (cargo never resolves those of a registry crate).
     pub dev: bool,
     /// Optional, and not switched on by the crate's `default` feature: cargo only needs it when
@@ -81,6 +83,8 @@ struct DepFields<'a> {
     package: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     registry: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    req: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     kind: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
@@ -281,6 +285,7 @@ impl IndexLine {
                     .clone()
                     .into_owned(),
                 registry: dep.registry.as_ref().map(|r| r.clone().into_owned()),
+                req: dep.req.as_ref().map(|r| r.clone().into_owned()),
                 off_by_default: dep.optional && !on.contains(dep.name.as_ref()),
             })
             .collect()
@@ -449,6 +454,7 @@ mod tests {
         )
         .replace('\n', "");
         let l = IndexLine::parse(&raw).unwrap();
+        assert_eq!(l.dependencies()[0].req.as_deref(), Some("^1"));
         let off: Vec<(String, bool, bool)> = l
             .dependencies()
             .into_iter()

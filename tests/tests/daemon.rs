@@ -439,6 +439,74 @@ fn dependencies_are_prefetched_so_cargo_finds_them_warm() {
     assert_eq!(reg.requests().len(), 4, "{:?}", reg.requests());
 }
 
+/// Prefetch follows, for each requirement a dependent announced, the version cargo will pick
+/// (the newest match), not every recent version; a requirement that comes later gets its version
+/// followed then, though the crate's file is already fresh.
+#[test]
+fn prefetch_follows_the_versions_the_requirements_pick() {
+    let names = ["top", "second", "mid", "leaf-a", "leaf-b", "leaf-c"];
+    let mut reg = Registry::start(RegistryOpts {
+        watch: names.map(String::from).to_vec(),
+        ..RegistryOpts::default()
+    });
+    for leaf in ["leaf-a", "leaf-b", "leaf-c"] {
+        reg.publish(Pkg::new(leaf, "1.0.0"));
+    }
+    reg.publish(Pkg::new("mid", "1.0.0").dep("leaf-a", "1"));
+    reg.publish(Pkg::new("mid", "1.1.0").dep("leaf-b", "1"));
+    reg.publish(Pkg::new("mid", "2.0.0").dep("leaf-c", "1"));
+    reg.publish(Pkg::new("top", "1.0.0").dep("mid", "^1"));
+    reg.publish(Pkg::new("second", "1.0.0").dep("mid", "^2"));
+    let privreg = Privreg::start(&one_upstream(&reg, ""));
+    let fetched = |reg: &mut Registry| -> Vec<String> {
+        reg.requests()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // `top` wants mid ^1: mid 1.1.0's dependency is fetched ahead of cargo, 1.0.0's and 2.0.0's
+    // are not (the three newest versions would have fetched all of them).
+    assert_eq!(privreg.get("/index/3/t/top").status, 200);
+    privreg.within(10.0, "prefetch of mid and leaf-b", |_| {
+        fetched(&mut reg).contains(&"/index/le/af/leaf-b".to_owned())
+    });
+    // Then `second` wants mid ^2: mid's file is fresh, and 2.0.0's dependency follows.
+    assert_eq!(privreg.get("/index/se/co/second").status, 200);
+    privreg.within(10.0, "prefetch of leaf-c", |_| {
+        fetched(&mut reg).contains(&"/index/le/af/leaf-c".to_owned())
+    });
+
+    let before = upstream_requests(&privreg);
+    let sb = Sandbox::new();
+    sb.use_privreg(&privreg);
+    let app = sb.project("app", "top = \"1\"\nsecond = \"1\"\n", "fn main() {}");
+    sb.cargo_ok(&app, &["generate-lockfile"]);
+    let locked = locked_packages(&app);
+    for (name, vers) in [
+        ("mid", "1.1.0"),
+        ("mid", "2.0.0"),
+        ("leaf-b", "1.0.0"),
+        ("leaf-c", "1.0.0"),
+    ] {
+        assert!(
+            locked.contains(&(name.into(), vers.into())),
+            "{name} {vers}: {locked:?}"
+        );
+    }
+    assert_eq!(
+        upstream_requests(&privreg),
+        before,
+        "cargo found everything warm"
+    );
+    let paths = fetched(&mut reg);
+    assert!(
+        !paths.contains(&"/index/le/af/leaf-a".to_owned()),
+        "{paths:?}"
+    );
+    assert_eq!(paths.len(), 5, "each file once: {paths:?}");
+}
+
 #[test]
 fn cargo_switches_to_http2_on_its_h2c_offer() {
     let mut reg = Registry::start(RegistryOpts::default());

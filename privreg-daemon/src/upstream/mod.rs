@@ -76,6 +76,8 @@ pub struct Upstreams {
     /// Dependencies (name, `registry` URL) of newly fetched index files, for the prefetcher.
     prefetch: tokio::sync::mpsc::UnboundedSender<(CrateName, Option<String>)>,
     memory: Mutex<HashMap<Key, Arc<Entry>>>,
+    /// Per crate key: what the prefetcher knows of it.
+    interest: Mutex<HashMap<String, crate::prefetch::Interest>>,
     flights: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Flight>>>>,
     health: Mutex<HashMap<String, Health>>,
     next_rev: AtomicU64,
@@ -166,6 +168,7 @@ impl Upstreams {
             revalidating: Mutex::default(),
             prefetch,
             memory: Mutex::default(),
+            interest: Mutex::default(),
             flights: Mutex::default(),
             health: Mutex::default(),
             next_rev: AtomicU64::new(1),
@@ -197,29 +200,29 @@ impl Upstreams {
         self.revalidations.load(Ordering::Relaxed)
     }
 
-    /// Hands the dependencies of the newest versions in `file` to the prefetcher.
-    fn announce_dependencies(&self, file: &IndexFile) {
-        // The newest releases (pre-releases only when there is nothing else).
-        let mut newest: Vec<_> = file
-            .lines
-            .iter()
-            .filter(|l| !l.yanked && l.vers.pre.is_empty())
-            .collect();
-        if newest.is_empty() {
-            newest = file.lines.iter().filter(|l| !l.yanked).collect();
-        }
-        newest.sort_by(|a, b| b.vers.cmp(&a.vers));
-        let mut seen = HashSet::new();
-        for line in newest.into_iter().take(PREFETCH_VERSIONS) {
+    /// Hands the dependencies of the versions of `krate` that cargo will want (see
+    /// [`crate::prefetch`]) to the prefetcher, once per version and dependency requirement.
+    pub fn announce_dependencies(&self, krate: &CrateName, file: &IndexFile) {
+        let mut interest = self.interest.lock().expect("interest lock");
+        let follow = interest
+            .entry(krate.key())
+            .or_default()
+            .take(&file.lines, PREFETCH_VERSIONS);
+        for line in follow {
             // What cargo resolves for a dependent that asks for no extra features: normal and
             // build dependencies, optional ones only when the default feature switches them on.
             // (Following every optional dependency fetched about three times the files cargo
             // needed for a real application's graph.)
             let needed = line.dependencies().into_iter();
             for dep in needed.filter(|d| !d.dev && !d.off_by_default) {
-                if let Ok(name) = CrateName::new(&dep.krate)
-                    && seen.insert(name.key())
-                {
+                let Ok(name) = CrateName::new(&dep.krate) else {
+                    continue;
+                };
+                let req = dep
+                    .req
+                    .as_deref()
+                    .and_then(|r| semver::VersionReq::parse(r).ok());
+                if interest.entry(name.key()).or_default().mention(req) {
                     let _ = self.prefetch.send((name.lower(), dep.registry.clone()));
                 }
             }
@@ -593,8 +596,11 @@ impl Upstreams {
                     .insert(key, entry.clone());
                 self.note_ok(up);
                 let changed = rev.is_none();
-                if changed && let Some(file) = &entry.file {
-                    self.announce_dependencies(file);
+                if changed
+                    && let Some(file) = &entry.file
+                    && let UpstreamPath::Index(krate) = rel
+                {
+                    self.announce_dependencies(krate, file);
                 }
                 Fetched {
                     entry: Some(entry),
