@@ -8,6 +8,8 @@
 //! - `v1/crates/<ab>/<sha256>.crate`: downloads, content-addressed and verified before renaming.
 //! - `v1/served/<index-path>.json`: the checksum served for each version of a crate (rule 8).
 
+mod spool;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,8 @@ use privreg_shared::CrateName;
 use privreg_shared::config::Upstream;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub use spool::{Spool, Spooled};
 
 /// An I/O error with the path it is about.
 #[derive(Debug, thiserror::Error)]

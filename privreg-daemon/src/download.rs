@@ -4,13 +4,12 @@
 use privreg_shared::CrateName;
 use privreg_shared::config::Upstream;
 use semver::Version;
-use sha2::{Digest, Sha256};
 
 use crate::Daemon;
 use crate::body::{Body, FileBody};
 use privreg_shared::policy;
 
-use crate::cache::UpstreamPath;
+use crate::cache::{Spooled, UpstreamPath};
 use crate::layered::LayeredError;
 use crate::upstream::FetchError;
 pub use privreg_shared::route::View;
@@ -128,31 +127,32 @@ impl Daemon {
         let url = self.dl_url_for(&up, krate, &version, cksum).await?;
         let what = format!("the download of {krate} {version}");
         let asked = std::time::Instant::now();
-        let data = self.upstreams.download(&up, url, &what).await;
+        let mut spool = self.cache.spool(cksum);
+        let data = self.upstreams.download(&up, url, &what, &mut spool).await;
         let outcome = data.as_ref().map(|_| "ok");
         let took = asked.elapsed();
         self.metrics.upstream(&up.name, "download", outcome, took);
-        let data = data?;
-        let got = hex::encode(Sha256::digest(&data));
-        if got != cksum {
-            tracing::error!(upstream = %up.name, krate, %version, want = cksum, got, "checksum mismatch; download dropped");
-            let err = DownloadError::ChecksumMismatch {
-                upstream: up.name.clone(),
-                krate: krate.to_owned(),
-                version,
-                want: cksum.to_owned(),
-                got,
-            };
-            self.upstreams.note_error(&up, &err.to_string());
-            return Err(err);
+        data?;
+        // Verified as it was written; only a match is renamed into the cache. Not being able to
+        // cache (a full disk) still serves the verified bytes. Cache I/O stays on the async
+        // worker: handing it to another thread (block_in_place) grew the daemon's memory under
+        // load (the soak in `privreg-bench`).
+        match self.cache.finish_spool(spool, cksum) {
+            Ok(Spooled::File(file, len)) => Ok((Body::File(FileBody::new(file, len)), false)),
+            Ok(Spooled::Memory(data)) => Ok((Body::from(data), false)),
+            Err(got) => {
+                tracing::error!(upstream = %up.name, krate, %version, want = cksum, got, "checksum mismatch; download dropped");
+                let err = DownloadError::ChecksumMismatch {
+                    upstream: up.name.clone(),
+                    krate: krate.to_owned(),
+                    version,
+                    want: cksum.to_owned(),
+                    got,
+                };
+                self.upstreams.note_error(&up, &err.to_string());
+                Err(err)
+            }
         }
-        // Not being able to cache (a full disk) still serves the verified bytes.
-        // Cache I/O stays on the async worker: handing it to another thread (block_in_place)
-        // grew the daemon's memory under load (the soak in `privreg-bench`).
-        if let Err(e) = self.cache.store_crate(cksum, &data) {
-            tracing::warn!(error = %e, "cannot cache a download; serving it without caching");
-        }
-        Ok((Body::from(data), false))
     }
 
     /// The upstream a view takes this exact version (and checksum) from.

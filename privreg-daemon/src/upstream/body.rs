@@ -34,11 +34,28 @@ pub(super) fn not_an_index(body: &[u8]) -> Option<String> {
 
 /// Reads a body of at most `limit.0` bytes (`limit.1`: the config key that sets it).
 pub(super) async fn read_limited(
+    resp: reqwest::Response,
+    limit: (u64, &'static str),
+    up: &Upstream,
+    what: &str,
+) -> Result<Bytes, FetchError> {
+    let mut body = BytesMut::with_capacity(resp.content_length().map_or(0, |l| l as usize));
+    read_limited_into(resp, limit, up, what, |chunk| body.extend_from_slice(chunk)).await?;
+    // Cached bodies live long: keep no spare capacity from growing the buffer.
+    if body.capacity() > body.len() + body.len() / 8 {
+        return Ok(Bytes::copy_from_slice(&body));
+    }
+    Ok(body.freeze())
+}
+
+/// Hands a body of at most `limit.0` bytes to `sink` a chunk at a time, as it arrives.
+pub(super) async fn read_limited_into(
     mut resp: reqwest::Response,
     (limit, key): (u64, &'static str),
     up: &Upstream,
     what: &str,
-) -> Result<Bytes, FetchError> {
+    mut sink: impl FnMut(&[u8]),
+) -> Result<(), FetchError> {
     let too_large = || FetchError::TooLarge {
         upstream: up.name.clone(),
         what: what.to_owned(),
@@ -48,23 +65,20 @@ pub(super) async fn read_limited(
     if resp.content_length().is_some_and(|l| l > limit) {
         return Err(too_large());
     }
-    let mut body = BytesMut::with_capacity(resp.content_length().map_or(0, |l| l as usize));
+    let mut len = 0u64;
     loop {
         let chunk = resp
             .chunk()
             .await
             .map_err(|e| FetchError::from_reqwest(up, what, &e, true))?;
         let Some(chunk) = chunk else { break };
-        if (body.len() + chunk.len()) as u64 > limit {
+        len += chunk.len() as u64;
+        if len > limit {
             return Err(too_large());
         }
-        body.extend_from_slice(&chunk);
+        sink(&chunk);
     }
-    // Cached bodies live long: keep no spare capacity from growing the buffer.
-    if body.capacity() > body.len() + body.len() / 8 {
-        return Ok(Bytes::copy_from_slice(&body));
-    }
-    Ok(body.freeze())
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,11 +14,11 @@ use privreg_shared::index::IndexFile;
 mod body;
 mod error;
 
-use body::{not_an_index, read_limited};
+use body::{not_an_index, read_limited, read_limited_into};
 
 pub use error::{FetchError, MAX_RETRY_AFTER};
 
-use crate::cache::{self, Cache, Meta, Stored, UpstreamPath};
+use crate::cache::{self, Cache, Meta, Spool, Stored, UpstreamPath};
 use crate::metrics::Metrics;
 use crate::tokens::{Tokens, authorization};
 
@@ -698,13 +698,15 @@ impl Upstreams {
         FetchError::from_reqwest(up, what, &e, false)
     }
 
-    /// Downloads `url` from `up`, at most `limit` bytes.
+    /// Downloads `url` from `up` (at most `limits.max-crate-size` bytes) into `spool`, a chunk at
+    /// a time as it arrives.
     pub async fn download(
         &self,
         up: &Upstream,
         url: url::Url,
         what: &str,
-    ) -> Result<Bytes, FetchError> {
+        spool: &mut Spool,
+    ) -> Result<(), FetchError> {
         let _permit = self.permit(up, what).await?;
         let resp = self
             .get(up, url)
@@ -718,7 +720,8 @@ impl Upstreams {
             Err(e) => Err(e),
             Ok(resp) => match resp.status().as_u16() {
                 200 => {
-                    read_limited(resp, (up.limits.max_crate_size, "max-crate-size"), up, what).await
+                    let limit = (up.limits.max_crate_size, "max-crate-size");
+                    read_limited_into(resp, limit, up, what, |chunk| spool.write(chunk)).await
                 }
                 status => Err(FetchError::from_status(up, what, status, resp.headers())),
             },
