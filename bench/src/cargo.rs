@@ -131,7 +131,16 @@ impl Sandbox {
 
     /// Forgets downloaded and unpacked crates, keeping cargo's index cache.
     pub fn clear_downloads(&self) -> anyhow::Result<()> {
-        for sub in ["registry/cache", "registry/src"] {
+        self.clear(&["registry/cache", "registry/src"])
+    }
+
+    /// Removes the unpacked sources only: the `.crate` files stay.
+    pub fn clear_sources(&self) -> anyhow::Result<()> {
+        self.clear(&["registry/src"])
+    }
+
+    fn clear(&self, subs: &[&str]) -> anyhow::Result<()> {
+        for sub in subs {
             let p = self.cargo_home.join(sub);
             if p.exists() {
                 std::fs::remove_dir_all(&p)?;

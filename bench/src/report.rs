@@ -166,9 +166,23 @@ pub fn suite_markdown(r: &SuiteResult) -> String {
     if r.samples.contains_key(suite::RESOLVE_OFFLINE) {
         let _ = writeln!(
             o,
-            "cargo's own floor, `cargo generate-lockfile --offline` from a warm `CARGO_HOME`: {:.2} s.\n",
-            secs(r, suite::RESOLVE_OFFLINE)
+            "cargo's own floor, `cargo generate-lockfile --offline` from a warm `CARGO_HOME`: {:.2} s \
+             (÷ direct resolution: {:.2}, the lowest ratio any registry can reach).\n",
+            secs(r, suite::RESOLVE_OFFLINE),
+            secs(r, suite::RESOLVE_OFFLINE) / secs(r, suite::RESOLVE_DIRECT),
         );
+    }
+    if r.samples.contains_key(suite::FETCH_OFFLINE) {
+        let _ = writeln!(
+            o,
+            "cargo's own floor for `cargo fetch`, `cargo fetch --offline` with every `.crate` already \
+             in `CARGO_HOME` (unpacking only): {:.2} s (÷ direct fetch: {:.2}, the lowest ratio any \
+             registry can reach).\n",
+            secs(r, suite::FETCH_OFFLINE),
+            secs(r, suite::FETCH_OFFLINE) / secs(r, suite::FETCH_DIRECT),
+        );
+    }
+    if r.samples.contains_key(suite::RESOLVE_OFFLINE) {
         let _ = writeln!(
             o,
             "\"cargo CPU\" is what cargo itself spent on the CPU (user + system): where it is close to \

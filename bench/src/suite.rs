@@ -76,6 +76,9 @@ pub const REVAL_DIRECT: &str = "reval-direct";
 pub const REVAL_PRIVREG: &str = "reval-privreg";
 pub const FETCH_DIRECT: &str = "fetch-direct";
 pub const FETCH_WARM: &str = "fetch-warm";
+/// cargo alone: `fetch --offline` with every `.crate` in `CARGO_HOME`, so only unpacking (the
+/// floor of `cargo fetch`).
+pub const FETCH_OFFLINE: &str = "fetch-offline";
 pub const DL_DIRECT: &str = "downloads-direct";
 pub const DL_WARM: &str = "downloads-warm";
 pub const LOAD_PRIVREG: &str = "privreg";
@@ -311,6 +314,15 @@ pub fn run(
             sb.clear_downloads()?;
             ctx.timed(key, round, sb, &["fetch"], d)?;
         }
+        // Every `.crate` is in the warm sandbox's CARGO_HOME now: unpacking alone.
+        fetch_warm.clear_sources()?;
+        ctx.timed(
+            FETCH_OFFLINE,
+            round,
+            &fetch_warm,
+            &["fetch", "--offline"],
+            None,
+        )?;
         if let Up::Local(u) = up {
             // The registry's part of `cargo fetch`: every locked crate once, without unpacking.
             let locked = crate::cargo::locked_crates(&ctx.reference);
