@@ -312,10 +312,12 @@ pub fn run(
                 (&fetch_warm, Some(&warm))
             };
             sb.clear_downloads()?;
+            settle_disk();
             ctx.timed(key, round, sb, &["fetch"], d)?;
         }
         // Every `.crate` is in the warm sandbox's CARGO_HOME now: unpacking alone.
         fetch_warm.clear_sources()?;
+        settle_disk();
         ctx.timed(
             FETCH_OFFLINE,
             round,
@@ -386,4 +388,11 @@ pub fn run(
         );
     }
     Ok(ctx.res)
+}
+
+/// Writes out what earlier runs left dirty (a fetch unpacks about 0.5 GB into `registry/src`, and
+/// the next run deletes it) so that each `cargo fetch` starts from the same state instead of
+/// paying for the previous run's writeback: without it the same run varied 2× between rounds.
+fn settle_disk() {
+    let _ = std::process::Command::new("sync").status();
 }
