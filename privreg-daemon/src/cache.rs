@@ -61,6 +61,17 @@ struct DiskMeta {
     sha256: String,
 }
 
+/// The sha256 (hex) and length of what `reader` holds, read [`crate::body::CHUNK`] at a time, so
+/// that a large file is never held whole.
+fn sha256_of(reader: &mut impl std::io::Read) -> std::io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let len = std::io::copy(
+        &mut std::io::BufReader::with_capacity(crate::body::CHUNK, reader),
+        &mut hasher,
+    )?;
+    Ok((hex::encode(hasher.finalize()), len))
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
@@ -219,27 +230,17 @@ impl Cache {
     /// at a time (the file is never held whole); a damaged file is deleted and `None` returned,
     /// so that it is fetched again.
     pub fn open_crate(&self, cksum: &str) -> Option<(std::fs::File, u64)> {
-        use std::io::{Read, Seek};
+        use std::io::Seek;
         let path = self.crate_path(cksum);
         let mut file = std::fs::File::open(&path).ok()?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0; crate::body::CHUNK];
-        let mut len = 0u64;
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    hasher.update(&buf[..n]);
-                    len += n as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot read a cached crate");
-                    return None;
-                }
+        let (got, len) = match sha256_of(&mut file) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read a cached crate");
+                return None;
             }
-        }
-        if hex::encode(hasher.finalize()) != cksum {
+        };
+        if got != cksum {
             tracing::error!(path = %path.display(), "dropping a damaged cached crate");
             let _ = std::fs::remove_file(&path);
             return None;
@@ -275,7 +276,9 @@ impl Cache {
                         .file_stem()
                         .and_then(|s| s.to_str())
                         .unwrap_or_default();
-                    std::fs::read(&path).is_ok_and(|d| sha256_hex(&d) == want)
+                    std::fs::File::open(&path)
+                        .and_then(|mut f| sha256_of(&mut f))
+                        .is_ok_and(|(got, _)| got == want)
                 }
                 _ if path.starts_with(self.root.join("upstreams")) => std::fs::read(&path)
                     .is_ok_and(|d| {
