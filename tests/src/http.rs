@@ -23,7 +23,8 @@ impl HttpResponse {
     }
 }
 
-/// `GET path` with extra headers; the response is read to the end (`Connection: close`).
+/// `GET path` with extra headers; the response is read to the end (`Connection: close`). A body
+/// shorter than its `Content-Length` (the server went away mid-answer) is an error.
 pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<HttpResponse> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -59,6 +60,17 @@ pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Re
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if chunked {
         body = dechunk(&body);
+    } else if let Some(want) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        && body.len() < want
+    {
+        // What curl (and so cargo) reports as a broken transfer, never as a response.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("transfer closed with {} of {want} bytes", body.len()),
+        ));
     }
     Ok(HttpResponse {
         status,
