@@ -296,13 +296,6 @@ impl Cache {
         report
     }
 
-    /// Stores a verified download. The caller has checked `sha256(data) == cksum`.
-    pub fn store_crate(&self, cksum: &str, data: &[u8]) -> Result<PathBuf, CacheError> {
-        let path = self.crate_path(cksum);
-        self.noting(write_atomic(&path, data))?;
-        Ok(path)
-    }
-
     fn served_path(&self, krate: &CrateName) -> PathBuf {
         self.root
             .join("served")
@@ -489,7 +482,12 @@ mod tests {
 
         let good = b"crate bytes";
         let cksum = sha256_hex(good);
-        cache.store_crate(&cksum, good).unwrap();
+        let store = |data: &[u8]| {
+            let mut spool = cache.spool(&cksum);
+            spool.write(data);
+            cache.finish_spool(spool, &cksum).unwrap();
+        };
+        store(good);
         let (mut file, len) = cache.open_crate(&cksum).unwrap();
         let mut read = Vec::new();
         std::io::Read::read_to_end(&mut file, &mut read).unwrap();
@@ -498,7 +496,7 @@ mod tests {
         assert!(cache.open_crate(&cksum).is_none());
         assert!(!cache.crate_path(&cksum).exists());
 
-        cache.store_crate(&cksum, good).unwrap();
+        store(good);
         std::fs::write(
             cache.crate_path(&cksum).with_file_name(".tmp-x"),
             b"partial",
