@@ -215,7 +215,7 @@ install_background() {
 do_install() {
     command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH; install Rust first"
     before=$(checksum "$daemon")
-    for pkg in privreg-daemon cargo-credential-privreg; do
+    for pkg in privreg-daemon privreg-cli cargo-credential-privreg; do
         say "building and installing $pkg (cargo install${debug:+ $debug})"
         if [ -n "$build_home" ]; then
             CARGO_HOME=$build_home cargo install --locked --force --quiet ${debug:+"$debug"} \
@@ -295,9 +295,10 @@ do_uninstall() {
         remove_dir "$cache_dir"
     fi
 
-    for pkg in privreg-daemon cargo-credential-privreg; do
+    for pkg in privreg-daemon privreg-cli cargo-credential-privreg; do
         case $pkg in
         privreg-daemon) bin=$daemon ;;
+        privreg-cli) bin=$privreg ;;
         *) bin=$bindir/$pkg ;;
         esac
         if [ -e "$bin" ]; then

@@ -9,10 +9,8 @@ use cargo_credential::{
 };
 use privreg_shared::config::{CONFIG_FILE, Config, KeyringChoice};
 use privreg_shared::paths;
+use privreg_shared::protocol::DaemonState;
 use privreg_shared::secrets::{EntryName, Keyring, SecretStore, SecretsError, Token};
-
-/// The file in the cache directory where the running daemon records its address.
-pub const DAEMON_STATE_FILE: &str = "daemon.json";
 
 /// The provider cargo runs.
 pub struct PrivregCredential;
@@ -74,13 +72,7 @@ impl Setup {
 
 /// The address in `<cache dir>/daemon.json` (`{"addr":"127.0.0.1:PORT","pid":N}`), if any.
 pub fn read_daemon_addr(cache_dir: &Path) -> Option<SocketAddr> {
-    #[derive(serde::Deserialize)]
-    struct State {
-        addr: String,
-    }
-    let bytes = std::fs::read(cache_dir.join(DAEMON_STATE_FILE)).ok()?;
-    let state: State = serde_json::from_slice(&bytes).ok()?;
-    state.addr.parse().ok()
+    DaemonState::read(cache_dir)?.addr.parse().ok()
 }
 
 /// Whether `index_url` is one of the daemon's: `sparse+http://ADDR/index/` or

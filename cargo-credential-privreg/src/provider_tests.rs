@@ -302,7 +302,7 @@ fn daemon_state_file() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(read_daemon_addr(dir.path()), None);
     std::fs::write(
-        dir.path().join(DAEMON_STATE_FILE),
+        dir.path().join(privreg_shared::protocol::DAEMON_STATE_FILE),
         r#"{"addr":"127.0.0.1:41234","pid":77}"#,
     )
     .unwrap();
@@ -310,6 +310,10 @@ fn daemon_state_file() {
         read_daemon_addr(dir.path()),
         Some("127.0.0.1:41234".parse().unwrap())
     );
-    std::fs::write(dir.path().join(DAEMON_STATE_FILE), "garbage").unwrap();
+    std::fs::write(
+        dir.path().join(privreg_shared::protocol::DAEMON_STATE_FILE),
+        "garbage",
+    )
+    .unwrap();
     assert_eq!(read_daemon_addr(dir.path()), None);
 }

@@ -13,9 +13,9 @@ use privreg_shared::config::Upstream;
 use serde_json::{Value, json};
 
 use crate::Daemon;
-use crate::cache::UpstreamPath;
 use crate::download::View;
 use crate::upstream::FetchError;
+use privreg_shared::store::UpstreamPath;
 
 /// Largest request body forwarded (a publish carries the `.crate`).
 pub const MAX_API_BODY: usize = 64 << 20;

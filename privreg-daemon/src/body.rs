@@ -14,7 +14,7 @@ use http_body_util::Full;
 use hyper::body::{Frame, SizeHint};
 
 /// How much of a file one poll reads (and so what one file body holds at most).
-pub const CHUNK: usize = 64 << 10;
+pub use privreg_shared::store::CHUNK;
 
 /// An answer's body.
 #[derive(Debug)]

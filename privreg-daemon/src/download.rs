@@ -9,10 +9,10 @@ use crate::Daemon;
 use crate::body::{Body, FileBody};
 use privreg_shared::policy;
 
-use crate::cache::{Spooled, UpstreamPath};
 use crate::layered::LayeredError;
 use crate::upstream::FetchError;
 pub use privreg_shared::route::View;
+use privreg_shared::store::{Spooled, UpstreamPath};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
@@ -39,7 +39,7 @@ pub enum DownloadError {
         got: String,
     },
     #[error("cannot cache the download: {0}")]
-    Cache(#[from] crate::cache::CacheError),
+    Cache(#[from] privreg_shared::store::CacheError),
 }
 
 /// Expands an upstream's `dl` template for one crate (cargo's rules: markers, else

@@ -1,14 +1,12 @@
 //! privreg's daemon: a layered, cached sparse registry in front of several upstreams.
 //!
 //! The policy is pure (`privreg_shared::policy`); this crate adds the network at the edges:
-//! [`upstream`] talks to upstreams, [`cache`] keeps their answers on disk, [`layered`] merges,
+//! [`upstream`] talks to upstreams, [`privreg_shared::store`] keeps their answers on disk, [`layered`] merges,
 //! [`download`] verifies crates, and [`server`] answers cargo.
 
 pub mod api;
 pub mod auth;
 pub mod body;
-pub mod cache;
-pub mod cli;
 pub mod download;
 pub mod h2c;
 pub mod layered;
@@ -33,12 +31,12 @@ use std::time::SystemTime;
 use privreg_shared::CrateName;
 use privreg_shared::secrets::{Keyring, Token};
 
-use crate::cache::Cache;
 use crate::layered::{MergedBody, Runtime};
 use crate::metrics::Metrics;
 use crate::session::PageSessions;
 use crate::tokens::Tokens;
 use crate::upstream::Upstreams;
+use privreg_shared::store::Cache;
 
 type PrefetchRx = tokio::sync::mpsc::UnboundedReceiver<(CrateName, Option<String>)>;
 

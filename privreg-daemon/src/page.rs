@@ -3,7 +3,7 @@
 //! versions. Every value goes through `maud`, which escapes it. Also the HTTP answers of
 //! `/metrics` and of the page's one-time links (`/-/open`, see [`crate::session`]).
 
-use crate::cache::{disk_usage as du, human_bytes};
+use privreg_shared::store::{disk_usage as du, human_bytes};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

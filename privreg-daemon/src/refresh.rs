@@ -14,68 +14,16 @@ use futures_util::stream::{self, StreamExt};
 use privreg_shared::CrateName;
 use privreg_shared::config::Upstream;
 use semver::Version;
-use serde::{Deserialize, Serialize};
 
 use crate::Daemon;
-use crate::cache::{Cache, UpstreamPath, upstream_dir_name};
 use crate::upstream::{Entry, Fetched};
+use privreg_shared::protocol::{FileReport, Outcome, RefreshReport, RefreshRequest};
+use privreg_shared::store::{Cache, UpstreamPath, upstream_dir_name};
 
 /// Largest request body accepted (a list of crate names).
 pub const MAX_REFRESH_BODY: usize = 1 << 20;
 /// Index files revalidated at the same time, at most.
 pub const REFRESH_CONCURRENCY: usize = 16;
-
-/// What `POST /-/refresh` takes: the crates to refresh; none (or an empty body) means every
-/// cached index file.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RefreshRequest {
-    #[serde(default)]
-    pub crates: Vec<String>,
-}
-
-/// What became of one index file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// The upstream's answer differs from the cached one.
-    Changed,
-    Unchanged,
-    /// Nothing was cached before; now it is.
-    Fetched,
-    /// The upstream gave no usable answer; the cached copy (if any) stays in force.
-    Failed,
-}
-
-/// One index file of one upstream, before and after.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FileReport {
-    #[serde(rename = "crate")]
-    pub krate: String,
-    pub upstream: String,
-    pub outcome: Outcome,
-    /// Whether the upstream has the crate (as now known).
-    pub present: bool,
-    /// Versions the upstream lists now: a count, for files fetched the first time.
-    pub versions: usize,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub added: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub removed: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub yanked: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unyanked: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// The answer of `POST /-/refresh`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RefreshReport {
-    /// By crate, then in the order the upstreams are configured.
-    pub files: Vec<FileReport>,
-}
 
 /// Why a refresh request is refused (400).
 #[derive(Debug, thiserror::Error)]
@@ -256,9 +204,9 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::{Meta, Stored};
     use bytes::Bytes;
     use privreg_shared::index::IndexFile;
+    use privreg_shared::store::{Meta, Stored};
     use std::sync::Arc;
 
     const CK: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

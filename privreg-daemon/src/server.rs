@@ -15,12 +15,12 @@ use tokio::net::TcpListener;
 use crate::Daemon;
 use crate::api::MAX_API_BODY;
 use crate::auth::{self, Accept, Verdict};
-use crate::cache::UpstreamPath;
 use crate::download::DownloadError;
 use crate::download::View;
 use crate::layered::LayeredError;
 use http_body_util::BodyExt;
 use privreg_shared::route::{self, Endpoint, RouteError};
+use privreg_shared::store::UpstreamPath;
 
 use crate::body::Body;
 

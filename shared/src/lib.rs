@@ -8,7 +8,9 @@ pub mod name;
 pub mod paths;
 pub mod pin;
 pub mod policy;
+pub mod protocol;
 pub mod route;
 pub mod secrets;
+pub mod store;
 
 pub use name::CrateName;

@@ -39,6 +39,8 @@ pub fn bin(name: &str) -> PathBuf {
                 "-p",
                 "privreg-daemon",
                 "-p",
+                "privreg-cli",
+                "-p",
                 "privreg-tests",
                 "-p",
                 "cargo-credential-privreg",

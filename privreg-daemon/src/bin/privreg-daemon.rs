@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use privreg_daemon::Daemon;
 use privreg_shared::paths;
+use privreg_shared::protocol::DaemonState;
 use privreg_shared::secrets::{EntryName, Keyring, SecretStore};
 
 /// Serves a layered, cached sparse index of every configured upstream to cargo.
@@ -21,14 +22,6 @@ struct Args {
     /// Directory for cached index files and crates [env: PRIVREG_CACHE_DIR]
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-}
-
-/// Written to `<cache-dir>/daemon.json` once the daemon listens, so that the CLI (and tests) find
-/// it even when `listen` asked for port 0.
-#[derive(serde::Serialize)]
-struct DaemonFile {
-    addr: String,
-    pid: u32,
 }
 
 fn init_logging() {
@@ -112,12 +105,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    let state = cache_dir.join("daemon.json");
-    let info = serde_json::to_vec(&DaemonFile {
+    let state = DaemonState::path(&cache_dir);
+    let info = DaemonState {
         addr: addr.to_string(),
         pid: std::process::id(),
-    })?;
-    privreg_daemon::cache::write_atomic(&state, &info)?;
+    };
+    privreg_shared::store::write_atomic(&state, &info.to_bytes())?;
     tracing::info!(url = %format!("{base_url}/index/"), upstreams = %upstreams.join(", "), "privreg-daemon listening");
 
     privreg_daemon::server::serve(daemon, listener, shutdown_signal()).await;

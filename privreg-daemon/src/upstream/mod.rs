@@ -18,9 +18,9 @@ use body::{not_an_index, read_limited, read_limited_into};
 
 pub use error::{FetchError, MAX_RETRY_AFTER};
 
-use crate::cache::{self, Cache, Meta, Spool, Stored, UpstreamPath};
 use crate::metrics::Metrics;
 use crate::tokens::{Tokens, authorization};
+use privreg_shared::store::{self, Cache, Meta, Spool, Stored, UpstreamPath};
 
 /// One upstream file as privreg knows it.
 #[derive(Debug)]
@@ -294,7 +294,7 @@ impl Upstreams {
     }
 
     fn key(up: &Upstream, rel: UpstreamPath<'_>) -> Key {
-        (cache::upstream_dir_name(up), rel_url(rel))
+        (store::upstream_dir_name(up), rel_url(rel))
     }
 
     fn entry_from(
@@ -529,7 +529,7 @@ impl Upstreams {
                                 present: true,
                                 etag,
                                 last_modified,
-                                fetched: cache::now_secs(),
+                                fetched: store::now_secs(),
                             },
                             body,
                         },
@@ -546,7 +546,7 @@ impl Upstreams {
                             present: true,
                             etag: etag.or_else(|| old.meta.etag.clone()),
                             last_modified: last_modified.or_else(|| old.meta.last_modified.clone()),
-                            fetched: cache::now_secs(),
+                            fetched: store::now_secs(),
                         };
                         (
                             Stored {
@@ -562,7 +562,7 @@ impl Upstreams {
                                 present: false,
                                 etag: None,
                                 last_modified: None,
-                                fetched: cache::now_secs(),
+                                fetched: store::now_secs(),
                             },
                             body: Bytes::new(),
                         },
@@ -743,7 +743,7 @@ impl Upstreams {
             .expect("health lock")
             .entry(up.name.clone())
             .or_default()
-            .last_ok = Some(cache::now_secs());
+            .last_ok = Some(store::now_secs());
     }
 
     /// Records for `privreg status` that a request to `up` failed just now, and why.
@@ -751,7 +751,7 @@ impl Upstreams {
         let mut health = self.health.lock().expect("health lock");
         let h = health.entry(up.name.clone()).or_default();
         h.last_error = Some(error.to_owned());
-        h.last_error_at = Some(cache::now_secs());
+        h.last_error_at = Some(store::now_secs());
     }
 
     /// The index file of `krate` at `up` (see [`Upstreams::fetch`]).

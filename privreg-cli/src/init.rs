@@ -24,7 +24,7 @@ use privreg_shared::secrets::{
 };
 
 use super::Dirs;
-use crate::cache::write_atomic;
+use privreg_shared::store::write_atomic;
 
 #[derive(Args)]
 pub struct InitArgs {

@@ -1,4 +1,4 @@
-//! The `privreg` control CLI.
+//! `privreg`: the control CLI (see `privreg --help`).
 
 mod cargo_config;
 mod completions;
@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use privreg_shared::config::{CONFIG_FILE, Config};
 use privreg_shared::paths;
+use privreg_shared::protocol::DaemonState;
 use privreg_shared::secrets::{EntryName, Keyring, SecretStore, SecretsError, Token};
 
 /// Controls privreg: setup, upstreams, tokens, pins, policy, status and cargo's configuration.
@@ -177,9 +178,7 @@ impl Dirs {
 
     /// The address the running daemon recorded in `<cache-dir>/daemon.json`, if any.
     pub fn recorded_addr(&self) -> Option<String> {
-        let data = std::fs::read(self.cache.join("daemon.json")).ok()?;
-        let v = serde_json::from_slice::<serde_json::Value>(&data).ok()?;
-        v["addr"].as_str().map(str::to_owned)
+        DaemonState::read(&self.cache).map(|s| s.addr)
     }
 
     /// `host:port` of the running daemon: what it wrote in `daemon.json`, else `listen`.
@@ -282,7 +281,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor => doctor::run(&dirs).await,
         Command::CargoConfig(args) => cargo_config::run(&dirs, args),
         Command::Verify => {
-            let report = crate::cache::Cache::new(&dirs.cache).verify();
+            let report = privreg_shared::store::Cache::new(&dirs.cache).verify();
             for path in &report.dropped {
                 println!("dropped damaged {}", path.display());
             }
@@ -312,4 +311,19 @@ pub fn daemon_index_url(dirs: &Dirs) -> anyhow::Result<String> {
         );
     }
     Ok(format!("sparse+http://{addr}/index/"))
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("privreg: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 
 use super::Dirs;
 use super::warm::Conn;
-use crate::refresh::{FileReport, Outcome, RefreshReport, RefreshRequest};
+use privreg_shared::protocol::{FileReport, Outcome, RefreshReport, RefreshRequest};
 
 #[derive(Args)]
 pub struct RefreshArgs {

@@ -16,7 +16,7 @@ use toml_edit::{DocumentMut, Item, Table, value};
 
 use super::Dirs;
 use super::login::find_upstream;
-use crate::cache::write_atomic;
+use privreg_shared::store::write_atomic;
 
 #[derive(Subcommand)]
 pub enum UpstreamCommand {

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use toml_edit::{Array, Decor, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use super::{Dirs, daemon_index_url};
-use crate::cache::write_atomic;
+use privreg_shared::store::write_atomic;
 
 /// The state file in privreg's config dir.
 pub const STATE_FILE: &str = "cargo-config.json";

@@ -1,4 +1,7 @@
-//! The on-disk cache, versioned (`<cache-dir>/v1/…`), written atomically (temp file, fsync,
+//! The on-disk cache shared by the daemon (which fills it) and the CLI (which reports on it and
+//! verifies it): the one place that knows the cache layout.
+//!
+//! The cache is versioned (`<cache-dir>/v1/…`), written atomically (temp file, fsync,
 //! rename) so that a crash never leaves a partial file where a reader can find it.
 //!
 //! Layout:
@@ -15,13 +18,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::CrateName;
+use crate::config::Upstream;
 use bytes::Bytes;
-use privreg_shared::CrateName;
-use privreg_shared::config::Upstream;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use spool::{Spool, Spooled};
+
+/// How much of a file is read (or sent) at a time, so that a large file is never held whole.
+pub const CHUNK: usize = 64 << 10;
 
 /// An I/O error with the path it is about.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +67,12 @@ struct DiskMeta {
     sha256: String,
 }
 
-/// The sha256 (hex) and length of what `reader` holds, read [`crate::body::CHUNK`] at a time, so
+/// The sha256 (hex) and length of what `reader` holds, read [`CHUNK`] at a time, so
 /// that a large file is never held whole.
 fn sha256_of(reader: &mut impl std::io::Read) -> std::io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let len = std::io::copy(
-        &mut std::io::BufReader::with_capacity(crate::body::CHUNK, reader),
+        &mut std::io::BufReader::with_capacity(CHUNK, reader),
         &mut hasher,
     )?;
     Ok((hex::encode(hasher.finalize()), len))
@@ -381,7 +387,7 @@ mod tests {
     }
 
     fn upstream(index: &str) -> Upstream {
-        privreg_shared::config::Config::parse(
+        crate::config::Config::parse(
             Path::new("c.toml"),
             &format!("[upstreams.acme]\nindex = \"{index}\"\n"),
         )

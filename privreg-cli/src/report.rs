@@ -1,6 +1,6 @@
 //! `privreg policy` and `privreg status`: the daemon's JSON, printed for people.
 
-use crate::cache::{disk_usage as du, human_bytes};
+use privreg_shared::store::{disk_usage as du, human_bytes};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -9,7 +9,7 @@ use privreg_shared::pin::{self, PREF_SUFFIX, PREFERENCES_DIR, PREFERENCES_FILE, 
 use privreg_shared::policy::PinPriority;
 
 use super::Dirs;
-use crate::cache::write_atomic;
+use privreg_shared::store::write_atomic;
 
 #[derive(Subcommand)]
 pub enum PinCommand {
