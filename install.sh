@@ -83,6 +83,7 @@ privreg=$bindir/privreg
 daemon=$bindir/privreg-daemon
 os=$(uname -s)
 unit_file=${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user/privreg.service
+socket_file=${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user/privreg.socket
 plist_file=$HOME/Library/LaunchAgents/privreg.plist
 uid=$(id -u)
 
@@ -158,7 +159,10 @@ service_kind() {
 write_service_file() {
     mkdir -p "$(dirname "$2")"
     tmp=$(mktemp "$2.XXXXXX")
-    "$privreg" service "$1" --daemon "$daemon" >"$tmp"
+    case $1 in
+    socket) "$privreg" service socket >"$tmp" || { rm -f "$tmp"; die "cannot write $2"; } ;;
+    *) "$privreg" service "$1" --daemon "$daemon" >"$tmp" ;;
+    esac
     chmod 644 "$tmp"
     if [ -f "$2" ] && cmp -s "$tmp" "$2"; then
         rm -f "$tmp"
@@ -173,14 +177,16 @@ install_systemd() {
     bg_stop
     changed=$bin_changed
     if write_service_file unit "$unit_file"; then changed=1; fi
+    if write_service_file socket "$socket_file"; then changed=1; fi
     systemctl --user daemon-reload
-    systemctl --user enable --quiet privreg.service
+    # Units of an earlier install.sh were enabled at login; now the socket starts the daemon.
+    systemctl --user disable --quiet privreg.service 2>/dev/null || true
     if [ -n "$changed" ]; then
-        systemctl --user restart privreg.service
-    else
-        systemctl --user start privreg.service
+        systemctl --user stop privreg.service privreg.socket 2>/dev/null || true
     fi
-    did "the daemon runs as the systemd user service privreg (log: journalctl --user -u privreg)"
+    systemctl --user enable --quiet --now privreg.socket
+    systemctl --user start privreg.service
+    did "the daemon runs as the systemd user service privreg, started on demand by privreg.socket (log: journalctl --user -u privreg)"
     log_hint="journalctl --user -u privreg"
 }
 
@@ -212,8 +218,43 @@ install_background() {
     say "  [ -s '$cache_dir/daemon.pid' ] && kill -0 \"\$(cat '$cache_dir/daemon.pid')\" 2>/dev/null || (nohup '$daemon' >>'$cache_dir/daemon.log' 2>&1 </dev/null & echo \$! >'$cache_dir/daemon.pid')"
 }
 
+# Whether the user's cargo config sends crates-io through privreg (what `privreg cargo-config
+# --install` writes).
+cargo_through_privreg() {
+    grep -qs '^[[:space:]]*replace-with[[:space:]]*=[[:space:]]*"privreg"' \
+        "$cargo_home/config.toml" "$cargo_home/config"
+}
+
+# Whether a privreg daemon answers now; bounded, and false when privreg is not installed or its
+# config is broken.
+daemon_answers() {
+    [ -x "$privreg" ] && "$privreg" service wait --timeout 3 >/dev/null 2>&1
+}
+
+# Repair never depends on the thing being repaired: when cargo would fetch privreg's own
+# dependencies through a daemon that does not answer (stopped, crashed, misconfigured), cargo
+# would retry that dead address for minutes. Then build with a private CARGO_HOME that has the
+# user's crate caches (symlinked) but not privreg's source replacement, so cargo goes to
+# crates-io directly (or, with --offline, uses its cache).
+bypass_home=
+build_around_a_dead_daemon() {
+    [ -z "$build_home" ] || return 0
+    cargo_through_privreg || return 0
+    ! daemon_answers || return 0
+    bypass_home=$(mktemp -d "${TMPDIR:-/tmp}/privreg-install-cargo-home.XXXXXX")
+    for d in registry git; do
+        mkdir -p "$cargo_home/$d"
+        ln -s "$cargo_home/$d" "$bypass_home/$d"
+    done
+    build_home=$bypass_home
+    warn "cargo sends crates-io through privreg, but no daemon answers; building privreg around it (straight from crates-io, with your crate caches)"
+    did "built around the daemon that did not answer (cargo's config was kept)"
+}
+
 do_install() {
     command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH; install Rust first"
+    build_around_a_dead_daemon
+    trap 'if [ -n "$bypass_home" ]; then rm -rf "$bypass_home"; fi' EXIT
     before=$(checksum "$daemon")
     for pkg in privreg-daemon privreg-cli cargo-credential-privreg; do
         say "building and installing $pkg (cargo install${debug:+ $debug})"
@@ -268,9 +309,9 @@ remove_dir() {
 
 do_uninstall() {
     find_dirs
-    if [ -f "$unit_file" ]; then
-        systemctl --user disable --now privreg.service 2>/dev/null || true
-        rm -f "$unit_file"
+    if [ -f "$unit_file" ] || [ -f "$socket_file" ]; then
+        systemctl --user disable --now privreg.socket privreg.service 2>/dev/null || true
+        rm -f "$unit_file" "$socket_file"
         systemctl --user daemon-reload 2>/dev/null || true
         did "stopped and removed the systemd user service ($unit_file)"
     fi

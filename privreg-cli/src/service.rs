@@ -24,6 +24,11 @@ pub enum ServiceCommand {
         #[arg(long)]
         daemon: Option<PathBuf>,
     },
+    /// Print the systemd user socket unit that starts the daemon on the first connection
+    /// (socket activation on config.toml's `listen`).
+    ///
+    /// Example: privreg service socket > ~/.config/systemd/user/privreg.socket
+    Socket,
     /// Print a launchd agent (macOS) that runs the daemon.
     ///
     /// Example: privreg service plist > ~/Library/LaunchAgents/privreg.plist
@@ -107,6 +112,9 @@ pub fn unit(daemon: &Path, config_dir: &Path, cache_dir: &Path) -> String {
 
 [Unit]
 Description=privreg: layered, cached cargo registry on loopback
+# Started on demand: privreg.socket listens and hands its socket over on the first connection.
+Requires={SERVICE_NAME}.socket
+After={SERVICE_NAME}.socket
 
 [Service]
 Type=exec
@@ -115,11 +123,36 @@ Restart=on-failure
 RestartSec=2
 # The tokens the daemon sends to upstreams may also come from PRIVREG_TOKEN_<NAME>, e.g.
 # Environment=PRIVREG_TOKEN_ACME=… (prefer `privreg login acme`, which uses the OS keyring).
-
-[Install]
-WantedBy=default.target
 "#
     )
+}
+
+/// The systemd user socket unit: systemd listens on `listen` and starts privreg.service on the
+/// first connection (after login, a crash or a `kill`), handing the socket over (`LISTEN_FDS`).
+pub fn socket_unit(listen: std::net::SocketAddr) -> anyhow::Result<String> {
+    if listen.port() == 0 {
+        bail!(
+            "`listen = \"{listen}\"` asks for any free port, which a socket unit cannot hold; set a fixed port in config.toml"
+        );
+    }
+    Ok(format!(
+        r#"# privreg's listening socket; written by install.sh (`privreg service socket`).
+# systemd listens here and starts privreg.service on the first connection, so cargo finds the
+# daemon after login or a crash. After changing `listen` in config.toml, run ./install.sh again.
+#
+#   systemctl --user status privreg.socket
+
+[Unit]
+Description=privreg: socket of the layered cargo registry (starts the daemon on demand)
+
+[Socket]
+ListenStream={listen}
+NoDelay=true
+
+[Install]
+WantedBy=sockets.target
+"#
+    ))
 }
 
 fn xml(s: &str) -> String {
@@ -218,6 +251,10 @@ pub async fn run(dirs: &Dirs, cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
             let daemon = absolute(&daemon.map_or_else(default_daemon, Ok)?);
             print!("{}", unit(&daemon, &config, &cache));
         }
+        ServiceCommand::Socket => {
+            let config = privreg_shared::config::Config::load(&dirs.config)?;
+            print!("{}", socket_unit(config.listen)?);
+        }
         ServiceCommand::Plist { daemon } => {
             let daemon = absolute(&daemon.map_or_else(default_daemon, Ok)?);
             print!("{}", plist(&daemon, &config, &cache));
@@ -253,7 +290,28 @@ mod tests {
         ), "{u}");
         assert!(u.contains("\nRestart=on-failure\n"));
         assert!(u.contains("PRIVREG_LOG"));
-        assert!(u.contains("\nWantedBy=default.target\n"));
+        assert!(
+            u.contains("\nRequires=privreg.socket\nAfter=privreg.socket\n"),
+            "{u}"
+        );
+        assert!(
+            !u.contains("[Install]"),
+            "the socket starts the service: {u}"
+        );
+    }
+
+    #[test]
+    fn socket_unit_listens_on_listen_and_refuses_port_0() {
+        let s = socket_unit("127.0.0.1:7878".parse().unwrap()).unwrap();
+        assert!(
+            s.contains("\n[Socket]\nListenStream=127.0.0.1:7878\n"),
+            "{s}"
+        );
+        assert!(s.contains("\nWantedBy=sockets.target\n"), "{s}");
+        let s = socket_unit("[::1]:7878".parse().unwrap()).unwrap();
+        assert!(s.contains("\nListenStream=[::1]:7878\n"), "{s}");
+        let e = socket_unit("127.0.0.1:0".parse().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("fixed port"), "{e}");
     }
 
     #[test]

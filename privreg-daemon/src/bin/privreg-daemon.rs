@@ -57,6 +57,36 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The listening socket a service manager handed over (systemd socket activation: `LISTEN_FDS`
+/// and `LISTEN_PID`), so that the first cargo request after login or a crash starts the daemon.
+/// `None` when nothing was handed over; then the daemon binds `listen` itself.
+fn inherited_listener() -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    if fds.len() > 1 {
+        tracing::warn!(
+            sockets = fds.len(),
+            "the service manager handed over several sockets; using the first"
+        );
+    }
+    let listener = fds
+        .take_tcp_listener(0)
+        .context("the socket the service manager handed over (LISTEN_FDS) is unusable")?
+        .context("the socket the service manager handed over (LISTEN_FDS) is not a TCP listener")?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "the socket the service manager handed over listens on {addr}, which is not loopback; \
+             privreg serves only this machine (fix ListenStream= in privreg.socket)"
+        );
+    }
+    listener.set_nonblocking(true)?;
+    tracing::info!(%addr, "listening on the socket the service manager handed over");
+    Ok(Some(tokio::net::TcpListener::from_std(listener)?))
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let config_dir =
         paths::config_dir(args.config_dir).context("no config directory; pass --config-dir")?;
@@ -76,9 +106,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         (None, None)
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = match inherited_listener()? {
+        Some(listener) => listener,
+        None => tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?,
+    };
     let addr = listener.local_addr()?;
     let base_url = format!("http://{addr}");
     let upstreams: Vec<String> = config
