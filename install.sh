@@ -135,7 +135,7 @@ bg_stop() {
 }
 
 bg_start() {
-    mkdir -p "$cache_dir"
+    (umask 077 && mkdir -p "$cache_dir")
     nohup "$daemon" --config-dir "$config_dir" --cache-dir "$cache_dir" \
         >>"$cache_dir/daemon.log" 2>&1 </dev/null &
     echo "$!" >"$cache_dir/daemon.pid"

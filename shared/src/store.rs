@@ -357,10 +357,21 @@ pub enum UpstreamPath<'a> {
     Index(&'a CrateName),
 }
 
+/// Creates `dir` and its missing parents private to the user (0700 on Unix): the cache holds
+/// private registries' crates and index files, which other local users must not read.
+pub fn create_private_dirs(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// Writes `data` to `path` through a temp file in the same directory: fsync, then rename.
+/// Missing directories are created private to the user ([`create_private_dirs`]).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CacheError> {
     let dir = path.parent().expect("cache paths have a parent");
-    std::fs::create_dir_all(dir).map_err(at(dir))?;
+    create_private_dirs(dir).map_err(at(dir))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
@@ -377,6 +388,41 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CacheError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn directories_it_creates_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(&dir.path().join("cache"));
+        let up = upstream("sparse+http://127.0.0.1:1/index/");
+        let krate = CrateName::new("serde").unwrap();
+        let s = Stored {
+            meta: Meta {
+                present: true,
+                etag: None,
+                last_modified: None,
+                fetched: 1,
+            },
+            body: Bytes::from_static(b"{}\n"),
+        };
+        cache.store(&up, UpstreamPath::Index(&krate), &s).unwrap();
+        drop(cache.spool(&"ab".repeat(32)));
+        let mut checked = 0;
+        let mut dirs = vec![dir.path().join("cache")];
+        while let Some(d) = dirs.pop() {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+            checked += 1;
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        // cache, v1, upstreams, <name>, index, se, rv, crates, ab
+        assert!(checked >= 9, "{checked}");
+    }
 
     #[test]
     fn sizes_read_well() {

@@ -141,6 +141,16 @@ fn a_cargo_build_through_a_socket_with_no_daemon_behind_it_succeeds() {
     );
     let health = http_get(&addr, "/-/health", &[]).expect("health");
     assert_eq!(health.status, 200);
+    // The cache directory the daemon created holds private registries' files: the user's only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&p.cache_dir)
+            .expect("cache dir")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", p.cache_dir.display());
+    }
 }
 
 #[test]

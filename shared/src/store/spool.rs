@@ -37,7 +37,7 @@ impl Cache {
     pub fn spool(&self, cksum: &str) -> Spool {
         let path = self.crate_path(cksum);
         let dir = path.parent().expect("crate paths have a parent").to_owned();
-        let disk = std::fs::create_dir_all(&dir)
+        let disk = super::create_private_dirs(&dir)
             .and_then(|()| tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir))
             .map_err(at(&dir));
         let (disk, error) = match disk {
