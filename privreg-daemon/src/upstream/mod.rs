@@ -512,7 +512,9 @@ impl Upstreams {
         }
         let (asked, kind) = (Instant::now(), crate::metrics::file_kind(rel));
         let result = self.request(up, rel, cached.as_deref()).await;
-        let outcome = result.as_ref().map(Answer::outcome);
+        let outcome = result
+            .as_ref()
+            .map_or_else(FetchError::metric_label, Answer::outcome);
         self.metrics
             .upstream(&up.name, kind, outcome, asked.elapsed());
         match result {
