@@ -66,10 +66,12 @@ pub struct Upstreams {
     memory: Memory,
     /// Per crate key: what the prefetcher knows of it.
     interest: Mutex<HashMap<String, crate::prefetch::Interest>>,
+    /// Per file: the request asking for it now, and what the last one left.
     flights: Flights,
     health: Mutex<HashMap<String, Health>>,
     requests: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Per upstream: the permits for `limits.max-upstream-requests`.
     in_flight: Permits,
 }
 
