@@ -3,13 +3,16 @@
 //! current policy, search to every upstream with an API at once. Each request carries that
 //! upstream's own token; its answer reaches cargo unchanged.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{Method, StatusCode};
 use privreg_shared::CrateName;
-use privreg_shared::config::Upstream;
+use privreg_shared::config::{Config, Upstream};
+use privreg_shared::policy::PinPriority;
+use semver::Version;
 use serde_json::{Value, json};
 
 use crate::Daemon;
@@ -42,6 +45,107 @@ fn upstream_failed(e: &FetchError) -> ApiResponse {
     ApiResponse::error(StatusCode::BAD_GATEWAY, e.to_string())
 }
 
+/// What an API request asks for, by method and path (after `api/`, without the query).
+#[derive(Debug, PartialEq, Eq)]
+enum ApiRoute<'a> {
+    /// `PUT v1/crates/new`: to the view's upstream or the one marked `publish = true`.
+    Publish,
+    /// `DELETE|PUT v1/crates/<krate>/<version>/(yank|unyank)`: to the upstream owning the crate.
+    Yank { krate: &'a str, version: &'a str },
+    /// `GET|PUT|DELETE v1/crates/<krate>/owners`: to the upstream owning the crate.
+    Owners { krate: &'a str },
+    /// `GET v1/crates`: to every upstream at once.
+    Search,
+    /// Anything else: not served.
+    Unknown,
+}
+
+fn api_route<'a>(method: &Method, path: &'a str) -> ApiRoute<'a> {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match (method.clone(), parts.as_slice()) {
+        (Method::PUT, ["v1", "crates", "new"]) => ApiRoute::Publish,
+        (Method::DELETE | Method::PUT, ["v1", "crates", krate, version, "yank" | "unyank"]) => {
+            ApiRoute::Yank { krate, version }
+        }
+        (Method::GET | Method::PUT | Method::DELETE, ["v1", "crates", krate, "owners"]) => {
+            ApiRoute::Owners { krate }
+        }
+        (Method::GET, ["v1", "crates"]) => ApiRoute::Search,
+        _ => ApiRoute::Unknown,
+    }
+}
+
+/// The upstream a publish through `view` goes to: the view's own, or in the layered view the
+/// one marked `publish = true`.
+fn publish_target<'c>(config: &'c Config, view: View<'_>) -> Option<&'c Upstream> {
+    match view {
+        View::Upstream(name) => config.upstream(name),
+        View::Layered => config.upstreams.iter().find(|u| u.publish),
+    }
+}
+
+/// The upstream (by name) that owns a crate in the layered view, from the merged view's
+/// `sources`: the one serving `version` when that is a served version, else the one serving
+/// the newest version.
+fn owner_name<'m>(
+    sources: &'m BTreeMap<Version, (String, String)>,
+    version: Option<&str>,
+) -> Option<&'m str> {
+    let by_version = version
+        .and_then(|v| Version::parse(v).ok())
+        .and_then(|v| sources.get(&v));
+    by_version
+        .or_else(|| sources.values().next_back())
+        .map(|(u, _)| u.as_str())
+}
+
+/// The API base URL (ending in `/`) in the `config.json` of upstream `name`.
+fn api_base_url(name: &str, config_json: &[u8]) -> Result<url::Url, ApiResponse> {
+    let api = serde_json::from_slice::<Value>(config_json)
+        .ok()
+        .and_then(|c| c.get("api").and_then(Value::as_str).map(str::to_owned));
+    let Some(api) = api else {
+        return Err(ApiResponse::error(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("upstream {name} has no web API (no `api` in its config.json)"),
+        ));
+    };
+    let api = if api.ends_with('/') {
+        api
+    } else {
+        format!("{api}/")
+    };
+    url::Url::parse(&api).map_err(|e| {
+        ApiResponse::error(
+            StatusCode::BAD_GATEWAY,
+            format!("upstream {name}'s `api` URL {api:?} is bad: {e}"),
+        )
+    })
+}
+
+/// Search rows, one per crate: the row of the upstream with the highest claim on the crate
+/// (the first one seen among equals), in the order crates were first seen.
+#[derive(Default)]
+struct SearchRows(Vec<(String, i32, Value)>);
+
+impl SearchRows {
+    /// Offers `row` for the crate with key `key`, from an upstream claiming it with `claim`.
+    fn offer(&mut self, key: String, claim: i32, row: &Value) {
+        match self.0.iter_mut().find(|(k, _, _)| *k == key) {
+            Some(existing) if existing.1 >= claim => {}
+            Some(existing) => *existing = (key, claim, row.clone()),
+            None => self.0.push((key, claim, row.clone())),
+        }
+    }
+
+    /// The search answer cargo reads.
+    fn into_body(self) -> Bytes {
+        let crates: Vec<Value> = self.0.into_iter().map(|(_, _, row)| row).collect();
+        let body = json!({ "crates": crates, "meta": { "total": crates.len() } });
+        Bytes::from(body.to_string())
+    }
+}
+
 /// The crate name in a publish body (u32 LE length, then the JSON metadata).
 fn published_name(body: &[u8]) -> Option<CrateName> {
     let len = u32::from_le_bytes(body.get(..4)?.try_into().ok()?) as usize;
@@ -65,29 +169,7 @@ impl Daemon {
                     )
                 }));
         };
-        let api = serde_json::from_slice::<Value>(&entry.body)
-            .ok()
-            .and_then(|c| c.get("api").and_then(Value::as_str).map(str::to_owned));
-        let Some(api) = api else {
-            return Err(ApiResponse::error(
-                StatusCode::NOT_IMPLEMENTED,
-                format!(
-                    "upstream {} has no web API (no `api` in its config.json)",
-                    up.name
-                ),
-            ));
-        };
-        let api = if api.ends_with('/') {
-            api
-        } else {
-            format!("{api}/")
-        };
-        url::Url::parse(&api).map_err(|e| {
-            ApiResponse::error(
-                StatusCode::BAD_GATEWAY,
-                format!("upstream {}'s `api` URL {api:?} is bad: {e}", up.name),
-            )
-        })
+        api_base_url(&up.name, &entry.body)
     }
 
     /// Sends one API request to `up` with its own token and hands back its answer unchanged.
@@ -164,12 +246,8 @@ impl Daemon {
             .layered(&krate.lower())
             .await
             .map_err(|e| ApiResponse::error(StatusCode::NOT_FOUND, e.to_string()))?;
-        let by_version = version
-            .and_then(|v| semver::Version::parse(v).ok())
-            .and_then(|v| merged.sources.get(&v).map(|(u, _)| u.clone()));
-        let name =
-            by_version.or_else(|| merged.sources.values().next_back().map(|(u, _)| u.clone()));
-        name.and_then(|n| rt.config.upstream(&n).cloned())
+        owner_name(&merged.sources, version)
+            .and_then(|n| rt.config.upstream(n).cloned())
             .ok_or_else(|| {
                 ApiResponse::error(StatusCode::NOT_FOUND, format!("no upstream serves {krate}"))
             })
@@ -185,16 +263,11 @@ impl Daemon {
         body: Bytes,
     ) -> ApiResponse {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
         let full = format!("api/{rest}");
-        match (method.clone(), parts.as_slice()) {
-            (Method::PUT, ["v1", "crates", "new"]) => {
+        match api_route(&method, path) {
+            ApiRoute::Publish => {
                 let rt = self.runtime();
-                let target = match view {
-                    View::Upstream(name) => rt.config.upstream(name),
-                    View::Layered => rt.config.upstreams.iter().find(|u| u.publish),
-                };
-                let Some(up) = target.cloned() else {
+                let Some(up) = publish_target(&rt.config, view).cloned() else {
                     return ApiResponse::error(
                         StatusCode::BAD_REQUEST,
                         format!(
@@ -215,7 +288,7 @@ impl Daemon {
                 }
                 resp
             }
-            (Method::DELETE | Method::PUT, ["v1", "crates", krate, version, "yank" | "unyank"]) => {
+            ApiRoute::Yank { krate, version } => {
                 let Ok(krate) = CrateName::new(krate) else {
                     return ApiResponse::error(StatusCode::BAD_REQUEST, "bad crate name");
                 };
@@ -229,7 +302,7 @@ impl Daemon {
                 }
                 resp
             }
-            (Method::GET | Method::PUT | Method::DELETE, ["v1", "crates", krate, "owners"]) => {
+            ApiRoute::Owners { krate } => {
                 let Ok(krate) = CrateName::new(krate) else {
                     return ApiResponse::error(StatusCode::BAD_REQUEST, "bad crate name");
                 };
@@ -238,8 +311,8 @@ impl Daemon {
                     Err(r) => r,
                 }
             }
-            (Method::GET, ["v1", "crates"]) => self.search(view, query).await,
-            _ => ApiResponse::error(
+            ApiRoute::Search => self.search(view, query).await,
+            ApiRoute::Unknown => ApiResponse::error(
                 StatusCode::NOT_FOUND,
                 format!("privreg does not serve {method} /{full}"),
             ),
@@ -260,7 +333,7 @@ impl Daemon {
         )
         .await;
         // Rows by name, with the claim of the upstream they came from.
-        let mut rows: Vec<(String, i32, Value)> = Vec::new();
+        let mut rows = SearchRows::default();
         for (up, answer) in ups.iter().zip(answers) {
             let parsed = (answer.status.is_success())
                 .then(|| serde_json::from_slice::<Value>(&answer.body).ok())
@@ -285,23 +358,151 @@ impl Daemon {
                     .pins
                     .claim(&name, &up.policy_ref())
                     .map_or(Some(up.priority), |m| match m.priority {
-                        privreg_shared::policy::PinPriority::Never => None,
-                        privreg_shared::policy::PinPriority::Value(v) => Some(v),
+                        PinPriority::Never => None,
+                        PinPriority::Value(v) => Some(v),
                     });
                 let Some(claim) = claim else { continue };
-                match rows.iter_mut().find(|(k, _, _)| *k == name.key()) {
-                    Some(existing) if existing.1 >= claim => {}
-                    Some(existing) => *existing = (name.key(), claim, row.clone()),
-                    None => rows.push((name.key(), claim, row.clone())),
-                }
+                rows.offer(name.key(), claim, row);
             }
         }
-        let crates: Vec<Value> = rows.into_iter().map(|(_, _, row)| row).collect();
-        let body = json!({ "crates": crates, "meta": { "total": crates.len() } });
         ApiResponse {
             status: StatusCode::OK,
             content_type: Some("application/json".into()),
-            body: Bytes::from(body.to_string()),
+            body: rows.into_body(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::parse(
+            std::path::Path::new("config.toml"),
+            "[upstreams.acme]\nindex = \"sparse+http://127.0.0.1:1/index/\"\npublish = true\n\n\
+             [upstreams.mirror]\nindex = \"sparse+http://127.0.0.1:2/index/\"\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn api_requests_are_routed_by_method_and_path() {
+        use ApiRoute::*;
+        let cases = [
+            (Method::PUT, "v1/crates/new", Publish),
+            (Method::PUT, "v1/crates/new/", Publish),
+            (Method::GET, "v1/crates/new", Unknown),
+            (
+                Method::DELETE,
+                "v1/crates/foo/1.0.0/yank",
+                Yank {
+                    krate: "foo",
+                    version: "1.0.0",
+                },
+            ),
+            (
+                Method::PUT,
+                "v1/crates/foo/1.0.0/unyank",
+                Yank {
+                    krate: "foo",
+                    version: "1.0.0",
+                },
+            ),
+            (Method::GET, "v1/crates/foo/1.0.0/yank", Unknown),
+            (Method::GET, "v1/crates/foo/owners", Owners { krate: "foo" }),
+            (Method::PUT, "v1/crates/foo/owners", Owners { krate: "foo" }),
+            (
+                Method::DELETE,
+                "v1/crates/foo/owners",
+                Owners { krate: "foo" },
+            ),
+            (Method::POST, "v1/crates/foo/owners", Unknown),
+            (Method::GET, "v1/crates", Search),
+            (Method::PUT, "v1/crates", Unknown),
+            (Method::GET, "v1/me", Unknown),
+            (Method::GET, "", Unknown),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(api_route(&method, path), want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn a_publish_goes_to_the_views_upstream_or_the_marked_one() {
+        let config = config();
+        let name = |v| publish_target(&config, v).map(|u| u.name.as_str());
+        assert_eq!(name(View::Layered), Some("acme"));
+        assert_eq!(name(View::Upstream("mirror")), Some("mirror"));
+        assert_eq!(name(View::Upstream("nope")), None);
+        let mut unmarked = config.clone();
+        unmarked
+            .upstreams
+            .iter_mut()
+            .for_each(|u| u.publish = false);
+        assert_eq!(
+            publish_target(&unmarked, View::Layered).map(|u| &u.name),
+            None
+        );
+    }
+
+    #[test]
+    fn mutations_go_to_the_upstream_serving_the_version_else_the_newest() {
+        let source = |u: &str| (u.to_owned(), "cksum".to_owned());
+        let sources: BTreeMap<Version, (String, String)> = [
+            (Version::new(1, 0, 0), source("mirror")),
+            (Version::new(2, 0, 0), source("acme")),
+        ]
+        .into_iter()
+        .collect();
+        let cases = [
+            (Some("1.0.0"), Some("mirror")),
+            (Some("2.0.0"), Some("acme")),
+            (Some("3.0.0"), Some("acme")),
+            (Some("not a version"), Some("acme")),
+            (None, Some("acme")),
+        ];
+        for (version, want) in cases {
+            assert_eq!(owner_name(&sources, version), want, "{version:?}");
+        }
+        assert_eq!(owner_name(&BTreeMap::new(), None), None);
+    }
+
+    #[test]
+    fn the_api_base_comes_from_config_json() {
+        let url = |json: &str| api_base_url("acme", json.as_bytes()).map(|u| u.to_string());
+        for (json, want) in [
+            (r#"{"api":"http://h/x"}"#, "http://h/x/"),
+            (r#"{"api":"http://h/x/"}"#, "http://h/x/"),
+        ] {
+            assert_eq!(url(json).ok().as_deref(), Some(want));
+        }
+        for (json, status) in [
+            (r#"{"dl":"http://h/"}"#, StatusCode::NOT_IMPLEMENTED),
+            ("not json", StatusCode::NOT_IMPLEMENTED),
+            (r#"{"api":"not a url"}"#, StatusCode::BAD_GATEWAY),
+        ] {
+            let Err(e) = url(json) else {
+                panic!("{json} gave an API URL")
+            };
+            assert_eq!(e.status, status, "{json}");
+            assert!(String::from_utf8_lossy(&e.body).contains("acme"));
+        }
+    }
+
+    #[test]
+    fn search_keeps_the_row_of_the_highest_claim_per_crate() {
+        let row = |from: &str| json!({ "name": "foo", "from": from });
+        let mut rows = SearchRows::default();
+        rows.offer("foo".into(), 100, &row("low"));
+        rows.offer("bar".into(), 100, &json!({ "name": "bar" }));
+        rows.offer("foo".into(), 500, &row("high"));
+        rows.offer("foo".into(), 500, &row("tie"));
+        rows.offer("foo".into(), 200, &row("lower"));
+        let body: Value = serde_json::from_slice(&rows.into_body()).unwrap();
+        assert_eq!(
+            body,
+            json!({ "crates": [row("high"), { "name": "bar" }], "meta": { "total": 2 } })
+        );
     }
 }

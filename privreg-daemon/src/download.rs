@@ -129,7 +129,9 @@ impl Daemon {
         let asked = std::time::Instant::now();
         let mut spool = self.cache.spool(cksum);
         let data = self.upstreams.download(&up, url, &what, &mut spool).await;
-        let outcome = data.as_ref().map(|_| "ok");
+        let outcome = data
+            .as_ref()
+            .map_or_else(FetchError::metric_label, |_| "ok");
         let took = asked.elapsed();
         self.metrics.upstream(&up.name, "download", outcome, took);
         data?;

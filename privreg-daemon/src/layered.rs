@@ -87,6 +87,33 @@ pub fn answer(entry: &Option<Arc<Entry>>) -> Answer<'_> {
     }
 }
 
+/// The memo key of a merged body: the configuration's generation and the revision of each
+/// upstream's entry (0: none). The merged body is computed again when it changes.
+fn fingerprint(generation: u64, entries: &[Option<Arc<Entry>>]) -> (u64, Vec<u64>) {
+    let revs = entries.iter().map(|e| e.as_ref().map_or(0, |e| e.rev));
+    (generation, revs.collect())
+}
+
+/// The quoted strong ETag of a merged body.
+fn strong_etag(body: &[u8]) -> String {
+    format!("\"{}\"", &hex::encode(Sha256::digest(body))[..32])
+}
+
+/// The errors of the upstreams the policy found `unavailable`, in configuration order
+/// (`fetched`: each configured upstream's outcome).
+fn unavailable_errors(
+    fetched: &[Fetched],
+    upstreams: &[Upstream],
+    unavailable: &[String],
+) -> Vec<FetchError> {
+    fetched
+        .iter()
+        .zip(upstreams)
+        .filter(|(_, u)| unavailable.contains(&u.name))
+        .filter_map(|(f, _)| f.error.clone())
+        .collect()
+}
+
 impl Daemon {
     /// Every upstream's answer for `krate` (fresh, revalidated, or the last good one), with the
     /// configuration they were asked under.
@@ -106,13 +133,7 @@ impl Daemon {
     pub async fn layered(&self, krate: &CrateName) -> Result<Arc<MergedBody>, LayeredError> {
         let (rt, fetched) = self.gather(krate).await;
         let entries: Vec<Option<Arc<Entry>>> = fetched.iter().map(|f| f.entry.clone()).collect();
-        let fingerprint = (
-            rt.generation,
-            entries
-                .iter()
-                .map(|e| e.as_ref().map_or(0, |e| e.rev))
-                .collect::<Vec<_>>(),
-        );
+        let fingerprint = fingerprint(rt.generation, &entries);
         if let Some(m) = self.merged.lock().expect("merged lock").get(krate)
             && m.fingerprint == fingerprint
         {
@@ -123,15 +144,9 @@ impl Daemon {
         let merged = match policy::merge(krate, &rt.refs, &answers, rt.pins.as_ref(), &remembered) {
             Ok(m) => m,
             Err(MergeError::Unavailable { upstreams }) => {
-                let errors = fetched
-                    .iter()
-                    .zip(&rt.config.upstreams)
-                    .filter(|(_, u)| upstreams.contains(&u.name))
-                    .filter_map(|(f, _)| f.error.clone())
-                    .collect();
                 return Err(LayeredError::Unavailable {
                     krate: krate.clone(),
-                    errors,
+                    errors: unavailable_errors(&fetched, &rt.config.upstreams, &upstreams),
                 });
             }
         };
@@ -171,7 +186,7 @@ impl Daemon {
                 _ => None,
             })
             .collect();
-        let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..32]);
+        let etag = strong_etag(&body);
         let m = Arc::new(MergedBody {
             body,
             etag,
@@ -183,5 +198,108 @@ impl Daemon {
             .expect("merged lock")
             .insert(krate.clone(), m.clone());
         Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use privreg_shared::policy::NoPins;
+    use privreg_shared::store::Meta;
+
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(std::path::Path::new("config.toml"), text).unwrap()
+    }
+
+    fn entry(rev: u64) -> Option<Arc<Entry>> {
+        Some(Arc::new(Entry {
+            meta: Meta {
+                present: false,
+                etag: None,
+                last_modified: None,
+                fetched: 0,
+            },
+            body: Bytes::new(),
+            file: None,
+            rev,
+        }))
+    }
+
+    fn failed(upstream: &str) -> Fetched {
+        Fetched {
+            entry: None,
+            error: Some(FetchError::Status {
+                upstream: upstream.into(),
+                what: "x".into(),
+                status: 500,
+            }),
+            changed: false,
+        }
+    }
+
+    #[test]
+    fn the_merge_is_kept_until_an_entry_or_the_configuration_changes() {
+        let key = fingerprint(1, &[entry(3), None, entry(8)]);
+        assert_eq!(key, (1, vec![3, 0, 8]));
+        assert_eq!(key, fingerprint(1, &[entry(3), None, entry(8)]));
+        for other in [
+            fingerprint(2, &[entry(3), None, entry(8)]),
+            fingerprint(1, &[entry(4), None, entry(8)]),
+            fingerprint(1, &[entry(3), entry(1), entry(8)]),
+            fingerprint(1, &[entry(3), None]),
+        ] {
+            assert_ne!(key, other);
+        }
+    }
+
+    #[test]
+    fn the_etag_is_a_quoted_prefix_of_the_bodys_sha256() {
+        let etag = strong_etag(b"");
+        assert_eq!(etag, "\"e3b0c44298fc1c149afbf4c8996fb924\"");
+        assert_ne!(strong_etag(b"a"), etag);
+    }
+
+    #[test]
+    fn only_the_unavailable_upstreams_errors_are_told() {
+        let config = config(
+            "[upstreams.a]\nindex = \"sparse+http://127.0.0.1:1/index/\"\n\
+             [upstreams.b]\nindex = \"sparse+http://127.0.0.1:2/index/\"\n\
+             [upstreams.c]\nindex = \"sparse+http://127.0.0.1:3/index/\"\n",
+        );
+        let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+        let fetched: Vec<Fetched> = names.iter().map(|n| failed(n)).collect();
+        let told = |unavailable: &[&str]| {
+            let unavailable: Vec<String> = unavailable.iter().map(|&n| n.to_owned()).collect();
+            unavailable_errors(&fetched, &config.upstreams, &unavailable)
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        };
+        let said = |n: &str| format!("upstream {n} answered 500 for x");
+        assert_eq!(
+            told(&[names[2], names[0]]),
+            [said(names[0]), said(names[2])]
+        );
+        assert!(told(&[]).is_empty());
+    }
+
+    #[test]
+    fn dependencies_on_a_configured_registry_are_layered() {
+        let public = tame_index::index::sparse::CRATES_IO_HTTP_INDEX;
+        let one = config("[upstreams.acme]\nindex = \"sparse+http://127.0.0.1:1/index/\"\n");
+        let rt = Runtime::new(one, Box::new(NoPins), 4);
+        assert_eq!(rt.generation, 4);
+        assert_eq!(rt.refs.len(), 1);
+        assert!(rt.is_layered("sparse+http://127.0.0.1:1/index/"));
+        assert!(rt.is_layered("sparse+http://127.0.0.1:1/index"));
+        assert!(!rt.is_layered("sparse+http://127.0.0.1:2/index/"));
+        assert!(!rt.is_layered(public));
+        // An upstream named `crates-io` stands for the public registry, whatever its URL.
+        let mirror =
+            config("[upstreams.crates-io]\nindex = \"sparse+http://127.0.0.1:1/index/\"\n");
+        let rt = Runtime::new(mirror, Box::new(NoPins), 0);
+        assert!(rt.is_layered(public));
+        assert!(rt.is_layered(tame_index::index::git::CRATES_IO_INDEX));
     }
 }

@@ -18,7 +18,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::upstream::FetchError;
 use privreg_shared::store::UpstreamPath;
 
 /// The `Content-Type` of `/metrics`.
@@ -127,24 +126,6 @@ pub fn file_kind(rel: UpstreamPath<'_>) -> &'static str {
     match rel {
         UpstreamPath::Config => "config",
         UpstreamPath::Index(_) => "index",
-    }
-}
-
-/// The outcome label of a failed upstream request.
-fn failure(e: &FetchError) -> &'static str {
-    #[allow(unreachable_patterns)] // a variant added later is counted as `error` until named here
-    match e {
-        FetchError::Auth { .. } => "auth_error",
-        FetchError::Status { .. } => "status_error",
-        FetchError::RetryLater { .. } => "retry_later",
-        FetchError::Timeout { .. } => "timeout",
-        FetchError::Transport { .. } => "transport_error",
-        FetchError::CutShort { .. } => "cut_short",
-        FetchError::Redirect { .. } => "redirect",
-        FetchError::TooLarge { .. } => "too_large",
-        FetchError::BadBody { .. } => "bad_body",
-        FetchError::Busy { .. } => "busy",
-        _ => "error",
     }
 }
 
@@ -297,15 +278,15 @@ impl Metrics {
     }
 
     /// One request to an upstream: `kind` is `index`, `config` or `download`; `outcome` says
-    /// how it went (`ok`, `not_modified`, `absent`) or why it failed.
+    /// how it went (`ok`, `not_modified`, `absent`) or why it failed (the error's own label, such
+    /// as `timeout` or `auth_error`).
     pub fn upstream(
         &self,
         upstream: &str,
         kind: &'static str,
-        outcome: Result<&'static str, &FetchError>,
+        outcome: &'static str,
         took: Duration,
     ) {
-        let outcome = outcome.unwrap_or_else(failure);
         self.upstream_requests
             .get_or_create(&UpstreamLabels {
                 upstream: upstream.to_owned(),
@@ -434,7 +415,7 @@ mod tests {
         m.served("/index/se/rd/serde", 200, 80, Duration::from_millis(1));
         m.served("/../../etc/passwd", 404, 10, Duration::from_millis(1));
         m.cache_hit();
-        m.upstream("acme", "index", Ok("ok"), Duration::from_millis(30));
+        m.upstream("acme", "index", "ok", Duration::from_millis(30));
         m.reloaded(false);
         let text = m.encode();
         for want in [

@@ -29,17 +29,31 @@ pub fn load(config_dir: &Path, generation: u64) -> Result<Runtime, LoadError> {
     Ok(Runtime::new(config, Box::new(pins), generation))
 }
 
+/// The settings read only at start (named as in `config.toml`) that `new` changes.
+fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if new.listen != old.listen {
+        changed.push("listen");
+    }
+    if new.auth != old.auth {
+        changed.push("auth");
+    }
+    changed
+}
+
 impl Daemon {
     /// Reloads from disk; on error keeps the configuration in force and records the error.
     pub fn reload(&self) {
         let current = self.runtime();
         match load(&self.config_dir, current.generation + 1) {
             Ok(rt) => {
-                if rt.config.listen != current.config.listen {
-                    tracing::warn!(listen = %rt.config.listen, "`listen` changed; restart the daemon to apply it");
-                }
-                if rt.config.auth != current.config.auth {
-                    tracing::warn!("`auth` changed; restart the daemon to apply it");
+                for setting in restart_needed(&current.config, &rt.config) {
+                    match setting {
+                        "listen" => {
+                            tracing::warn!(listen = %rt.config.listen, "`listen` changed; restart the daemon to apply it");
+                        }
+                        _ => tracing::warn!("`{setting}` changed; restart the daemon to apply it"),
+                    }
                 }
                 self.swap_runtime(rt);
                 self.metrics.reloaded(true);
@@ -79,4 +93,32 @@ pub fn watch(daemon: Arc<Daemon>) -> notify::Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(top: &str) -> Config {
+        let text = format!("{top}[upstreams.acme]\nindex = \"sparse+http://127.0.0.1:1/index/\"\n");
+        Config::parse(Path::new("config.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn only_listen_and_auth_need_a_restart() {
+        let base = config("");
+        let cases = [
+            ("", vec![]),
+            ("listen = \"127.0.0.1:1\"\n", vec!["listen"]),
+            ("auth = false\n", vec!["auth"]),
+            (
+                "listen = \"127.0.0.1:1\"\nauth = false\n",
+                vec!["listen", "auth"],
+            ),
+            ("[limits]\nmax-upstream-requests = 3\n", vec![]),
+        ];
+        for (top, want) in cases {
+            assert_eq!(restart_needed(&base, &config(top)), want, "{top}");
+        }
+    }
 }

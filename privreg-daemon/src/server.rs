@@ -70,6 +70,55 @@ fn layered_error(e: &LayeredError) -> Response<Body> {
     }
 }
 
+/// The answer for a download that failed.
+fn download_error(e: &DownloadError) -> Response<Body> {
+    match e {
+        DownloadError::NotServed { .. } => text(StatusCode::NOT_FOUND, e.to_string()),
+        DownloadError::Layered(l) => layered_error(l),
+        DownloadError::Cache(_) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        // The upstream asked to be left alone for a while: so does privreg.
+        DownloadError::Upstream(u) if u.retry_after().is_some() => {
+            unavailable(e.to_string(), u.retry_after().unwrap_or(1).max(1))
+        }
+        DownloadError::Upstream(_)
+        | DownloadError::BadDl { .. }
+        | DownloadError::ChecksumMismatch { .. } => text(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
+}
+
+/// The answer to a request that needs no token (`/-/health`, `/-/login`), if it is one.
+fn open_endpoint(parsed: &Result<(View<'_>, Endpoint<'_>), RouteError>) -> Option<Response<Body>> {
+    match parsed {
+        Ok((_, Endpoint::Health)) => Some(text(StatusCode::OK, "ok")),
+        Ok((_, Endpoint::Login)) => Some(text(
+            StatusCode::OK,
+            "privreg hands cargo its local token through the credential provider cargo-credential-privreg.\nRun `privreg init` to create the token and `privreg doctor` to check the setup.",
+        )),
+        _ => None,
+    }
+}
+
+/// The answer to a path that names no endpoint.
+fn route_error(e: &RouteError) -> Response<Body> {
+    match e {
+        RouteError::NotFound(_) => text(StatusCode::NOT_FOUND, e.to_string()),
+        RouteError::BadRequest(_) => text(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// The `config.json` of a view, for a daemon at `base_url`.
+fn config_json(base_url: &str, view: View<'_>, auth_required: bool) -> serde_json::Value {
+    let base = match view {
+        View::Layered => base_url.to_owned(),
+        View::Upstream(name) => format!("{base_url}/upstream/{name}"),
+    };
+    serde_json::json!({
+        "dl": format!("{base}/dl/{{crate}}/{{version}}/{{sha256-checksum}}"),
+        "api": base,
+        "auth-required": auth_required,
+    })
+}
+
 /// The value of [`route::CACHE_HEADER`].
 fn cache_header_value(hit: bool) -> HeaderValue {
     HeaderValue::from_static(if hit { "hit" } else { "miss" })
@@ -92,18 +141,6 @@ impl Daemon {
                 .is_some_and(|u| self.upstreams.is_cached(u, rel)),
         };
         cache_header_value(hit)
-    }
-
-    fn config_json(&self, view: View<'_>) -> serde_json::Value {
-        let base = match view {
-            View::Layered => self.base_url.clone(),
-            View::Upstream(name) => format!("{}/upstream/{name}", self.base_url),
-        };
-        serde_json::json!({
-            "dl": format!("{base}/dl/{{crate}}/{{version}}/{{sha256-checksum}}"),
-            "api": base,
-            "auth-required": self.auth_required(),
-        })
     }
 
     async fn index(
@@ -176,22 +213,7 @@ impl Daemon {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "download failed");
-                match &e {
-                    DownloadError::NotServed { .. } => text(StatusCode::NOT_FOUND, e.to_string()),
-                    DownloadError::Layered(l) => layered_error(l),
-                    DownloadError::Cache(_) => {
-                        text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                    }
-                    // The upstream asked to be left alone for a while: so does privreg.
-                    DownloadError::Upstream(u) if u.retry_after().is_some() => {
-                        unavailable(e.to_string(), u.retry_after().unwrap_or(1).max(1))
-                    }
-                    DownloadError::Upstream(_)
-                    | DownloadError::BadDl { .. }
-                    | DownloadError::ChecksumMismatch { .. } => {
-                        text(StatusCode::BAD_GATEWAY, e.to_string())
-                    }
-                }
+                download_error(&e)
             }
         }
     }
@@ -246,15 +268,8 @@ impl Daemon {
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let parsed = route::parse(&path);
-        match parsed {
-            Ok((_, Endpoint::Health)) => return text(StatusCode::OK, "ok"),
-            Ok((_, Endpoint::Login)) => {
-                return text(
-                    StatusCode::OK,
-                    "privreg hands cargo its local token through the credential provider cargo-credential-privreg.\nRun `privreg init` to create the token and `privreg doctor` to check the setup.",
-                );
-            }
-            _ => {}
+        if let Some(open) = open_endpoint(&parsed) {
+            return open;
         }
         // Everything else, even a bad path, only for our own cargo.
         if let Some(refused) = self.gate(&req, auth::accept_for(&parsed, req.method())) {
@@ -262,10 +277,7 @@ impl Daemon {
         }
         let (view, endpoint) = match parsed {
             Ok(r) => r,
-            Err(e @ RouteError::NotFound(_)) => return text(StatusCode::NOT_FOUND, e.to_string()),
-            Err(e @ RouteError::BadRequest(_)) => {
-                return text(StatusCode::BAD_REQUEST, e.to_string());
-            }
+            Err(e) => return route_error(&e),
         };
         if let View::Upstream(name) = view
             && self.runtime().config.upstream(name).is_none()
@@ -313,7 +325,10 @@ impl Daemon {
         match endpoint {
             Endpoint::Status => json(StatusCode::OK, &self.status_json()),
             Endpoint::Policy(krate) => json(StatusCode::OK, &self.policy_json(&krate).await),
-            Endpoint::Config => json(StatusCode::OK, &self.config_json(view)),
+            Endpoint::Config => json(
+                StatusCode::OK,
+                &config_json(&self.base_url, view, self.auth_required()),
+            ),
             Endpoint::Index(krate) => self.index(view, &krate, &req).await,
             Endpoint::Download {
                 krate,
@@ -423,5 +438,161 @@ pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener, shutdown: impl Fu
         () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
             tracing::warn!("connections still open after 10s; stopping anyway");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use privreg_shared::CrateName;
+
+    use super::*;
+    use crate::upstream::FetchError;
+
+    fn retry_later(secs: u64) -> FetchError {
+        FetchError::RetryLater {
+            upstream: "acme".into(),
+            what: "x".into(),
+            status: 429,
+            retry_after: secs,
+        }
+    }
+
+    fn status_error() -> FetchError {
+        FetchError::Status {
+            upstream: "acme".into(),
+            what: "x".into(),
+            status: 500,
+        }
+    }
+
+    fn retry_after(r: &Response<Body>) -> Option<&str> {
+        r.headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap())
+    }
+
+    #[test]
+    fn an_unavailable_crate_waits_as_long_as_its_slowest_upstream_asked() {
+        let krate = CrateName::new("foo").unwrap();
+        let r = layered_error(&LayeredError::NotFound(krate.clone()));
+        assert_eq!((r.status(), retry_after(&r)), (StatusCode::NOT_FOUND, None));
+        for (errors, wait) in [
+            (vec![retry_later(5), status_error(), retry_later(30)], "30"),
+            (vec![status_error()], "1"),
+            (vec![retry_later(0)], "1"),
+            (vec![], "1"),
+        ] {
+            let e = LayeredError::Unavailable {
+                krate: krate.clone(),
+                errors,
+            };
+            let r = layered_error(&e);
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(retry_after(&r), Some(wait));
+        }
+    }
+
+    #[test]
+    fn failed_downloads_answer_by_what_failed() {
+        let version = semver::Version::new(1, 0, 0);
+        let cases = [
+            (
+                DownloadError::NotServed {
+                    krate: "foo".into(),
+                    version: version.clone(),
+                    cksum: "00".into(),
+                },
+                StatusCode::NOT_FOUND,
+                None,
+            ),
+            (
+                DownloadError::Upstream(retry_later(9)),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("9"),
+            ),
+            (
+                DownloadError::Upstream(status_error()),
+                StatusCode::BAD_GATEWAY,
+                None,
+            ),
+            (
+                DownloadError::BadDl {
+                    upstream: "acme".into(),
+                    message: "no dl".into(),
+                },
+                StatusCode::BAD_GATEWAY,
+                None,
+            ),
+            (
+                DownloadError::ChecksumMismatch {
+                    upstream: "acme".into(),
+                    krate: "foo".into(),
+                    version,
+                    want: "00".into(),
+                    got: "11".into(),
+                },
+                StatusCode::BAD_GATEWAY,
+                None,
+            ),
+            (
+                DownloadError::Layered(LayeredError::NotFound(CrateName::new("foo").unwrap())),
+                StatusCode::NOT_FOUND,
+                None,
+            ),
+        ];
+        for (e, status, wait) in cases {
+            let r = download_error(&e);
+            assert_eq!((r.status(), retry_after(&r)), (status, wait), "{e}");
+        }
+    }
+
+    #[test]
+    fn only_health_and_login_are_open() {
+        for (path, open) in [
+            ("/-/health", true),
+            ("/-/login", true),
+            ("/-/status", false),
+            ("/index/config.json", false),
+            ("/index/3/f/foo", false),
+            ("/../../etc/passwd", false),
+        ] {
+            let answer = open_endpoint(&route::parse(path));
+            assert_eq!(answer.is_some(), open, "{path}");
+            if let Some(r) = answer {
+                assert_eq!(r.status(), StatusCode::OK);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_paths_are_told_apart_from_unknown_ones() {
+        for (path, want) in [
+            ("/nothing/here", StatusCode::NOT_FOUND),
+            ("/index/3/f/fo%", StatusCode::NOT_FOUND),
+            ("/-/policy/not a name", StatusCode::BAD_REQUEST),
+            ("/dl/foo/one/00", StatusCode::BAD_REQUEST),
+        ] {
+            let e = route::parse(path).expect_err(path);
+            assert_eq!(route_error(&e).status(), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn each_view_has_its_own_config_json() {
+        let base = "http://127.0.0.1:7777";
+        let layered = config_json(base, View::Layered, true);
+        assert_eq!(layered["api"], base);
+        assert_eq!(
+            layered["dl"],
+            format!("{base}/dl/{{crate}}/{{version}}/{{sha256-checksum}}")
+        );
+        assert_eq!(layered["auth-required"], true);
+        let acme = config_json(base, View::Upstream("acme"), false);
+        assert_eq!(acme["api"], format!("{base}/upstream/acme"));
+        assert_eq!(
+            acme["dl"],
+            format!("{base}/upstream/acme/dl/{{crate}}/{{version}}/{{sha256-checksum}}")
+        );
+        assert_eq!(acme["auth-required"], false);
     }
 }

@@ -89,6 +89,22 @@ pub enum FetchError {
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 impl FetchError {
+    /// The `outcome` label of `privreg_upstream_requests_total` for this failure.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            FetchError::Auth { .. } => "auth_error",
+            FetchError::Status { .. } => "status_error",
+            FetchError::RetryLater { .. } => "retry_later",
+            FetchError::Timeout { .. } => "timeout",
+            FetchError::Transport { .. } => "transport_error",
+            FetchError::CutShort { .. } => "cut_short",
+            FetchError::Redirect { .. } => "redirect",
+            FetchError::TooLarge { .. } => "too_large",
+            FetchError::BadBody { .. } => "bad_body",
+            FetchError::Busy { .. } => "busy",
+        }
+    }
+
     /// Seconds to wait before asking again, when the upstream said so (429 or 503 with
     /// `Retry-After`).
     pub fn retry_after(&self) -> Option<u64> {

@@ -1,37 +1,37 @@
-//! Talking to upstream registries: conditional requests, one request at a time per file
-//! (concurrent callers share it), bounded bodies, and the memory + disk cache in front of it all.
+//! Talking to upstream registries: the [`Upstreams`] façade over the memory + disk cache
+//! ([`memory`]), conditional requests ([`request`]) and what their answers mean ([`classify`]),
+//! one request at a time per file ([`flight`]), bounded bodies, freshness and background
+//! revalidation, and each upstream's health.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
-use bytes::Bytes;
 use privreg_shared::CrateName;
 use privreg_shared::config::Upstream;
 use privreg_shared::index::IndexFile;
 
 mod body;
+mod classify;
+mod client;
 mod error;
+mod flight;
+mod memory;
+mod request;
 
-use body::{not_an_index, read_limited, read_limited_into};
+use body::{read_limited, read_limited_into};
+use classify::{Answer, Head};
+use flight::{Flights, Permits};
+use memory::{Key, Memory, fresh};
 
+pub use client::http_client;
 pub use error::{FetchError, MAX_RETRY_AFTER};
+pub use memory::Entry;
 
 use crate::metrics::Metrics;
 use crate::tokens::{Tokens, authorization};
-use privreg_shared::store::{self, Cache, Meta, Spool, Stored, UpstreamPath};
-
-/// One upstream file as privreg knows it.
-#[derive(Debug)]
-pub struct Entry {
-    pub meta: Meta,
-    pub body: Bytes,
-    /// The parsed index file, for present index entries.
-    pub file: Option<Arc<IndexFile>>,
-    /// Changes whenever the body does (a 304 keeps it).
-    pub rev: u64,
-}
+use privreg_shared::store::{self, Cache, Spool, UpstreamPath};
 
 /// The outcome of asking for a file: the best entry known (fresh, or the last good one when the
 /// upstream failed), and the failure if there was one.
@@ -46,17 +46,6 @@ pub struct Fetched {
 /// How many of a crate's newest versions have their dependencies prefetched.
 pub const PREFETCH_VERSIONS: usize = 3;
 
-type Key = (String, String);
-
-#[derive(Default)]
-struct Flight {
-    /// The last failure of a request for this key and when it ended, so that callers who queued
-    /// behind that request share its outcome instead of asking again.
-    failed: Option<(Instant, FetchError)>,
-    /// Until when that failure stands for every caller: the upstream's `Retry-After`.
-    retry_at: Option<Instant>,
-}
-
 /// Health of one upstream as last seen.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Health {
@@ -67,7 +56,6 @@ pub struct Health {
 
 pub struct Upstreams {
     client: reqwest::Client,
-    cache: Cache,
     pub tokens: Tokens,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -75,79 +63,16 @@ pub struct Upstreams {
     revalidating: Mutex<HashSet<Key>>,
     /// Dependencies (name, `registry` URL) of newly fetched index files, for the prefetcher.
     prefetch: tokio::sync::mpsc::UnboundedSender<(CrateName, Option<String>)>,
-    memory: Mutex<HashMap<Key, Arc<Entry>>>,
+    memory: Memory,
     /// Per crate key: what the prefetcher knows of it.
     interest: Mutex<HashMap<String, crate::prefetch::Interest>>,
-    flights: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Flight>>>>,
+    /// Per file: the request asking for it now, and what the last one left.
+    flights: Flights,
     health: Mutex<HashMap<String, Health>>,
-    next_rev: AtomicU64,
     requests: AtomicU64,
     metrics: Arc<Metrics>,
-    /// Per upstream: the `max-upstream-requests` in force and the permits for it.
-    in_flight: Mutex<HashMap<String, (usize, Arc<tokio::sync::Semaphore>)>>,
-}
-
-fn what(rel: UpstreamPath<'_>) -> String {
-    match rel {
-        UpstreamPath::Config => "config.json".to_owned(),
-        UpstreamPath::Index(k) => format!("the index file of {k}"),
-    }
-}
-
-fn rel_url(rel: UpstreamPath<'_>) -> String {
-    match rel {
-        UpstreamPath::Config => "config.json".to_owned(),
-        UpstreamPath::Index(k) => k.index_path(),
-    }
-}
-
-/// Reqwest's redirect policy: follow only within the same scheme, host and port, so that an
-/// upstream's token never travels to another host.
-fn same_origin_redirects() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let first = attempt.previous().first().cloned();
-        let next = attempt.url();
-        match first {
-            Some(first) if attempt.previous().len() < 5 && first.origin() == next.origin() => {
-                attempt.follow()
-            }
-            _ => attempt.stop(),
-        }
-    })
-}
-
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("privreg/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(same_origin_redirects())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .expect("the HTTP client builds")
-}
-
-enum Answer {
-    Modified {
-        body: Bytes,
-        etag: Option<String>,
-        last_modified: Option<String>,
-    },
-    NotModified {
-        etag: Option<String>,
-        last_modified: Option<String>,
-    },
-    Absent,
-}
-
-impl Answer {
-    /// The `outcome` label of `privreg_upstream_requests_total`.
-    fn outcome(&self) -> &'static str {
-        match self {
-            Answer::Modified { .. } => "ok",
-            Answer::NotModified { .. } => "not_modified",
-            Answer::Absent => "absent",
-        }
-    }
+    /// Per upstream: the permits for `limits.max-upstream-requests`.
+    in_flight: Permits,
 }
 
 impl Upstreams {
@@ -160,20 +85,18 @@ impl Upstreams {
         Upstreams {
             metrics,
             client: http_client(),
-            cache,
             tokens,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             revalidations: AtomicU64::new(0),
             revalidating: Mutex::default(),
             prefetch,
-            memory: Mutex::default(),
+            memory: Memory::new(cache),
             interest: Mutex::default(),
-            flights: Mutex::default(),
+            flights: Flights::default(),
             health: Mutex::default(),
-            next_rev: AtomicU64::new(1),
             requests: AtomicU64::new(0),
-            in_flight: Mutex::default(),
+            in_flight: Permits::default(),
         }
     }
 
@@ -237,17 +160,7 @@ impl Upstreams {
         what: &str,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, FetchError> {
         let limit = up.limits.max_upstream_requests;
-        let semaphore = {
-            let mut map = self.in_flight.lock().expect("in-flight lock");
-            let slot = map
-                .entry(up.name.clone())
-                .or_insert_with(|| (limit, Arc::new(tokio::sync::Semaphore::new(limit))));
-            if slot.0 != limit {
-                // A reload changed the limit: new requests count against a fresh budget.
-                *slot = (limit, Arc::new(tokio::sync::Semaphore::new(limit)));
-            }
-            slot.1.clone()
-        };
+        let semaphore = self.in_flight.semaphore(&up.name, limit);
         let busy = || FetchError::Busy {
             upstream: up.name.clone(),
             what: what.to_owned(),
@@ -293,87 +206,16 @@ impl Upstreams {
         self.health.lock().expect("health lock").clone()
     }
 
-    fn key(up: &Upstream, rel: UpstreamPath<'_>) -> Key {
-        (store::upstream_dir_name(up), rel_url(rel))
-    }
-
-    fn entry_from(
-        &self,
-        stored: Stored,
-        rel: UpstreamPath<'_>,
-        up: &Upstream,
-        rev: Option<u64>,
-    ) -> Entry {
-        let file = match rel {
-            UpstreamPath::Index(krate) if stored.meta.present => {
-                let file = IndexFile::parse_bytes(stored.body.clone());
-                for s in &file.skipped {
-                    tracing::warn!(upstream = %up.name, krate = %krate, line = s.line, reason = %s.reason, "skipping an index line cargo could not use");
-                }
-                Some(Arc::new(file))
-            }
-            _ => None,
-        };
-        let rev = rev.unwrap_or_else(|| self.next_rev.fetch_add(1, Ordering::Relaxed));
-        Entry {
-            meta: stored.meta,
-            body: stored.body,
-            file,
-            rev,
-        }
-    }
-
-    /// The entry in memory, else on disk (loaded into memory).
-    fn known(&self, up: &Upstream, rel: UpstreamPath<'_>, key: &Key) -> Option<Arc<Entry>> {
-        if let Some(e) = self.memory.lock().expect("memory lock").get(key) {
-            return Some(e.clone());
-        }
-        let stored = match self.cache.load(up, rel) {
-            Ok(s) => s?,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the cache");
-                return None;
-            }
-        };
-        let entry = Arc::new(self.entry_from(stored, rel, up, None));
-        self.memory
-            .lock()
-            .expect("memory lock")
-            .insert(key.clone(), entry.clone());
-        Some(entry)
-    }
-
-    fn fresh(entry: &Entry, ttl: Duration) -> bool {
-        SystemTime::now()
-            .duration_since(entry.meta.fetched_at())
-            .is_ok_and(|age| age < ttl)
-    }
-
     /// Forgets what is cached for a file so that the next request asks the upstream, without
     /// conditions.
     pub fn invalidate(&self, up: &Upstream, rel: UpstreamPath<'_>) {
-        let key = Self::key(up, rel);
-        if let Some(e) = self.memory.lock().expect("memory lock").get_mut(&key) {
-            // Without validators: some upstreams keep their ETag across a yank, and a 304 would
-            // keep the old body.
-            let meta = Meta {
-                fetched: 0,
-                etag: None,
-                last_modified: None,
-                ..e.meta.clone()
-            };
-            *e = Arc::new(Entry {
-                meta,
-                body: e.body.clone(),
-                file: e.file.clone(),
-                rev: e.rev,
-            });
-        }
+        self.memory.invalidate(&memory::key(up, rel));
     }
 
     /// Whether an answer for this file is held, in memory or on disk, fresh or not.
     pub fn is_cached(&self, up: &Upstream, rel: UpstreamPath<'_>) -> bool {
-        self.known(up, rel, &Self::key(up, rel)).is_some()
+        let key = memory::key(up, rel);
+        self.memory.known(up, rel, &key).is_some()
     }
 
     /// Asks the upstream for a file now, even while the cached copy is fresh (`privreg
@@ -386,38 +228,16 @@ impl Upstreams {
         rel: UpstreamPath<'_>,
         unconditional: bool,
     ) -> (Option<Arc<Entry>>, Fetched) {
-        let key = Self::key(up, rel);
-        let before = self.known(up, rel, &key);
+        let key = memory::key(up, rel);
+        let before = self.memory.known(up, rel, &key);
         if let Some(old) = &before {
-            let mut meta = Meta {
-                fetched: 0,
-                ..old.meta.clone()
-            };
-            if unconditional {
-                (meta.etag, meta.last_modified) = (None, None);
-            }
-            let expired = Arc::new(Entry {
-                meta,
-                body: old.body.clone(),
-                file: old.file.clone(),
-                rev: old.rev,
-            });
-            self.memory
-                .lock()
-                .expect("memory lock")
-                .insert(key.clone(), expired);
+            self.memory.expire(key.clone(), old, unconditional);
         }
         let fetched = self.fetch_now(up, rel, key.clone()).await;
         if fetched.error.is_some()
             && let Some(old) = &before
         {
-            let mut memory = self.memory.lock().expect("memory lock");
-            if memory
-                .get(&key)
-                .is_some_and(|e| e.rev == old.rev && e.meta.fetched == 0)
-            {
-                memory.insert(key, old.clone());
-            }
+            self.memory.restore(key, old);
         }
         (before, fetched)
     }
@@ -427,9 +247,9 @@ impl Upstreams {
     /// the background; else with a conditional request. Concurrent callers for the same file
     /// share one upstream request.
     pub async fn fetch(self: &Arc<Self>, up: &Upstream, rel: UpstreamPath<'_>) -> Fetched {
-        let key = Self::key(up, rel);
-        if let Some(e) = self.known(up, rel, &key) {
-            if Self::fresh(&e, up.ttl) {
+        let key = memory::key(up, rel);
+        if let Some(e) = self.memory.known(up, rel, &key) {
+            if fresh(&e, up.ttl) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 self.metrics.cache_hit();
                 return Fetched {
@@ -438,7 +258,7 @@ impl Upstreams {
                     changed: false,
                 };
             }
-            if Self::fresh(&e, up.ttl.saturating_add(up.stale)) {
+            if fresh(&e, up.ttl.saturating_add(up.stale)) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 self.metrics.cache_hit();
                 self.revalidate_in_background(up, rel, key);
@@ -485,25 +305,17 @@ impl Upstreams {
     /// Asks the upstream now (unless a request that just ended answered for us).
     async fn fetch_now(&self, up: &Upstream, rel: UpstreamPath<'_>, key: Key) -> Fetched {
         let start = Instant::now();
-        let flight = self
-            .flights
-            .lock()
-            .expect("flights lock")
-            .entry(key.clone())
-            .or_default()
-            .clone();
+        let flight = self.flights.of(&key);
         let mut flight = flight.lock().await;
-        let cached = self.known(up, rel, &key);
-        if let Some(e) = cached.as_ref().filter(|e| Self::fresh(e, up.ttl)) {
+        let cached = self.memory.known(up, rel, &key);
+        if let Some(e) = cached.as_ref().filter(|e| fresh(e, up.ttl)) {
             return Fetched {
                 entry: Some(e.clone()),
                 error: None,
                 changed: false,
             };
         }
-        if let Some((when, err)) = &flight.failed
-            && (*when >= start || flight.retry_at.is_some_and(|t| t > Instant::now()))
-        {
+        if let Some(err) = flight.shared_failure(start, Instant::now()) {
             return Fetched {
                 entry: cached,
                 error: Some(err.clone()),
@@ -512,90 +324,16 @@ impl Upstreams {
         }
         let (asked, kind) = (Instant::now(), crate::metrics::file_kind(rel));
         let result = self.request(up, rel, cached.as_deref()).await;
-        let outcome = result.as_ref().map(Answer::outcome);
+        let outcome = result
+            .as_ref()
+            .map_or_else(FetchError::metric_label, Answer::outcome);
         self.metrics
             .upstream(&up.name, kind, outcome, asked.elapsed());
         match result {
             Ok(answer) => {
-                flight.failed = None;
-                let (stored, rev) = match answer {
-                    Answer::Modified {
-                        body,
-                        etag,
-                        last_modified,
-                    } => (
-                        Stored {
-                            meta: Meta {
-                                present: true,
-                                etag,
-                                last_modified,
-                                fetched: store::now_secs(),
-                            },
-                            body,
-                        },
-                        None,
-                    ),
-                    Answer::NotModified {
-                        etag,
-                        last_modified,
-                    } => {
-                        let old = cached
-                            .as_ref()
-                            .expect("304 only answers a conditional request");
-                        let meta = Meta {
-                            present: true,
-                            etag: etag.or_else(|| old.meta.etag.clone()),
-                            last_modified: last_modified.or_else(|| old.meta.last_modified.clone()),
-                            fetched: store::now_secs(),
-                        };
-                        (
-                            Stored {
-                                meta,
-                                body: old.body.clone(),
-                            },
-                            Some(old.rev),
-                        )
-                    }
-                    Answer::Absent => (
-                        Stored {
-                            meta: Meta {
-                                present: false,
-                                etag: None,
-                                last_modified: None,
-                                fetched: store::now_secs(),
-                            },
-                            body: Bytes::new(),
-                        },
-                        None,
-                    ),
-                };
-                // A 304 that leaves the validators as they were changes nothing worth a rewrite
-                // of the whole file: the new freshness lives in memory (after a restart the file
-                // is only revalidated a little sooner).
-                let unchanged_on_disk = rev.is_some()
-                    && cached.as_ref().is_some_and(|old| {
-                        old.meta.etag == stored.meta.etag
-                            && old.meta.last_modified == stored.meta.last_modified
-                    });
-                if !unchanged_on_disk && let Err(e) = self.cache.store(up, rel, &stored) {
-                    tracing::warn!(error = %e, "cannot write the cache; serving without caching");
-                }
-                let entry = match (rev, &cached) {
-                    // Unchanged body: keep the parsed file.
-                    (Some(rev), Some(old)) => Arc::new(Entry {
-                        meta: stored.meta,
-                        body: stored.body,
-                        file: old.file.clone(),
-                        rev,
-                    }),
-                    _ => Arc::new(self.entry_from(stored, rel, up, None)),
-                };
-                self.memory
-                    .lock()
-                    .expect("memory lock")
-                    .insert(key, entry.clone());
+                flight.succeeded();
+                let (entry, changed) = self.memory.remember(up, rel, key, answer, cached.as_ref());
                 self.note_ok(up);
-                let changed = rev.is_none();
                 if changed
                     && let Some(file) = &entry.file
                     && let UpstreamPath::Index(krate) = rel
@@ -612,10 +350,7 @@ impl Upstreams {
                 tracing::warn!(error = %err, stale = cached.is_some(), "upstream request failed");
                 self.refused(up, &err);
                 self.note_error(up, &err.to_string());
-                flight.failed = Some((Instant::now(), err.clone()));
-                flight.retry_at = err
-                    .retry_after()
-                    .map(|secs| Instant::now() + Duration::from_secs(secs));
+                flight.failed(err.clone(), Instant::now());
                 Fetched {
                     entry: cached,
                     error: Some(err),
@@ -625,72 +360,35 @@ impl Upstreams {
         }
     }
 
+    /// One request for a file, conditional on the copy `cached` when it has a body.
     async fn request(
         &self,
         up: &Upstream,
         rel: UpstreamPath<'_>,
         cached: Option<&Entry>,
     ) -> Result<Answer, FetchError> {
-        let url = up
-            .base
-            .join(&rel_url(rel))
-            .expect("index paths join onto a base URL");
+        let url = request::file_url(up, rel);
         let mut req = self.get(up, url.clone()).await.timeout(up.timeout);
-        if let Some(c) = cached.filter(|c| c.meta.present) {
-            if let Some(etag) = &c.meta.etag {
-                req = req.header(http::header::IF_NONE_MATCH, etag);
-            }
-            if let Some(lm) = &c.meta.last_modified {
-                req = req.header(http::header::IF_MODIFIED_SINCE, lm);
-            }
+        for (name, value) in request::conditional_headers(cached.map(|c| &c.meta)) {
+            req = req.header(name, value);
         }
-        let what = what(rel);
+        let what = request::what(rel);
         let _permit = self.permit(up, &what).await?;
         tracing::debug!(upstream = %up.name, %url, "upstream request");
         let resp = req
             .send()
             .await
             .map_err(|e| self.transport_error(up, &what, e))?;
+        let held_body = cached.is_some_and(|c| c.meta.present);
         let status = resp.status().as_u16();
-        let header = |name: http::HeaderName| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let (etag, last_modified) = (
-            header(http::header::ETAG),
-            header(http::header::LAST_MODIFIED),
-        );
-        match status {
-            200 => {
+        match classify::head(up, &what, rel, status, resp.headers(), held_body)? {
+            Head::Body(validators) => {
                 let limit = (up.limits.max_index_size, "max-index-size");
                 let body = read_limited(resp, limit, up, &what).await?;
-                let bad = match rel {
-                    UpstreamPath::Config => serde_json::from_slice::<serde_json::Value>(&body)
-                        .err()
-                        .map(|e| e.to_string()),
-                    UpstreamPath::Index(_) => not_an_index(&body),
-                };
-                if let Some(message) = bad {
-                    return Err(FetchError::BadBody {
-                        upstream: up.name.clone(),
-                        what,
-                        message,
-                    });
-                }
-                Ok(Answer::Modified {
-                    body,
-                    etag,
-                    last_modified,
-                })
+                classify::body(up, &what, rel, body, validators)
             }
-            304 if cached.is_some_and(|c| c.meta.present) => Ok(Answer::NotModified {
-                etag,
-                last_modified,
-            }),
-            404 | 410 if matches!(rel, UpstreamPath::Index(_)) => Ok(Answer::Absent),
-            _ => Err(FetchError::from_status(up, &what, status, resp.headers())),
+            Head::NotModified(validators) => Ok(Answer::NotModified(validators)),
+            Head::Absent => Ok(Answer::Absent),
         }
     }
 
