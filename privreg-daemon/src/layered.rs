@@ -126,7 +126,7 @@ impl Daemon {
                 let errors = fetched
                     .iter()
                     .zip(&rt.config.upstreams)
-                    .filter(|(_, u)| upstreams.contains(&u.name))
+                    .filter(|(_, u)| upstreams.iter().any(|n| u.name == *n))
                     .filter_map(|(f, _)| f.error.clone())
                     .collect();
                 return Err(LayeredError::Unavailable {

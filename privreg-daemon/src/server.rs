@@ -120,7 +120,7 @@ impl Daemon {
                 .await
                 .map(|m| (m.body.clone(), m.etag.clone())),
             View::Upstream(name) => self
-                .upstream_view(name, &krate)
+                .upstream_view(name.as_str(), &krate)
                 .await
                 .map(|v| (v.body, v.etag)),
         };

@@ -240,7 +240,7 @@ impl Upstreams {
         let semaphore = {
             let mut map = self.in_flight.lock().expect("in-flight lock");
             let slot = map
-                .entry(up.name.clone())
+                .entry(up.name.to_string())
                 .or_insert_with(|| (limit, Arc::new(tokio::sync::Semaphore::new(limit))));
             if slot.0 != limit {
                 // A reload changed the limit: new requests count against a fresh budget.
@@ -249,7 +249,7 @@ impl Upstreams {
             slot.1.clone()
         };
         let busy = || FetchError::Busy {
-            upstream: up.name.clone(),
+            upstream: up.name.to_string(),
             what: what.to_owned(),
             limit,
             secs: up.timeout.as_secs_f64(),
@@ -674,7 +674,7 @@ impl Upstreams {
                 };
                 if let Some(message) = bad {
                     return Err(FetchError::BadBody {
-                        upstream: up.name.clone(),
+                        upstream: up.name.to_string(),
                         what,
                         message,
                     });
@@ -741,7 +741,7 @@ impl Upstreams {
         self.health
             .lock()
             .expect("health lock")
-            .entry(up.name.clone())
+            .entry(up.name.to_string())
             .or_default()
             .last_ok = Some(store::now_secs());
     }
@@ -749,7 +749,7 @@ impl Upstreams {
     /// Records for `privreg status` that a request to `up` failed just now, and why.
     pub fn note_error(&self, up: &Upstream, error: &str) {
         let mut health = self.health.lock().expect("health lock");
-        let h = health.entry(up.name.clone()).or_default();
+        let h = health.entry(up.name.to_string()).or_default();
         h.last_error = Some(error.to_owned());
         h.last_error_at = Some(store::now_secs());
     }
