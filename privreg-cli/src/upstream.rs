@@ -162,10 +162,10 @@ pub async fn fetch_config(
     source: &TokenSource,
     timeout: Duration,
 ) -> Result<(), CheckError> {
-    let base = parse_index_url(index).map_err(|reason| CheckError::NotConfig {
+    let base = parse_index_url(index).map_err(|e| CheckError::NotConfig {
         name: name.to_owned(),
         url: index.to_owned(),
-        reason,
+        reason: e.to_string(),
     })?;
     let url = base
         .join("config.json")

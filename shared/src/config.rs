@@ -399,25 +399,57 @@ fn parse_limits(raw: &RawLimits) -> Result<Limits, Invalid> {
     })
 }
 
+/// Why an `index` URL is refused; the message quotes the URL, except for credentials in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexUrlError {
+    #[error(
+        "{index:?} is not a sparse index URL; write it as `sparse+https://…/` (git indexes are not supported)"
+    )]
+    NotSparse { index: String },
+    #[error("{index:?} is not a URL: {reason}")]
+    NotUrl {
+        index: String,
+        reason: url::ParseError,
+    },
+    #[error("{index:?} must use http or https")]
+    Scheme { index: String },
+    #[error("{index:?} has no host")]
+    NoHost { index: String },
+    #[error("credentials do not belong in the URL; use `privreg login`")]
+    Credentials,
+    #[error("{index:?} must not have a query or fragment")]
+    QueryOrFragment { index: String },
+}
+
 /// Checks a sparse index URL and returns its base (without `sparse+`, ending in `/`).
-pub fn parse_index_url(index: &str) -> Result<url::Url, String> {
+pub fn parse_index_url(index: &str) -> Result<url::Url, IndexUrlError> {
+    let index_owned = || index.to_owned();
     let Some(rest) = index.strip_prefix("sparse+") else {
-        return Err(format!(
-            "{index:?} is not a sparse index URL; write it as `sparse+https://…/` (git indexes are not supported)"
-        ));
+        return Err(IndexUrlError::NotSparse {
+            index: index_owned(),
+        });
     };
-    let mut url = url::Url::parse(rest).map_err(|e| format!("{index:?} is not a URL: {e}"))?;
+    let mut url = url::Url::parse(rest).map_err(|reason| IndexUrlError::NotUrl {
+        index: index_owned(),
+        reason,
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{index:?} must use http or https"));
+        return Err(IndexUrlError::Scheme {
+            index: index_owned(),
+        });
     }
     if url.host_str().is_none() {
-        return Err(format!("{index:?} has no host"));
+        return Err(IndexUrlError::NoHost {
+            index: index_owned(),
+        });
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("credentials do not belong in the URL; use `privreg login`".to_owned());
+        return Err(IndexUrlError::Credentials);
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{index:?} must not have a query or fragment"));
+        return Err(IndexUrlError::QueryOrFragment {
+            index: index_owned(),
+        });
     }
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
@@ -553,5 +585,99 @@ index = "sparse+http://127.0.0.1:2/index/"
             assert_eq!(e.line, Some(line), "{text:?}: {e}");
             assert!(e.message.contains(needle), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn validation_messages_are_exact() {
+        let up = |rest: &str| format!("[upstreams.a]\nindex = \"sparse+http://h/\"\n{rest}");
+        let cases = [
+            (
+                up("priority = 0\n"),
+                "upstream a: `priority` must be a non-zero 32-bit integer",
+            ),
+            (
+                up("timeout = \"0s\"\n"),
+                "upstream a: `timeout` \"0s\" is not a non-zero duration such as \"30s\"",
+            ),
+            (
+                up("publish = true\n[upstreams.b]\nindex = \"sparse+http://i/\"\npublish = true\n"),
+                "upstreams a and b both set `publish = true`; at most one may",
+            ),
+            (
+                "[upstreams.acme-x]\nindex = \"sparse+http://h/\"\n[upstreams.ACME_x]\nindex = \"sparse+http://i/\"\n".to_owned(),
+                "upstreams acme-x and ACME_x would share the token variable PRIVREG_TOKEN_ACME_X; rename one",
+            ),
+            (
+                "[upstreams.\"a b\"]\nindex = \"sparse+http://h/\"\n".to_owned(),
+                "upstream name \"a b\" may only hold ASCII letters, digits, `-` and `_`",
+            ),
+            (
+                "[upstreams.\"\"]\nindex = \"sparse+http://h/\"\n".to_owned(),
+                "upstream name \"\" may only hold ASCII letters, digits, `-` and `_`",
+            ),
+            (
+                "listen = \"nowhere\"\n".to_owned(),
+                "`listen`: \"nowhere\" is not an address such as 127.0.0.1:7878",
+            ),
+            (
+                "[upstreams.a]\nindex = \"https://h/\"\n".to_owned(),
+                "upstream a: `index`: \"https://h/\" is not a sparse index URL; write it as `sparse+https://…/` (git indexes are not supported)",
+            ),
+            (
+                "[upstreams.a]\nindex = \"sparse+http://u:p@h/\"\n".to_owned(),
+                "upstream a: `index`: credentials do not belong in the URL; use `privreg login`",
+            ),
+            (
+                "[upstreams.a]\nindex = \"sparse+http://h/?q\"\n".to_owned(),
+                "upstream a: `index`: \"sparse+http://h/?q\" must not have a query or fragment",
+            ),
+            (
+                "[limits]\nmax-upstream-requests = 0\n".to_owned(),
+                "`limits.max-upstream-requests` must be between 1 and 4096",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse(&text).unwrap_err().message, want, "{text:?}");
+        }
+        let e = parse(&up("stale = \"x\"\n")).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("upstream a: `stale` \"x\" is not a duration such as \"1h\": "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn upstream_names_are_at_most_64_characters() {
+        let text = |n: &str| format!("[upstreams.{n}]\nindex = \"sparse+http://h/\"\n");
+        let n64 = "a".repeat(64);
+        assert_eq!(parse(&text(&n64)).unwrap().upstreams[0].name, n64.as_str());
+        let n65 = "a".repeat(65);
+        let e = parse(&text(&n65)).unwrap_err();
+        assert_eq!(e.line, Some(1));
+        assert_eq!(
+            e.message,
+            format!("upstream name \"{n65}\" is 65 characters long; the limit is 64")
+        );
+    }
+
+    #[test]
+    fn index_url_errors_are_variants() {
+        assert!(matches!(
+            parse_index_url("https://h/"),
+            Err(IndexUrlError::NotSparse { .. })
+        ));
+        assert!(matches!(
+            parse_index_url("sparse+ftp://h/"),
+            Err(IndexUrlError::Scheme { .. })
+        ));
+        assert_eq!(
+            parse_index_url("sparse+http://u:p@h/"),
+            Err(IndexUrlError::Credentials)
+        );
+        assert_eq!(
+            parse_index_url("sparse+http://h/x").unwrap().as_str(),
+            "http://h/x/"
+        );
     }
 }
