@@ -36,8 +36,8 @@
 //!
 //! # Environment
 //!
-//! An upstream's token may instead come from `PRIVREG_TOKEN_<NAME>` ([`UpstreamName::token_var`]), which
-//! wins over the keyring ([`upstream_token`]).
+//! An upstream's token may instead come from `PRIVREG_TOKEN_<NAME>`
+//! ([`UpstreamName::token_var`]), which wins over the keyring ([`upstream_token`]).
 //!
 //! Calls are blocking (the Secret Service is a D-Bus round trip): async code should call them
 //! from `spawn_blocking`. No message of this module ever holds a token: [`Token`] prints as
