@@ -486,3 +486,31 @@ pub async fn run(dirs: &Dirs, cmd: UpstreamCommand) -> anyhow::Result<ExitCode> 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::Cli;
+
+    /// Upstream names are checked (by `UpstreamName`, the rule config.toml uses) when the
+    /// arguments are parsed.
+    #[test]
+    fn upstream_names_are_checked_when_the_arguments_are_parsed() {
+        let long = "a".repeat(65);
+        let cases: [&[&str]; 5] = [
+            &["privreg", "login", "a b"],
+            &["privreg", "logout", "a/b"],
+            &["privreg", "upstream", "add", "a.b", "sparse+http://h/"],
+            &["privreg", "upstream", "remove", &long],
+            &["privreg", "upstream", "check", "ok", "a b"],
+        ];
+        for args in cases {
+            let e = Cli::try_parse_from(args).err().expect("refused");
+            assert!(e.to_string().contains("upstream name"), "{args:?}: {e}");
+        }
+        let n64 = "a".repeat(64);
+        assert!(Cli::try_parse_from(["privreg", "login", &n64]).is_ok());
+        assert!(Cli::try_parse_from(["privreg", "upstream", "check", "acme-x", "ACME_x"]).is_ok());
+    }
+}
