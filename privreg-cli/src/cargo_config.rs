@@ -77,7 +77,7 @@ pub fn private_upstreams(config: &privreg_shared::config::Config) -> Vec<Private
         .iter()
         .filter(|u| u.name != CRATES_IO_KEY && registry_url_key(&u.index) != CRATES_IO_KEY)
         .map(|u| Private {
-            name: u.name.clone(),
+            name: u.name.to_string(),
             index: u.index.clone(),
         })
         .collect()

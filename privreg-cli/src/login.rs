@@ -7,10 +7,9 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use privreg_shared::UpstreamName;
 use privreg_shared::config::{Config, KeyringChoice, Upstream};
-use privreg_shared::secrets::{
-    EntryName, Keyring, SecretStore, SecretsError, Token, token_env_var,
-};
+use privreg_shared::secrets::{EntryName, Keyring, SecretStore, SecretsError, Token};
 
 use super::{Dirs, open_keyring};
 
@@ -18,7 +17,7 @@ use super::{Dirs, open_keyring};
 pub fn find_upstream<'c>(
     dirs: &Dirs,
     config: &'c Config,
-    name: &str,
+    name: &UpstreamName,
 ) -> anyhow::Result<&'c Upstream> {
     config.upstream(name).with_context(|| {
         let known: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
@@ -49,7 +48,7 @@ fn read_token(up: &Upstream) -> anyhow::Result<Token> {
     Token::new(text).with_context(|| format!("upstream {}: no token stored", up.name))
 }
 
-pub fn login(dirs: &Dirs, name: &str) -> anyhow::Result<ExitCode> {
+pub fn login(dirs: &Dirs, name: &UpstreamName) -> anyhow::Result<ExitCode> {
     let (keyring, config) = open_keyring(dirs)?;
     let up = find_upstream(dirs, &config, name)?;
     let token = read_token(up)?;
@@ -59,7 +58,7 @@ pub fn login(dirs: &Dirs, name: &str) -> anyhow::Result<ExitCode> {
         up.index,
         keyring.kind()
     );
-    let var = token_env_var(name);
+    let var = name.token_var();
     if std::env::var_os(&var).is_some_and(|v| !v.is_empty()) {
         eprintln!(
             "privreg: note: {var} is set; where it is set (e.g. in the daemon's environment) it wins over the stored token"
@@ -68,7 +67,7 @@ pub fn login(dirs: &Dirs, name: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn logout(dirs: &Dirs, name: &str) -> anyhow::Result<ExitCode> {
+pub fn logout(dirs: &Dirs, name: &UpstreamName) -> anyhow::Result<ExitCode> {
     let (keyring, config) = open_keyring(dirs)?;
     let up = find_upstream(dirs, &config, name)?;
     match keyring.delete(&EntryName::registry(&up.index)) {

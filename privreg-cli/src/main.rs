@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use privreg_shared::UpstreamName;
 use privreg_shared::config::{CONFIG_FILE, Config};
 use privreg_shared::paths;
 use privreg_shared::protocol::DaemonState;
@@ -57,14 +58,14 @@ pub enum Command {
     /// Example: privreg login acme < acme-token.txt
     Login {
         /// The upstream's name in config.toml.
-        name: String,
+        name: UpstreamName,
     },
     /// Delete the token stored for upstream NAME from the OS keyring.
     ///
     /// Example: privreg logout acme
     Logout {
         /// The upstream's name in config.toml.
-        name: String,
+        name: UpstreamName,
     },
     /// Add, remove, list or check upstream registries (config.toml's `[upstreams.*]`).
     ///

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use privreg_shared::UpstreamName;
 use privreg_shared::config::{CONFIG_FILE, Config, Upstream, parse_index_url};
 use privreg_shared::secrets::{
-    EntryName, Keyring, SecretStore, SecretsError, Token, token_env_var, token_from_env,
+    EntryName, Keyring, SecretStore, SecretsError, Token, token_from_env,
 };
 use toml_edit::{DocumentMut, Item, Table, value};
 
@@ -25,7 +26,7 @@ pub enum UpstreamCommand {
     /// Example: privreg upstream add acme sparse+https://cargo.acme.example/index/ --priority 600 --ttl 2m
     Add {
         /// A name of ASCII letters, digits, `-` and `_` (used in pins and PRIVREG_TOKEN_<NAME>).
-        name: String,
+        name: UpstreamName,
         /// The sparse index URL, `sparse+https://…/`.
         url: String,
         /// Higher priorities own the crate names they have (default 500).
@@ -46,7 +47,7 @@ pub enum UpstreamCommand {
     /// Example: privreg upstream remove crates-io
     Remove {
         /// The upstream's name in config.toml.
-        name: String,
+        name: UpstreamName,
         /// Also delete its token from the OS keyring.
         #[arg(long)]
         logout: bool,
@@ -60,7 +61,7 @@ pub enum UpstreamCommand {
     /// Example: privreg upstream check acme
     Check {
         /// Upstream names; default: all.
-        names: Vec<String>,
+        names: Vec<UpstreamName>,
     },
 }
 
@@ -74,11 +75,11 @@ pub enum TokenSource {
 /// Upstream `name`'s token: `PRIVREG_TOKEN_<NAME>`, else the keyring (if it opens).
 pub fn upstream_token(
     keyring: Option<&Keyring>,
-    name: &str,
+    name: &UpstreamName,
     index: &str,
 ) -> Result<(Option<Token>, TokenSource), SecretsError> {
     if let Some(t) = token_from_env(name)? {
-        return Ok((Some(t), TokenSource::Env(token_env_var(name))));
+        return Ok((Some(t), TokenSource::Env(name.token_var())));
     }
     let Some(keyring) = keyring else {
         return Ok((None, TokenSource::None));
@@ -161,10 +162,10 @@ pub async fn fetch_config(
     source: &TokenSource,
     timeout: Duration,
 ) -> Result<(), CheckError> {
-    let base = parse_index_url(index).map_err(|reason| CheckError::NotConfig {
+    let base = parse_index_url(index).map_err(|e| CheckError::NotConfig {
         name: name.to_owned(),
         url: index.to_owned(),
-        reason,
+        reason: e.to_string(),
     })?;
     let url = base
         .join("config.json")
@@ -315,20 +316,13 @@ fn keyring_for(config: &Config) -> Option<Keyring> {
 #[allow(clippy::too_many_arguments)]
 async fn add(
     dirs: &Dirs,
-    name: &str,
+    name: &UpstreamName,
     url: &str,
     priority: Option<i32>,
     ttl: Option<String>,
     timeout: Option<String>,
     no_check: bool,
 ) -> anyhow::Result<ExitCode> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        bail!("upstream name {name:?} may only hold ASCII letters, digits, `-` and `_`");
-    }
     parse_index_url(url).map_err(|e| anyhow::anyhow!("upstream {name}: {e}"))?;
     if priority == Some(0) {
         bail!("upstream {name}: --priority must be a non-zero integer");
@@ -362,7 +356,7 @@ async fn add(
             let more = if e.is_auth() && matches!(source, TokenSource::None) {
                 format!(
                     "\n(`privreg login {name}` needs the upstream in config.toml: add it with `--no-check`, then log in; or pass the token in {} for this check)",
-                    token_env_var(name)
+                    name.token_var()
                 )
             } else {
                 "\n(add it anyway with `--no-check`)".to_owned()
@@ -390,7 +384,7 @@ async fn add(
     if let Some(d) = timeout {
         t.insert("timeout", value(d));
     }
-    ups.insert(name, Item::Table(t));
+    ups.insert(name.as_str(), Item::Table(t));
     write_config(&path, &doc.to_string())?;
     println!(
         "added upstream {name} ({url}, priority {}) to {}{}",
@@ -406,13 +400,13 @@ async fn add(
     Ok(ExitCode::SUCCESS)
 }
 
-fn remove(dirs: &Dirs, name: &str, logout: bool) -> anyhow::Result<ExitCode> {
+fn remove(dirs: &Dirs, name: &UpstreamName, logout: bool) -> anyhow::Result<ExitCode> {
     let (path, _, mut doc) = read_config_text(dirs)?;
     let config = Config::load(&dirs.config)?;
     let up = find_upstream(dirs, &config, name)?.clone();
     doc.get_mut("upstreams")
         .and_then(Item::as_table_like_mut)
-        .and_then(|t| t.remove(name))
+        .and_then(|t| t.remove(name.as_str()))
         .with_context(|| format!("{}: cannot find upstream {name}", path.display()))?;
     write_config(&path, &doc.to_string())?;
     println!("removed upstream {name} from {}", path.display());
@@ -490,5 +484,33 @@ pub async fn run(dirs: &Dirs, cmd: UpstreamCommand) -> anyhow::Result<ExitCode> 
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::Cli;
+
+    /// Upstream names are checked (by `UpstreamName`, the rule config.toml uses) when the
+    /// arguments are parsed.
+    #[test]
+    fn upstream_names_are_checked_when_the_arguments_are_parsed() {
+        let long = "a".repeat(65);
+        let cases: [&[&str]; 5] = [
+            &["privreg", "login", "a b"],
+            &["privreg", "logout", "a/b"],
+            &["privreg", "upstream", "add", "a.b", "sparse+http://h/"],
+            &["privreg", "upstream", "remove", &long],
+            &["privreg", "upstream", "check", "ok", "a b"],
+        ];
+        for args in cases {
+            let e = Cli::try_parse_from(args).err().expect("refused");
+            assert!(e.to_string().contains("upstream name"), "{args:?}: {e}");
+        }
+        let n64 = "a".repeat(64);
+        assert!(Cli::try_parse_from(["privreg", "login", &n64]).is_ok());
+        assert!(Cli::try_parse_from(["privreg", "upstream", "check", "acme-x", "ACME_x"]).is_ok());
     }
 }

@@ -453,7 +453,7 @@ pub async fn run(dirs: &Dirs, args: WarmArgs) -> anyhow::Result<ExitCode> {
     let upstreams: Vec<(String, String)> = config
         .upstreams
         .iter()
-        .map(|u| (registry_url_key(&u.index), u.name.clone()))
+        .map(|u| (registry_url_key(&u.index), u.name.to_string()))
         .collect();
     let mut plan = Plan::default();
     for path in &paths {

@@ -433,8 +433,8 @@ mod tests {
         let config = config();
         let name = |v| publish_target(&config, v).map(|u| u.name.as_str());
         assert_eq!(name(View::Layered), Some("acme"));
-        assert_eq!(name(View::Upstream("mirror")), Some("mirror"));
-        assert_eq!(name(View::Upstream("nope")), None);
+        assert_eq!(name(View::Upstream(privreg_shared::name::UpstreamNameRef::new("mirror").unwrap())), Some("mirror"));
+        assert_eq!(name(View::Upstream(privreg_shared::name::UpstreamNameRef::new("nope").unwrap())), None);
         let mut unmarked = config.clone();
         unmarked
             .upstreams

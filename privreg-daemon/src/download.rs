@@ -145,7 +145,7 @@ impl Daemon {
             Err(got) => {
                 tracing::error!(upstream = %up.name, krate, %version, want = cksum, got, "checksum mismatch; download dropped");
                 let err = DownloadError::ChecksumMismatch {
-                    upstream: up.name.clone(),
+                    upstream: up.name.to_string(),
                     krate: krate.to_owned(),
                     version,
                     want: cksum.to_owned(),
@@ -213,32 +213,32 @@ impl Daemon {
                 .error
                 .map(DownloadError::Upstream)
                 .unwrap_or_else(|| DownloadError::BadDl {
-                    upstream: up.name.clone(),
+                    upstream: up.name.to_string(),
                     message: "config.json is missing".into(),
                 }));
         };
         let config: serde_json::Value =
             serde_json::from_slice(&entry.body).map_err(|e| DownloadError::BadDl {
-                upstream: up.name.clone(),
+                upstream: up.name.to_string(),
                 message: e.to_string(),
             })?;
         let dl = config
             .get("dl")
             .and_then(|d| d.as_str())
             .ok_or_else(|| DownloadError::BadDl {
-                upstream: up.name.clone(),
+                upstream: up.name.to_string(),
                 message: "`dl` is missing".into(),
             })?;
         let url = dl_url(dl, krate, &version.to_string(), cksum).map_err(|message| {
             DownloadError::BadDl {
-                upstream: up.name.clone(),
+                upstream: up.name.to_string(),
                 message,
             }
         })?;
         // A relative or foreign-scheme `dl` must not send requests anywhere surprising.
         if !matches!(url.scheme(), "http" | "https") {
             return Err(DownloadError::BadDl {
-                upstream: up.name.clone(),
+                upstream: up.name.to_string(),
                 message: format!("scheme of {url} is not http(s)"),
             });
         }

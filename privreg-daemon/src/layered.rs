@@ -109,7 +109,7 @@ fn unavailable_errors(
     fetched
         .iter()
         .zip(upstreams)
-        .filter(|(_, u)| unavailable.contains(&u.name))
+        .filter(|(_, u)| unavailable.iter().any(|n| u.name == *n))
         .filter_map(|(f, _)| f.error.clone())
         .collect()
 }

@@ -383,11 +383,11 @@ impl Daemon {
             .upstreams
             .iter()
             .map(|u| UpstreamRow {
-                name: u.name.clone(),
+                name: u.name.to_string(),
                 index: u.index.clone(),
                 priority: u.priority,
-                health: health.get(&u.name).cloned().unwrap_or_default(),
-                latency: latency.get(&u.name).cloned(),
+                health: health.get(u.name.as_str()).cloned().unwrap_or_default(),
+                latency: latency.get(u.name.as_str()).cloned(),
             })
             .collect();
         let root = self.cache.root().to_owned();

@@ -157,7 +157,7 @@ impl Daemon {
                 .await
                 .map(|m| (m.body.clone(), m.etag.clone())),
             View::Upstream(name) => self
-                .upstream_view(name, &krate)
+                .upstream_view(name.as_str(), &krate)
                 .await
                 .map(|v| (v.body, v.etag)),
         };
@@ -587,7 +587,7 @@ mod tests {
             format!("{base}/dl/{{crate}}/{{version}}/{{sha256-checksum}}")
         );
         assert_eq!(layered["auth-required"], true);
-        let acme = config_json(base, View::Upstream("acme"), false);
+        let acme = config_json(base, View::Upstream(privreg_shared::name::UpstreamNameRef::new("acme").unwrap()), false);
         assert_eq!(acme["api"], format!("{base}/upstream/acme"));
         assert_eq!(
             acme["dl"],

@@ -32,7 +32,7 @@ impl Daemon {
             .upstreams
             .iter()
             .map(|u| {
-                let h = health.get(&u.name).cloned().unwrap_or_default();
+                let h = health.get(u.name.as_str()).cloned().unwrap_or_default();
                 json!({
                     "name": u.name,
                     "index": u.index,

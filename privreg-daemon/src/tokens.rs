@@ -39,7 +39,7 @@ impl Tokens {
         self.known
             .lock()
             .expect("tokens lock")
-            .remove(&(up.name.clone(), up.index.clone()));
+            .remove(&(up.name.to_string(), up.index.clone()));
     }
 
     /// The token to send to `up`, if any. Blocking (the keyring may be a D-Bus round trip):
@@ -78,7 +78,7 @@ impl Tokens {
 
     /// The token to send to `up`, if any.
     pub async fn get(&self, up: &Upstream) -> Option<Token> {
-        let key = (up.name.clone(), up.index.clone());
+        let key = (up.name.to_string(), up.index.clone());
         if let Some(t) = self.known.lock().expect("tokens lock").get(&key) {
             return t.clone();
         }

@@ -10,6 +10,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::name::UpstreamName;
 use crate::policy::UpstreamRef;
 
 pub const CONFIG_FILE: &str = "config.toml";
@@ -115,7 +116,7 @@ struct RawUpstream {
 /// A validated upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
-    pub name: String,
+    pub name: UpstreamName,
     /// The index URL as written, `sparse+` included.
     pub index: String,
     /// The index URL without `sparse+`, ending in `/`: what paths are joined onto.
@@ -140,7 +141,7 @@ impl Upstream {
 
     pub fn policy_ref(&self) -> UpstreamRef {
         UpstreamRef {
-            name: self.name.clone(),
+            name: self.name.to_string(),
             host: self.host().to_owned(),
             priority: self.priority,
         }
@@ -176,149 +177,22 @@ impl Config {
 
     /// Parses and validates the text of a config file; `path` is only used in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
-        let err = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
+        let err = |span: Option<Span>, message: String| ConfigError {
             path: path.to_owned(),
-            line: span.map(|s| line_of(s.start)),
+            line: span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
             message,
         };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let message = e.message().trim().replace('\n', " ");
             err(e.span(), message)
         })?;
-
-        let listen = match &raw.listen {
-            None => DEFAULT_LISTEN
-                .parse()
-                .expect("default listen address parses"),
-            Some(l) => l.get_ref().parse().map_err(|_| {
-                err(
-                    Some(l.span()),
-                    format!(
-                        "`listen`: {:?} is not an address such as {DEFAULT_LISTEN}",
-                        l.get_ref()
-                    ),
-                )
-            })?,
-        };
-
+        let listen = parse_listen(raw.listen.as_ref()).map_err(|(span, m)| err(Some(span), m))?;
         let limits = match &raw.limits {
             None => Limits::default(),
             Some(l) => parse_limits(l).map_err(|(span, m)| err(Some(span), m))?,
         };
-
-        let mut upstreams: Vec<Upstream> = Vec::new();
-        let mut publisher: Option<String> = None;
-        for (name, raw_up) in raw.upstreams {
-            let (span, name) = (name.span(), name.into_inner());
-            // Names that differ only in case or `-`/`_` share one `PRIVREG_TOKEN_<NAME>`: one
-            // upstream's token would be sent to the other.
-            let env = crate::secrets::token_env_var(&name);
-            if let Some(other) = upstreams
-                .iter()
-                .find(|u| crate::secrets::token_env_var(&u.name) == env)
-            {
-                return Err(err(
-                    Some(span),
-                    format!(
-                        "upstreams {} and {name} would share the token variable {env}; rename one",
-                        other.name
-                    ),
-                ));
-            }
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(err(
-                    Some(span),
-                    format!(
-                        "upstream name {name:?} may only hold ASCII letters, digits, `-` and `_`"
-                    ),
-                ));
-            }
-            let index = raw_up.index.get_ref().clone();
-            let base = parse_index_url(&index).map_err(|m| {
-                err(
-                    Some(raw_up.index.span()),
-                    format!("upstream {name}: `index`: {m}"),
-                )
-            })?;
-            let priority = match &raw_up.priority {
-                None => DEFAULT_PRIORITY,
-                Some(p) => i32::try_from(*p.get_ref())
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| {
-                        err(
-                            Some(p.span()),
-                            format!(
-                                "upstream {name}: `priority` must be a non-zero 32-bit integer"
-                            ),
-                        )
-                    })?,
-            };
-            let ttl = match &raw_up.ttl {
-                None => DEFAULT_TTL,
-                Some(t) => humantime::parse_duration(t.get_ref()).map_err(|e| {
-                    err(
-                        Some(t.span()),
-                        format!(
-                            "upstream {name}: `ttl` {:?} is not a duration such as \"2m\": {e}",
-                            t.get_ref()
-                        ),
-                    )
-                })?,
-            };
-            let timeout = match &raw_up.timeout {
-                None => DEFAULT_TIMEOUT,
-                Some(t) => humantime::parse_duration(t.get_ref())
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
-                        err(
-                            Some(t.span()),
-                            format!("upstream {name}: `timeout` {:?} is not a non-zero duration such as \"30s\"", t.get_ref()),
-                        )
-                    })?,
-            };
-            let stale = match &raw_up.stale {
-                None => DEFAULT_STALE,
-                Some(t) => humantime::parse_duration(t.get_ref()).map_err(|e| {
-                    err(
-                        Some(t.span()),
-                        format!(
-                            "upstream {name}: `stale` {:?} is not a duration such as \"1h\": {e}",
-                            t.get_ref()
-                        ),
-                    )
-                })?,
-            };
-            let publish = raw_up.publish.as_ref().is_some_and(|p| *p.get_ref());
-            if publish {
-                if let Some(other) = &publisher {
-                    return Err(err(
-                        raw_up.publish.as_ref().map(|p| p.span()),
-                        format!(
-                            "upstreams {other} and {name} both set `publish = true`; at most one may"
-                        ),
-                    ));
-                }
-                publisher = Some(name.clone());
-            }
-            upstreams.push(Upstream {
-                name,
-                index,
-                base,
-                priority,
-                ttl,
-                timeout,
-                stale,
-                publish,
-                limits,
-            });
-        }
+        let upstreams =
+            parse_upstreams(raw.upstreams, limits).map_err(|(span, m)| err(Some(span), m))?;
         Ok(Config {
             listen,
             auth: raw.auth.unwrap_or(true),
@@ -328,14 +202,151 @@ impl Config {
         })
     }
 
-    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+    /// The upstream called `name` (a `&str`, `&String` or [`UpstreamName`]), if there is one.
+    pub fn upstream(&self, name: impl AsRef<str>) -> Option<&Upstream> {
+        let name = name.as_ref();
         self.upstreams.iter().find(|u| u.name == name)
     }
 }
 
+/// Where in the file a value is (a byte range).
 type Span = std::ops::Range<usize>;
 
-fn parse_limits(raw: &RawLimits) -> Result<Limits, (Span, String)> {
+/// A validation error: the span it is about and the message.
+type Invalid = (Span, String);
+
+/// `listen`: a socket address, [`DEFAULT_LISTEN`] when absent.
+fn parse_listen(raw: Option<&Spanned<String>>) -> Result<SocketAddr, Invalid> {
+    let Some(l) = raw else {
+        return Ok(DEFAULT_LISTEN
+            .parse()
+            .expect("default listen address parses"));
+    };
+    l.get_ref().parse().map_err(|_| {
+        (
+            l.span(),
+            format!(
+                "`listen`: {:?} is not an address such as {DEFAULT_LISTEN}",
+                l.get_ref()
+            ),
+        )
+    })
+}
+
+/// `[upstreams.*]`, in declaration order: each one valid, no two sharing a token variable, at
+/// most one publishing.
+fn parse_upstreams(
+    raw: IndexMap<Spanned<String>, RawUpstream>,
+    limits: Limits,
+) -> Result<Vec<Upstream>, Invalid> {
+    let mut upstreams: Vec<Upstream> = Vec::new();
+    let mut publisher: Option<UpstreamName> = None;
+    for (name, raw_up) in raw {
+        let (span, name) = (name.span(), name.into_inner());
+        let name = UpstreamName::try_from(name).map_err(|e| (span.clone(), e.to_string()))?;
+        // Names that differ only in case or `-`/`_` share one `PRIVREG_TOKEN_<NAME>`: one
+        // upstream's token would be sent to the other.
+        if let Some(other) = upstreams.iter().find(|u| u.name.shares_token_var(&name)) {
+            return Err((
+                span,
+                format!(
+                    "upstreams {} and {name} would share the token variable {}; rename one",
+                    other.name,
+                    name.token_var()
+                ),
+            ));
+        }
+        let up = parse_upstream(name, &raw_up, limits)?;
+        if let Some(publish) = raw_up.publish.as_ref().filter(|_| up.publish) {
+            if let Some(other) = &publisher {
+                return Err((
+                    publish.span(),
+                    format!(
+                        "upstreams {other} and {} both set `publish = true`; at most one may",
+                        up.name
+                    ),
+                ));
+            }
+            publisher = Some(up.name.clone());
+        }
+        upstreams.push(up);
+    }
+    Ok(upstreams)
+}
+
+/// One `[upstreams.<name>]` table.
+fn parse_upstream(
+    name: UpstreamName,
+    raw: &RawUpstream,
+    limits: Limits,
+) -> Result<Upstream, Invalid> {
+    let index = raw.index.get_ref().clone();
+    let base = parse_index_url(&index)
+        .map_err(|m| (raw.index.span(), format!("upstream {name}: `index`: {m}")))?;
+    let priority = match &raw.priority {
+        None => DEFAULT_PRIORITY,
+        Some(p) => i32::try_from(*p.get_ref())
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                (
+                    p.span(),
+                    format!("upstream {name}: `priority` must be a non-zero 32-bit integer"),
+                )
+            })?,
+    };
+    let ttl = parse_duration(&name, "ttl", "2m", raw.ttl.as_ref(), DEFAULT_TTL)?;
+    let timeout = match &raw.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(t) => humantime::parse_duration(t.get_ref())
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                (
+                    t.span(),
+                    format!(
+                        "upstream {name}: `timeout` {:?} is not a non-zero duration such as \"30s\"",
+                        t.get_ref()
+                    ),
+                )
+            })?,
+    };
+    let stale = parse_duration(&name, "stale", "1h", raw.stale.as_ref(), DEFAULT_STALE)?;
+    let publish = raw.publish.as_ref().is_some_and(|p| *p.get_ref());
+    Ok(Upstream {
+        name,
+        index,
+        base,
+        priority,
+        ttl,
+        timeout,
+        stale,
+        publish,
+        limits,
+    })
+}
+
+/// An upstream's duration setting `key` (e.g. `ttl`); `example` goes into the error.
+fn parse_duration(
+    name: &UpstreamName,
+    key: &str,
+    example: &str,
+    raw: Option<&Spanned<String>>,
+    default: Duration,
+) -> Result<Duration, Invalid> {
+    let Some(t) = raw else { return Ok(default) };
+    humantime::parse_duration(t.get_ref()).map_err(|e| {
+        (
+            t.span(),
+            format!(
+                "upstream {name}: `{key}` {:?} is not a duration such as \"{example}\": {e}",
+                t.get_ref()
+            ),
+        )
+    })
+}
+
+fn parse_limits(raw: &RawLimits) -> Result<Limits, Invalid> {
     let d = Limits::default();
     let size = |v: &Option<Spanned<RawSize>>, key: &str, min: u64, default: u64| {
         let Some(v) = v else { return Ok(default) };
@@ -388,25 +399,57 @@ fn parse_limits(raw: &RawLimits) -> Result<Limits, (Span, String)> {
     })
 }
 
+/// Why an `index` URL is refused; the message quotes the URL, except for credentials in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexUrlError {
+    #[error(
+        "{index:?} is not a sparse index URL; write it as `sparse+https://…/` (git indexes are not supported)"
+    )]
+    NotSparse { index: String },
+    #[error("{index:?} is not a URL: {reason}")]
+    NotUrl {
+        index: String,
+        reason: url::ParseError,
+    },
+    #[error("{index:?} must use http or https")]
+    Scheme { index: String },
+    #[error("{index:?} has no host")]
+    NoHost { index: String },
+    #[error("credentials do not belong in the URL; use `privreg login`")]
+    Credentials,
+    #[error("{index:?} must not have a query or fragment")]
+    QueryOrFragment { index: String },
+}
+
 /// Checks a sparse index URL and returns its base (without `sparse+`, ending in `/`).
-pub fn parse_index_url(index: &str) -> Result<url::Url, String> {
+pub fn parse_index_url(index: &str) -> Result<url::Url, IndexUrlError> {
+    let index_owned = || index.to_owned();
     let Some(rest) = index.strip_prefix("sparse+") else {
-        return Err(format!(
-            "{index:?} is not a sparse index URL; write it as `sparse+https://…/` (git indexes are not supported)"
-        ));
+        return Err(IndexUrlError::NotSparse {
+            index: index_owned(),
+        });
     };
-    let mut url = url::Url::parse(rest).map_err(|e| format!("{index:?} is not a URL: {e}"))?;
+    let mut url = url::Url::parse(rest).map_err(|reason| IndexUrlError::NotUrl {
+        index: index_owned(),
+        reason,
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{index:?} must use http or https"));
+        return Err(IndexUrlError::Scheme {
+            index: index_owned(),
+        });
     }
     if url.host_str().is_none() {
-        return Err(format!("{index:?} has no host"));
+        return Err(IndexUrlError::NoHost {
+            index: index_owned(),
+        });
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("credentials do not belong in the URL; use `privreg login`".to_owned());
+        return Err(IndexUrlError::Credentials);
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{index:?} must not have a query or fragment"));
+        return Err(IndexUrlError::QueryOrFragment {
+            index: index_owned(),
+        });
     }
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
@@ -542,5 +585,99 @@ index = "sparse+http://127.0.0.1:2/index/"
             assert_eq!(e.line, Some(line), "{text:?}: {e}");
             assert!(e.message.contains(needle), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn validation_messages_are_exact() {
+        let up = |rest: &str| format!("[upstreams.a]\nindex = \"sparse+http://h/\"\n{rest}");
+        let cases = [
+            (
+                up("priority = 0\n"),
+                "upstream a: `priority` must be a non-zero 32-bit integer",
+            ),
+            (
+                up("timeout = \"0s\"\n"),
+                "upstream a: `timeout` \"0s\" is not a non-zero duration such as \"30s\"",
+            ),
+            (
+                up("publish = true\n[upstreams.b]\nindex = \"sparse+http://i/\"\npublish = true\n"),
+                "upstreams a and b both set `publish = true`; at most one may",
+            ),
+            (
+                "[upstreams.acme-x]\nindex = \"sparse+http://h/\"\n[upstreams.ACME_x]\nindex = \"sparse+http://i/\"\n".to_owned(),
+                "upstreams acme-x and ACME_x would share the token variable PRIVREG_TOKEN_ACME_X; rename one",
+            ),
+            (
+                "[upstreams.\"a b\"]\nindex = \"sparse+http://h/\"\n".to_owned(),
+                "upstream name \"a b\" may only hold ASCII letters, digits, `-` and `_`",
+            ),
+            (
+                "[upstreams.\"\"]\nindex = \"sparse+http://h/\"\n".to_owned(),
+                "upstream name \"\" may only hold ASCII letters, digits, `-` and `_`",
+            ),
+            (
+                "listen = \"nowhere\"\n".to_owned(),
+                "`listen`: \"nowhere\" is not an address such as 127.0.0.1:7878",
+            ),
+            (
+                "[upstreams.a]\nindex = \"https://h/\"\n".to_owned(),
+                "upstream a: `index`: \"https://h/\" is not a sparse index URL; write it as `sparse+https://…/` (git indexes are not supported)",
+            ),
+            (
+                "[upstreams.a]\nindex = \"sparse+http://u:p@h/\"\n".to_owned(),
+                "upstream a: `index`: credentials do not belong in the URL; use `privreg login`",
+            ),
+            (
+                "[upstreams.a]\nindex = \"sparse+http://h/?q\"\n".to_owned(),
+                "upstream a: `index`: \"sparse+http://h/?q\" must not have a query or fragment",
+            ),
+            (
+                "[limits]\nmax-upstream-requests = 0\n".to_owned(),
+                "`limits.max-upstream-requests` must be between 1 and 4096",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse(&text).unwrap_err().message, want, "{text:?}");
+        }
+        let e = parse(&up("stale = \"x\"\n")).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("upstream a: `stale` \"x\" is not a duration such as \"1h\": "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn upstream_names_are_at_most_64_characters() {
+        let text = |n: &str| format!("[upstreams.{n}]\nindex = \"sparse+http://h/\"\n");
+        let n64 = "a".repeat(64);
+        assert_eq!(parse(&text(&n64)).unwrap().upstreams[0].name, n64.as_str());
+        let n65 = "a".repeat(65);
+        let e = parse(&text(&n65)).unwrap_err();
+        assert_eq!(e.line, Some(1));
+        assert_eq!(
+            e.message,
+            format!("upstream name \"{n65}\" is 65 characters long; the limit is 64")
+        );
+    }
+
+    #[test]
+    fn index_url_errors_are_variants() {
+        assert!(matches!(
+            parse_index_url("https://h/"),
+            Err(IndexUrlError::NotSparse { .. })
+        ));
+        assert!(matches!(
+            parse_index_url("sparse+ftp://h/"),
+            Err(IndexUrlError::Scheme { .. })
+        ));
+        assert_eq!(
+            parse_index_url("sparse+http://u:p@h/"),
+            Err(IndexUrlError::Credentials)
+        );
+        assert_eq!(
+            parse_index_url("sparse+http://h/x").unwrap().as_str(),
+            "http://h/x/"
+        );
     }
 }

@@ -13,4 +13,4 @@ pub mod route;
 pub mod secrets;
 pub mod store;
 
-pub use name::CrateName;
+pub use name::{CrateName, UpstreamName};

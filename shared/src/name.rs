@@ -1,9 +1,16 @@
-//! Validated crate names and their sparse-index paths.
+//! Validated crate names and their sparse-index paths, and validated upstream names
+//! ([`UpstreamName`]).
 //!
 //! Every name that reaches path code goes through [`CrateName`], so that request paths such as
 //! `../../etc/passwd`, encoded slashes or over-long names never touch the file system.
 
 use std::fmt;
+
+mod upstream;
+
+pub use upstream::{
+    MAX_UPSTREAM_NAME_LEN, TOKEN_ENV_PREFIX, UpstreamName, UpstreamNameError, UpstreamNameRef,
+};
 
 /// Longest crate name accepted (the public registry's limit).
 pub const MAX_NAME_LEN: usize = 64;

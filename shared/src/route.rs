@@ -3,13 +3,14 @@
 
 use semver::Version;
 
-use crate::name::CrateName;
+use crate::name::{CrateName, UpstreamNameRef};
 
-/// Which view a request is for: the layered one, or one upstream's (`/upstream/<name>/…`).
+/// Which view a request is for: the layered one, or one upstream's (`/upstream/<name>/…`, with
+/// a name that `config.toml` would accept).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View<'a> {
     Layered,
-    Upstream(&'a str),
+    Upstream(UpstreamNameRef<'a>),
 }
 
 /// What a request asks for.
@@ -92,14 +93,6 @@ pub fn is_sha256_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn valid_upstream_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// Parses a request path (without the query).
 pub fn parse(path: &str) -> Result<(View<'_>, Endpoint<'_>), RouteError> {
     let not_found =
@@ -112,9 +105,7 @@ pub fn parse(path: &str) -> Result<(View<'_>, Endpoint<'_>), RouteError> {
     let (view, rest) = match path.strip_prefix("/upstream/") {
         Some(r) => {
             let (name, rest) = r.split_once('/').ok_or_else(not_found)?;
-            if !valid_upstream_name(name) {
-                return Err(not_found());
-            }
+            let name = UpstreamNameRef::new(name).map_err(|_| not_found())?;
             (View::Upstream(name), rest)
         }
         None => (View::Layered, path.strip_prefix('/').ok_or_else(not_found)?),
@@ -194,6 +185,10 @@ pub fn parse(path: &str) -> Result<(View<'_>, Endpoint<'_>), RouteError> {
 mod tests {
     use super::*;
 
+    fn up(name: &str) -> View<'_> {
+        View::Upstream(UpstreamNameRef::new(name).unwrap())
+    }
+
     fn ck() -> String {
         "ab".repeat(32)
     }
@@ -228,10 +223,7 @@ mod tests {
         );
         assert_eq!(
             parse("/upstream/acme/index/3/a/abc").unwrap(),
-            (
-                View::Upstream("acme"),
-                Endpoint::Index(CrateName::new("abc").unwrap())
-            )
+            (up("acme"), Endpoint::Index(CrateName::new("abc").unwrap()))
         );
         assert_eq!(
             parse(&format!("/dl/Serde/1.0.0/{}", ck())).unwrap(),
@@ -246,7 +238,7 @@ mod tests {
         );
         assert_eq!(
             parse("/upstream/acme/api/v1/crates/new").unwrap(),
-            (View::Upstream("acme"), Endpoint::Api("v1/crates/new"))
+            (up("acme"), Endpoint::Api("v1/crates/new"))
         );
     }
 
@@ -331,5 +323,73 @@ mod tests {
                 Ok(r) => panic!("{path} accepted: {r:?}"),
             }
         }
+    }
+}
+
+/// Config and routing share one rule for upstream names: what `config.toml` accepts,
+/// `/upstream/<name>/` serves, and what it refuses, routing refuses too.
+#[cfg(test)]
+mod upstream_names {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn config_accepts(name: &str) -> bool {
+        let text = format!("[upstreams.\"{name}\"]\nindex = \"sparse+http://h/\"\n");
+        match Config::parse(Path::new("/cfg/config.toml"), &text) {
+            Ok(c) => {
+                assert_eq!(c.upstreams[0].name, name);
+                true
+            }
+            Err(e) => {
+                assert_eq!(e.line, Some(1), "{e}");
+                assert!(e.message.starts_with("upstream name "), "{e}");
+                false
+            }
+        }
+    }
+
+    fn route_accepts(name: &str) -> bool {
+        match parse(&format!("/upstream/{name}/index/config.json")) {
+            Ok((View::Upstream(n), Endpoint::Config)) => {
+                assert_eq!(n.as_str(), name);
+                true
+            }
+            Ok(other) => panic!("{name:?}: {other:?}"),
+            Err(RouteError::NotFound(_)) => false,
+            Err(e) => panic!("{name:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn config_and_routing_agree() {
+        let (n64, n65) = ("a".repeat(64), "a".repeat(65));
+        for (name, ok) in [
+            ("acme", true),
+            ("crates-io", true),
+            ("ACME_x", true),
+            ("1st", true),
+            ("-", true),
+            ("_", true),
+            (n64.as_str(), true),
+            (n65.as_str(), false),
+            ("a.b", false),
+            ("..", false),
+            ("a%2fb", false),
+            ("a b", false),
+            ("acmé", false),
+            ("a+b", false),
+            ("a~b", false),
+            ("a:b", false),
+        ] {
+            assert_eq!(config_accepts(name), ok, "config: {name:?}");
+            assert_eq!(route_accepts(name), ok, "route: {name:?}");
+        }
+        assert!(!config_accepts(""));
+        assert!(matches!(
+            parse("/upstream//index/config.json"),
+            Err(RouteError::NotFound(_))
+        ));
     }
 }

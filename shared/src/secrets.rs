@@ -36,8 +36,8 @@
 //!
 //! # Environment
 //!
-//! An upstream's token may instead come from `PRIVREG_TOKEN_<NAME>` ([`token_env_var`]), which
-//! wins over the keyring ([`upstream_token`]).
+//! An upstream's token may instead come from `PRIVREG_TOKEN_<NAME>`
+//! ([`UpstreamName::token_var`]), which wins over the keyring ([`upstream_token`]).
 //!
 //! Calls are blocking (the Secret Service is a D-Bus round trip): async code should call them
 //! from `spawn_blocking`. No message of this module ever holds a token: [`Token`] prints as
@@ -50,13 +50,13 @@ use std::sync::Arc;
 use keyring_core::{CredentialStore, Entry};
 
 use crate::config::KeyringChoice;
+pub use crate::name::TOKEN_ENV_PREFIX;
+use crate::name::UpstreamName;
 
 /// The keyring service of every privreg entry.
 pub const SERVICE: &str = "privreg";
 /// The user of the local-token entry is this followed by the config directory.
 pub const LOCAL_TOKEN_USER_PREFIX: &str = "local-token:";
-/// `PRIVREG_TOKEN_<NAME>` holds an upstream's token.
-pub const TOKEN_ENV_PREFIX: &str = "PRIVREG_TOKEN_";
 /// Bytes of OS randomness in a local token (hex-encoded: 64 characters).
 pub const LOCAL_TOKEN_BYTES: usize = 32;
 
@@ -234,29 +234,13 @@ fn redact_url(text: &str) -> String {
     }
 }
 
-/// The environment variable that holds upstream `name`'s token: `PRIVREG_TOKEN_` and the name
-/// upper-cased, `-` (and anything else that cannot appear in a variable name) as `_`.
-pub fn token_env_var(name: &str) -> String {
-    let mangled: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{TOKEN_ENV_PREFIX}{mangled}")
-}
-
 /// Upstream `name`'s token from the environment, read through `lookup` (pure; see
 /// [`token_from_env`]). An unset or empty variable is `None`.
 pub fn token_from_env_with(
-    name: &str,
+    name: &UpstreamName,
     lookup: impl FnOnce(&str) -> Option<String>,
 ) -> Result<Option<Token>, SecretsError> {
-    let var = token_env_var(name);
+    let var = name.token_var();
     match lookup(&var) {
         None => Ok(None),
         Some(v) if v.trim().is_empty() => Ok(None),
@@ -268,8 +252,8 @@ pub fn token_from_env_with(
 }
 
 /// Upstream `name`'s token from the process environment (`PRIVREG_TOKEN_<NAME>`).
-pub fn token_from_env(name: &str) -> Result<Option<Token>, SecretsError> {
-    let var = token_env_var(name);
+pub fn token_from_env(name: &UpstreamName) -> Result<Option<Token>, SecretsError> {
+    let var = name.token_var();
     match std::env::var_os(&var) {
         None => Ok(None),
         Some(v) => match v.into_string() {
@@ -286,7 +270,7 @@ pub fn token_from_env(name: &str) -> Result<Option<Token>, SecretsError> {
 /// variable if set, else the keyring entry for the index URL.
 pub fn upstream_token(
     store: &dyn SecretStore,
-    name: &str,
+    name: &UpstreamName,
     index_url: &str,
 ) -> Result<Token, SecretsError> {
     match token_from_env(name)? {
@@ -622,27 +606,32 @@ mod tests {
 
     #[test]
     fn env_var_names() {
+        let token_env_var = |n: &str| UpstreamName::new(n).unwrap().token_var();
         assert_eq!(token_env_var("acme"), "PRIVREG_TOKEN_ACME");
         assert_eq!(token_env_var("crates-io"), "PRIVREG_TOKEN_CRATES_IO");
         assert_eq!(token_env_var("my_reg2"), "PRIVREG_TOKEN_MY_REG2");
     }
 
+    fn name(n: &str) -> UpstreamName {
+        UpstreamName::new(n).unwrap()
+    }
+
     #[test]
     fn env_lookup_is_pure() {
-        let t = token_from_env_with("my-reg", |var| {
+        let t = token_from_env_with(&name("my-reg"), |var| {
             assert_eq!(var, "PRIVREG_TOKEN_MY_REG");
             Some("tok\n".to_owned())
         })
         .unwrap()
         .unwrap();
         assert_eq!(t.expose(), "tok");
-        assert!(token_from_env_with("x", |_| None).unwrap().is_none());
+        assert!(token_from_env_with(&name("x"), |_| None).unwrap().is_none());
         assert!(
-            token_from_env_with("x", |_| Some(String::new()))
+            token_from_env_with(&name("x"), |_| Some(String::new()))
                 .unwrap()
                 .is_none()
         );
-        let e = token_from_env_with("x", |_| Some("se\u{0}cret".to_owned())).unwrap_err();
+        let e = token_from_env_with(&name("x"), |_| Some("se\u{0}cret".to_owned())).unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("PRIVREG_TOKEN_X") && !msg.contains("cret"),
@@ -671,7 +660,7 @@ mod tests {
         // A name no environment sets.
         let e = upstream_token(
             &Empty,
-            "privreg-unit-test-unset",
+            &name("privreg-unit-test-unset"),
             "sparse+https://a.example/x",
         )
         .unwrap_err();

@@ -31,7 +31,7 @@ pub(super) async fn read_limited_into(
     mut sink: impl FnMut(&[u8]),
 ) -> Result<(), FetchError> {
     let too_large = || FetchError::TooLarge {
-        upstream: up.name.clone(),
+        upstream: up.name.to_string(),
         what: what.to_owned(),
         limit,
         key,

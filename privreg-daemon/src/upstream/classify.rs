@@ -98,7 +98,7 @@ pub(super) fn body(
     };
     match bad {
         Some(message) => Err(FetchError::BadBody {
-            upstream: up.name.clone(),
+            upstream: up.name.to_string(),
             what: what.to_owned(),
             message,
         }),

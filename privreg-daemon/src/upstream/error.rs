@@ -122,7 +122,7 @@ impl FetchError {
         e: &reqwest::Error,
         in_body: bool,
     ) -> FetchError {
-        let (upstream, what) = (up.name.clone(), what.to_owned());
+        let (upstream, what) = (up.name.to_string(), what.to_owned());
         if e.is_timeout() {
             FetchError::Timeout {
                 upstream,
@@ -151,7 +151,7 @@ impl FetchError {
         status: u16,
         headers: &http::HeaderMap,
     ) -> FetchError {
-        let (upstream, what) = (up.name.clone(), what.to_owned());
+        let (upstream, what) = (up.name.to_string(), what.to_owned());
         let header = |name| {
             headers
                 .get(name)

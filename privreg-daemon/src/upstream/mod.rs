@@ -162,7 +162,7 @@ impl Upstreams {
         let limit = up.limits.max_upstream_requests;
         let semaphore = self.in_flight.semaphore(&up.name, limit);
         let busy = || FetchError::Busy {
-            upstream: up.name.clone(),
+            upstream: up.name.to_string(),
             what: what.to_owned(),
             limit,
             secs: up.timeout.as_secs_f64(),
@@ -439,7 +439,7 @@ impl Upstreams {
         self.health
             .lock()
             .expect("health lock")
-            .entry(up.name.clone())
+            .entry(up.name.to_string())
             .or_default()
             .last_ok = Some(store::now_secs());
     }
@@ -447,7 +447,7 @@ impl Upstreams {
     /// Records for `privreg status` that a request to `up` failed just now, and why.
     pub fn note_error(&self, up: &Upstream, error: &str) {
         let mut health = self.health.lock().expect("health lock");
-        let h = health.entry(up.name.clone()).or_default();
+        let h = health.entry(up.name.to_string()).or_default();
         h.last_error = Some(error.to_owned());
         h.last_error_at = Some(store::now_secs());
     }
