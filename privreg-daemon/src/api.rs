@@ -10,6 +10,7 @@ use futures_util::future::join_all;
 use http::{Method, StatusCode};
 use privreg_shared::CrateName;
 use privreg_shared::config::Upstream;
+use privreg_shared::protocol::RegistryConfig;
 use serde_json::{Value, json};
 
 use crate::Daemon;
@@ -65,9 +66,7 @@ impl Daemon {
                     )
                 }));
         };
-        let api = serde_json::from_slice::<Value>(&entry.body)
-            .ok()
-            .and_then(|c| c.get("api").and_then(Value::as_str).map(str::to_owned));
+        let api = RegistryConfig::parse(&entry.body).ok().and_then(|c| c.api);
         let Some(api) = api else {
             return Err(ApiResponse::error(
                 StatusCode::NOT_IMPLEMENTED,

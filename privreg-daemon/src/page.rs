@@ -11,6 +11,7 @@ use crate::body::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use privreg_shared::protocol::PageLink;
 use privreg_shared::route::Endpoint;
 
 use crate::Daemon;
@@ -324,11 +325,12 @@ impl Daemon {
             }
             Endpoint::PageLink if method == Method::POST => match self.sessions.new_link() {
                 Ok(nonce) => {
-                    let link = serde_json::json!({
-                        "url": format!("{}/-/open/{nonce}", self.base_url),
-                        "expires_in_secs": LINK_TTL.as_secs(),
-                    });
-                    respond(StatusCode::OK, "application/json", link.to_string())
+                    let link = PageLink {
+                        url: format!("{}/-/open/{nonce}", self.base_url),
+                        expires_in_secs: LINK_TTL.as_secs(),
+                    };
+                    let body = serde_json::to_vec(&link).expect("the link serialises");
+                    respond(StatusCode::OK, "application/json", body)
                 }
                 Err(e) => respond(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -19,6 +19,7 @@ use crate::download::DownloadError;
 use crate::download::View;
 use crate::layered::LayeredError;
 use http_body_util::BodyExt;
+use privreg_shared::protocol::RegistryConfig;
 use privreg_shared::route::{self, Endpoint, RouteError};
 use privreg_shared::store::UpstreamPath;
 
@@ -34,8 +35,9 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     r
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(Body::from(Bytes::from(value.to_string())));
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).expect("the answer serialises");
+    let mut r = Response::new(Body::from(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -94,16 +96,18 @@ impl Daemon {
         cache_header_value(hit)
     }
 
-    fn config_json(&self, view: View<'_>) -> serde_json::Value {
+    fn config_json(&self, view: View<'_>) -> RegistryConfig {
         let base = match view {
             View::Layered => self.base_url.clone(),
             View::Upstream(name) => format!("{}/upstream/{name}", self.base_url),
         };
-        serde_json::json!({
-            "dl": format!("{base}/dl/{{crate}}/{{version}}/{{sha256-checksum}}"),
-            "api": base,
-            "auth-required": self.auth_required(),
-        })
+        RegistryConfig {
+            dl: Some(format!(
+                "{base}/dl/{{crate}}/{{version}}/{{sha256-checksum}}"
+            )),
+            api: Some(base),
+            auth_required: self.auth_required(),
+        }
     }
 
     async fn index(
@@ -311,8 +315,8 @@ impl Daemon {
             );
         }
         match endpoint {
-            Endpoint::Status => json(StatusCode::OK, &self.status_json()),
-            Endpoint::Policy(krate) => json(StatusCode::OK, &self.policy_json(&krate).await),
+            Endpoint::Status => json(StatusCode::OK, &self.status()),
+            Endpoint::Policy(krate) => json(StatusCode::OK, &self.policy(&krate).await),
             Endpoint::Config => json(StatusCode::OK, &self.config_json(view)),
             Endpoint::Index(krate) => self.index(view, &krate, &req).await,
             Endpoint::Download {
@@ -368,10 +372,7 @@ impl Daemon {
             }
         };
         match self.refresh_request(&body).await {
-            Ok(report) => json(
-                StatusCode::OK,
-                &serde_json::to_value(report).expect("the report serialises"),
-            ),
+            Ok(report) => json(StatusCode::OK, &report),
             Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
         }
     }

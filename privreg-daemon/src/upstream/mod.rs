@@ -10,6 +10,7 @@ use bytes::Bytes;
 use privreg_shared::CrateName;
 use privreg_shared::config::Upstream;
 use privreg_shared::index::IndexFile;
+use privreg_shared::protocol::RegistryConfig;
 
 mod body;
 mod error;
@@ -101,26 +102,9 @@ fn rel_url(rel: UpstreamPath<'_>) -> String {
     }
 }
 
-/// Reqwest's redirect policy: follow only within the same scheme, host and port, so that an
-/// upstream's token never travels to another host.
-fn same_origin_redirects() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let first = attempt.previous().first().cloned();
-        let next = attempt.url();
-        match first {
-            Some(first) if attempt.previous().len() < 5 && first.origin() == next.origin() => {
-                attempt.follow()
-            }
-            _ => attempt.stop(),
-        }
-    })
-}
-
+/// The client for every upstream: see [`privreg_shared::http`] (same-origin redirects only).
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("privreg/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(same_origin_redirects())
+    privreg_shared::http::upstream_client()
         .pool_idle_timeout(Duration::from_secs(90))
         .build()
         .expect("the HTTP client builds")
@@ -667,9 +651,9 @@ impl Upstreams {
                 let limit = (up.limits.max_index_size, "max-index-size");
                 let body = read_limited(resp, limit, up, &what).await?;
                 let bad = match rel {
-                    UpstreamPath::Config => serde_json::from_slice::<serde_json::Value>(&body)
-                        .err()
-                        .map(|e| e.to_string()),
+                    UpstreamPath::Config => {
+                        RegistryConfig::parse(&body).err().map(|e| e.to_string())
+                    }
                     UpstreamPath::Index(_) => not_an_index(&body),
                 };
                 if let Some(message) = bad {
