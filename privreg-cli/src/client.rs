@@ -238,3 +238,44 @@ impl DaemonClient {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_which_status_the_daemon_answered() {
+        assert_eq!(
+            DaemonError::Unauthorized.status(),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(DaemonError::Forbidden.status(), Some(StatusCode::FORBIDDEN));
+        let e = DaemonError::Status {
+            path: "/-/status".into(),
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            body: "boom".into(),
+        };
+        assert_eq!(e.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+        assert_eq!(
+            e.to_string(),
+            "the daemon answered 500 Internal Server Error for /-/status: boom"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_is_not_there_is_not_running() {
+        // A port that was free a moment ago: nothing listens on it.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .to_string();
+        let client = DaemonClient::new(addr.clone(), None, Duration::from_secs(5)).unwrap();
+        let e = client.status().await.unwrap_err();
+        assert!(
+            matches!(&e, DaemonError::NotRunning { addr: a, .. } if *a == addr),
+            "{e:?}"
+        );
+        assert_eq!(e.status(), None);
+        assert!(e.to_string().starts_with("the daemon does not answer at "));
+    }
+}

@@ -482,3 +482,29 @@ pub async fn run(dirs: &Dirs, cmd: UpstreamCommand) -> anyhow::Result<ExitCode> 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> CheckError {
+        CheckError::Status {
+            name: "acme".into(),
+            url: "https://acme.example/index/config.json".into(),
+            status: reqwest::StatusCode::from_u16(code).unwrap(),
+            hint: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_401_and_403_ask_for_a_token() {
+        assert!(status(401).is_auth());
+        assert!(status(403).is_auth());
+        assert!(!status(404).is_auth());
+        assert!(!status(500).is_auth());
+        assert_eq!(
+            status(401).to_string(),
+            "upstream acme: https://acme.example/index/config.json answered HTTP 401 Unauthorized"
+        );
+    }
+}
