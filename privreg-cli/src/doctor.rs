@@ -3,14 +3,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use privreg_shared::config::{Config, ConfigError};
 use privreg_shared::pin::Preferences;
 use privreg_shared::secrets::{EntryName, Keyring, SecretStore, SecretsError};
 
+use super::client::{DaemonClient, DaemonError};
 use super::service::{SERVICE_NAME, default_daemon};
 use super::upstream::{CheckError, check};
-use super::{Dirs, cargo_config, daemon_client};
+use super::{Dirs, cargo_config};
 
 #[derive(Default)]
 struct Report {
@@ -18,6 +20,21 @@ struct Report {
 }
 
 impl Report {
+    /// The summary line and the exit code.
+    fn finish(self) -> ExitCode {
+        if self.problems == 0 {
+            println!("everything looks right");
+            ExitCode::SUCCESS
+        } else {
+            println!(
+                "{} problem{} found",
+                self.problems,
+                if self.problems == 1 { "" } else { "s" }
+            );
+            ExitCode::FAILURE
+        }
+    }
+
     fn ok(&self, what: impl std::fmt::Display) {
         println!("ok    {what}");
     }
@@ -103,10 +120,29 @@ fn on_path(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// How long a request to the daemon may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
 pub async fn run(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     let mut r = Report::default();
+    let config = check_files(&mut r, dirs);
+    let (keyring, token_ok) = check_keyring(&mut r, dirs, config.as_ref());
+    let addr = dirs.daemon_addr().ok();
+    if let Some(addr) = &addr
+        && check_daemon_answers(&mut r, dirs, addr).await?
+    {
+        check_daemon_status(&mut r, dirs, config.as_ref(), addr, token_ok).await;
+    }
+    check_cargo(&mut r, config.as_ref(), addr.as_deref());
+    check_credential_provider(&mut r);
+    if let Some(c) = &config {
+        check_upstreams(&mut r, c, keyring.as_ref()).await;
+    }
+    Ok(r.finish())
+}
 
-    // Files.
+/// config.toml and the pin files parse; the config, if it does.
+fn check_files(r: &mut Report, dirs: &Dirs) -> Option<Config> {
     let config = match Config::load(&dirs.config) {
         Ok(c) => {
             r.ok(format!("{} parses", dirs.config_file().display()));
@@ -131,124 +167,157 @@ pub async fn run(dirs: &Dirs) -> anyhow::Result<ExitCode> {
             r.fail(e, fix);
         }
     }
+    config
+}
 
-    // The keyring and the local token.
-    let keyring = config.as_ref().map(|c| (c, Keyring::open(c.keyring)));
+/// The keyring opens and holds the local token: the keyring, if it opens, and whether the
+/// token is there.
+fn check_keyring(r: &mut Report, dirs: &Dirs, config: Option<&Config>) -> (Option<Keyring>, bool) {
+    let Some(c) = config else {
+        return (None, false);
+    };
+    let k = match Keyring::open(c.keyring) {
+        Ok(k) => k,
+        Err(e) => {
+            r.fail(
+                e,
+                format!(
+                    "set `keyring` in {} to a store that works here, then privreg init",
+                    sh(&dirs.config_file())
+                ),
+            );
+            return (None, false);
+        }
+    };
     let mut token_ok = false;
-    match &keyring {
-        Some((c, Ok(k))) if c.auth => match k.get(&EntryName::local_token(&dirs.config)) {
+    if c.auth {
+        match k.get(&EntryName::local_token(&dirs.config)) {
             Ok(_) => {
                 token_ok = true;
                 r.ok(format!("the local token is in the {}", k.kind()));
             }
             Err(e @ SecretsError::NoEntry { .. }) => r.fail(e, "privreg init"),
             Err(e) => r.fail(e, "check that the keyring is unlocked, then privreg init"),
-        },
-        Some((_, Ok(k))) => r.ok(format!("keyring: the {} answers (auth = false)", k.kind())),
-        Some((_, Err(e))) => r.fail(
-            e,
-            format!(
-                "set `keyring` in {} to a store that works here, then privreg init",
-                sh(&dirs.config_file())
-            ),
-        ),
-        None => {}
+        }
+    } else {
+        r.ok(format!("keyring: the {} answers (auth = false)", k.kind()));
     }
+    (Some(k), token_ok)
+}
 
-    // The daemon.
-    let addr = dirs.daemon_addr().ok();
-    let mut daemon_up = false;
-    if let Some(addr) = &addr {
-        let health = daemon_client()?
-            .get(format!("http://{addr}/-/health"))
-            .send()
-            .await;
-        match health {
-            Ok(resp) if resp.status().is_success() => {
-                daemon_up = true;
-                r.ok(format!("the daemon answers at http://{addr}/"));
-            }
-            Ok(resp) => r.fail(
-                format!(
-                    "something else answers at {addr} ({}), not privreg's daemon",
-                    resp.status()
-                ),
+/// The daemon answers `/-/health` at `addr`: whether it is up.
+async fn check_daemon_answers(r: &mut Report, dirs: &Dirs, addr: &str) -> anyhow::Result<bool> {
+    let client = DaemonClient::new(addr.to_owned(), None, TIMEOUT)?;
+    match client.health().await {
+        Ok(()) => {
+            r.ok(format!("the daemon answers at http://{addr}/"));
+            return Ok(true);
+        }
+        Err(e) => match e.status() {
+            Some(status) => r.fail(
+                format!("something else answers at {addr} ({status}), not privreg's daemon"),
                 format!(
                     "choose another `listen` in {}, then {}",
                     sh(&dirs.config_file()),
                     start_command(dirs, false)
                 ),
             ),
-            Err(_) => r.fail(
+            None => r.fail(
                 format!("the daemon does not answer at {addr}"),
                 start_command(dirs, false),
             ),
-        }
+        },
     }
-    if daemon_up {
-        match dirs.daemon_get("/-/status").await {
-            Ok(reply) if reply.status.is_success() => {
-                let st: serde_json::Value = serde_json::from_str(&reply.body).unwrap_or_default();
-                if config.as_ref().is_some_and(|c| c.auth) {
-                    r.ok("the daemon accepts the local token");
-                }
-                let theirs = st["config_dir"].as_str().map(PathBuf::from);
-                let ours = std::fs::canonicalize(&dirs.config).ok();
-                if let (Some(theirs), Some(ours)) = (theirs, ours)
-                    && std::fs::canonicalize(&theirs).ok().as_ref() != Some(&ours)
-                {
-                    r.fail(
-                        format!(
-                            "the daemon at {} serves the config dir {}, not {}",
-                            addr.as_deref().unwrap_or("?"),
-                            theirs.display(),
-                            ours.display()
-                        ),
-                        "use the same PRIVREG_CONFIG_DIR for the daemon and the CLI, or another `listen`",
-                    );
-                }
-                if let Some(e) = st["config_error"].as_str() {
-                    r.fail(
-                        format!("the daemon keeps its last good configuration because: {e}"),
-                        "fix the file named there; the daemon reloads it by itself",
-                    );
-                }
-            }
-            Ok(reply) if reply.status.as_u16() == 401 && !token_ok => r.fail(
-                "the daemon wants the local token, which is not in the keyring",
-                format!("privreg init, then {}", start_command(dirs, true)),
-            ),
-            Ok(reply) if matches!(reply.status.as_u16(), 401 | 403) => r.fail(
-                format!(
-                    "the daemon refuses the local token in the keyring ({}): it was started with another one",
-                    reply.status
-                ),
-                start_command(dirs, true),
-            ),
-            Ok(reply) => r.fail(
-                format!("the daemon answered {} for /-/status", reply.status),
-                start_command(dirs, true),
-            ),
-            Err(e) => r.fail(format!("{e:#}"), start_command(dirs, false)),
-        }
-    }
+    Ok(false)
+}
 
-    // Cargo.
-    if let Some(addr) = addr.as_deref().filter(|a| !a.ends_with(":0")) {
-        let url = format!("sparse+http://{addr}/index/");
-        let private = config
-            .as_ref()
-            .map(cargo_config::private_upstreams)
-            .unwrap_or_default();
-        match cargo_config::check(&url, &private) {
-            Ok(None) => r.ok(format!("cargo's config sends crates-io to {url}")),
-            Ok(Some(wrong)) => r.fail(wrong, "privreg cargo-config --install"),
-            Err(e) => r.fail(
-                format!("{e:#}"),
-                "fix cargo's config file, then privreg cargo-config --install",
-            ),
+/// The running daemon accepts the local token, serves our config dir, and has no config error
+/// in force.
+async fn check_daemon_status(
+    r: &mut Report,
+    dirs: &Dirs,
+    config: Option<&Config>,
+    addr: &str,
+    token_ok: bool,
+) {
+    let status = match DaemonClient::open(dirs, TIMEOUT) {
+        Ok(client) => client.status().await.map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    let e = match status {
+        Ok(st) => {
+            if config.is_some_and(|c| c.auth) {
+                r.ok("the daemon accepts the local token");
+            }
+            check_same_config_dir(r, dirs, addr, &st.config_dir);
+            if let Some(e) = &st.config_error {
+                r.fail(
+                    format!("the daemon keeps its last good configuration because: {e}"),
+                    "fix the file named there; the daemon reloads it by itself",
+                );
+            }
+            return;
         }
+        Err(e) => e,
+    };
+    match e.downcast_ref::<DaemonError>() {
+        Some(DaemonError::Unauthorized) if !token_ok => r.fail(
+            "the daemon wants the local token, which is not in the keyring",
+            format!("privreg init, then {}", start_command(dirs, true)),
+        ),
+        Some(e @ (DaemonError::Unauthorized | DaemonError::Forbidden)) => r.fail(
+            format!(
+                "the daemon refuses the local token in the keyring ({}): it was started with another one",
+                e.status().expect("401 and 403 are statuses")
+            ),
+            start_command(dirs, true),
+        ),
+        Some(DaemonError::Status { status, .. }) => r.fail(
+            format!("the daemon answered {status} for /-/status"),
+            start_command(dirs, true),
+        ),
+        _ => r.fail(format!("{e:#}"), start_command(dirs, false)),
     }
+}
+
+/// The daemon at `addr` serves the config dir the CLI uses.
+fn check_same_config_dir(r: &mut Report, dirs: &Dirs, addr: &str, theirs: &Path) {
+    let ours = std::fs::canonicalize(&dirs.config).ok();
+    if let Some(ours) = ours
+        && std::fs::canonicalize(theirs).ok().as_ref() != Some(&ours)
+    {
+        r.fail(
+            format!(
+                "the daemon at {addr} serves the config dir {}, not {}",
+                theirs.display(),
+                ours.display()
+            ),
+            "use the same PRIVREG_CONFIG_DIR for the daemon and the CLI, or another `listen`",
+        );
+    }
+}
+
+/// Cargo's config sends crates-io (and the private upstreams' URLs) to the daemon.
+fn check_cargo(r: &mut Report, config: Option<&Config>, addr: Option<&str>) {
+    let Some(addr) = addr.filter(|a| !a.ends_with(":0")) else {
+        return;
+    };
+    let url = format!("sparse+http://{addr}/index/");
+    let private = config
+        .map(cargo_config::private_upstreams)
+        .unwrap_or_default();
+    match cargo_config::check(&url, &private) {
+        Ok(None) => r.ok(format!("cargo's config sends crates-io to {url}")),
+        Ok(Some(wrong)) => r.fail(wrong, "privreg cargo-config --install"),
+        Err(e) => r.fail(
+            format!("{e:#}"),
+            "fix cargo's config file, then privreg cargo-config --install",
+        ),
+    }
+}
+
+/// cargo can run the credential provider.
+fn check_credential_provider(r: &mut Report) {
     match on_path("cargo-credential-privreg") {
         Some(p) => r.ok(format!(
             "cargo-credential-privreg is on PATH ({})",
@@ -273,49 +342,36 @@ pub async fn run(dirs: &Dirs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+}
 
-    // Upstreams.
-    if let Some(c) = &config {
-        let keyring = keyring.as_ref().and_then(|(_, k)| k.as_ref().ok()).cloned();
-        for up in &c.upstreams {
-            match check(keyring.as_ref(), up).await {
-                Ok(()) => r.ok(format!(
-                    "upstream {}: config.json answers ({})",
-                    up.name, up.index
-                )),
-                Err(e) => {
-                    let auth = e
-                        .downcast_ref::<CheckError>()
-                        .is_some_and(CheckError::is_auth);
-                    let fix = if auth {
-                        format!("privreg login {}", up.name)
-                    } else {
-                        format!(
-                            "check the URL and the network; if it is gone: privreg upstream remove {}",
-                            up.name
-                        )
-                    };
-                    r.fail(format!("{e:#}"), fix);
-                }
+/// Each upstream's config.json answers, with its token.
+async fn check_upstreams(r: &mut Report, c: &Config, keyring: Option<&Keyring>) {
+    for up in &c.upstreams {
+        match check(keyring, up).await {
+            Ok(()) => r.ok(format!(
+                "upstream {}: config.json answers ({})",
+                up.name, up.index
+            )),
+            Err(e) => {
+                let auth = e
+                    .downcast_ref::<CheckError>()
+                    .is_some_and(CheckError::is_auth);
+                let fix = if auth {
+                    format!("privreg login {}", up.name)
+                } else {
+                    format!(
+                        "check the URL and the network; if it is gone: privreg upstream remove {}",
+                        up.name
+                    )
+                };
+                r.fail(format!("{e:#}"), fix);
             }
         }
-        if c.upstreams.is_empty() {
-            r.fail(
-                "no upstreams: cargo can resolve nothing",
-                "privreg upstream add NAME sparse+https://…/",
-            );
-        }
     }
-
-    if r.problems == 0 {
-        println!("everything looks right");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!(
-            "{} problem{} found",
-            r.problems,
-            if r.problems == 1 { "" } else { "s" }
+    if c.upstreams.is_empty() {
+        r.fail(
+            "no upstreams: cargo can resolve nothing",
+            "privreg upstream add NAME sparse+https://…/",
         );
-        Ok(ExitCode::FAILURE)
     }
 }

@@ -1,6 +1,7 @@
 //! `privreg`: the control CLI (see `privreg --help`).
 
 mod cargo_config;
+mod client;
 mod completions;
 mod doctor;
 mod init;
@@ -15,7 +16,6 @@ mod warm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -157,12 +157,6 @@ pub struct Dirs {
     pub cache: PathBuf,
 }
 
-/// What the daemon answered, for callers that handle errors themselves.
-pub struct DaemonReply {
-    pub status: reqwest::StatusCode,
-    pub body: String,
-}
-
 impl Dirs {
     fn new(cli: &Cli) -> anyhow::Result<Dirs> {
         Ok(Dirs {
@@ -198,66 +192,6 @@ impl Dirs {
         let keyring = Keyring::open(config.keyring)?;
         keyring.get(&EntryName::local_token(&self.config)).map(Some)
     }
-
-    /// GETs `path` from the daemon, with the local token when `auth = true` (raw, as cargo
-    /// sends it). A missing token is not an error here: the daemon's 401 says what is wrong.
-    pub async fn daemon_get(&self, path: &str) -> anyhow::Result<DaemonReply> {
-        let addr = self.daemon_addr()?;
-        let token = match Config::load(&self.config) {
-            Ok(config) => self.local_token(&config).unwrap_or(None),
-            Err(_) => None,
-        };
-        let url = format!("http://{addr}{path}");
-        let mut req = daemon_client()?.get(&url);
-        if let Some(token) = &token {
-            let mut value = reqwest::header::HeaderValue::from_str(token.expose())
-                .context("the local token is not a valid header value; run `privreg init`")?;
-            value.set_sensitive(true);
-            req = req.header(reqwest::header::AUTHORIZATION, value);
-        }
-        let resp = req.send().await.with_context(|| {
-            format!(
-                "the daemon does not answer at {addr}; start it (see `privreg doctor`) or check `listen`"
-            )
-        })?;
-        let status = resp.status();
-        let body = resp
-            .text()
-            .await
-            .with_context(|| format!("reading {url}"))?;
-        Ok(DaemonReply { status, body })
-    }
-
-    /// GETs a JSON document from the daemon.
-    pub async fn daemon_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        let reply = self.daemon_get(path).await?;
-        match reply.status.as_u16() {
-            200..=299 => {}
-            401 => bail!(
-                "the daemon wants its local token and none was found; run `privreg init` (it creates the token) and restart the daemon"
-            ),
-            403 => bail!(
-                "the daemon does not accept the local token in the keyring (it was started with another one); restart the daemon"
-            ),
-            _ => bail!(
-                "the daemon answered {} for {path}: {}",
-                reply.status,
-                reply.body.trim()
-            ),
-        }
-        serde_json::from_str(&reply.body)
-            .with_context(|| format!("the daemon's answer for {path} is not JSON"))
-    }
-}
-
-/// An HTTP client for the daemon on loopback: no proxy, short timeouts.
-pub fn daemon_client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("cannot build an HTTP client")
 }
 
 /// Opens the keyring that `config.toml` chooses (`auto` when there is no config yet).

@@ -5,11 +5,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 
 use super::Dirs;
-use super::warm::Conn;
+use super::client::DaemonClient;
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -23,21 +23,10 @@ pub struct StatusArgs {
 
 /// Asks the daemon for a one-time link to its status page: (URL, seconds it stays valid).
 async fn link(dirs: &Dirs) -> anyhow::Result<(String, u64)> {
-    let conn = Conn::open(dirs, Duration::from_secs(30))?;
-    let resp = conn
-        .send(conn.request(reqwest::Method::POST, "/-/open"))
+    let link = DaemonClient::open(dirs, Duration::from_secs(30))?
+        .page_link()
         .await?;
-    let status = resp.status();
-    let text = resp.text().await.context("reading the daemon's answer")?;
-    if !status.is_success() {
-        bail!("the daemon answered {status} for /-/open: {}", text.trim());
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(&text).context("the daemon's answer for /-/open is not JSON")?;
-    let url = v["url"]
-        .as_str()
-        .context("the daemon's answer for /-/open has no `url`")?;
-    Ok((url.to_owned(), v["expires_in_secs"].as_u64().unwrap_or(60)))
+    Ok((link.url, link.expires_in_secs))
 }
 
 pub async fn open(dirs: &Dirs, print: bool) -> anyhow::Result<ExitCode> {

@@ -3,14 +3,13 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use privreg_shared::CrateName;
-use reqwest::StatusCode;
 
 use super::Dirs;
-use super::warm::Conn;
-use privreg_shared::protocol::{FileReport, Outcome, RefreshReport, RefreshRequest};
+use super::client::DaemonClient;
+use privreg_shared::protocol::{FileReport, Outcome, RefreshRequest};
 
 #[derive(Args)]
 pub struct RefreshArgs {
@@ -85,27 +84,11 @@ pub async fn run(dirs: &Dirs, args: RefreshArgs) -> anyhow::Result<ExitCode> {
         CrateName::new(c).with_context(|| format!("{c:?} is not a crate name"))?;
     }
     // Revalidating a large cache takes a while; the daemon answers when every file is done.
-    let conn = Conn::open(dirs, Duration::from_secs(900))?;
-    let body = RefreshRequest {
-        crates: args.crates.clone(),
-    };
-    let resp = conn
-        .send(
-            conn.request(reqwest::Method::POST, "/-/refresh")
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(serde_json::to_vec(&body).expect("the request serialises")),
-        )
+    let report = DaemonClient::open(dirs, Duration::from_secs(900))?
+        .refresh(&RefreshRequest {
+            crates: args.crates.clone(),
+        })
         .await?;
-    let status = resp.status();
-    let text = resp.text().await.context("reading the daemon's answer")?;
-    if status != StatusCode::OK {
-        bail!(
-            "the daemon answered {status} for /-/refresh: {}",
-            text.trim()
-        );
-    }
-    let report: RefreshReport = serde_json::from_str(&text)
-        .context("the daemon's answer for /-/refresh is not a report")?;
     let count = |o: Outcome| report.files.iter().filter(|f| f.outcome == o).count();
     let named = !args.crates.is_empty();
     for f in &report.files {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
 
-use super::{Dirs, daemon_client};
+use super::Dirs;
+use super::client::{DaemonClient, DaemonError};
 
 /// The systemd unit's name and the launchd agent's label.
 pub const SERVICE_NAME: &str = "privreg";
@@ -214,23 +215,18 @@ pub fn plist(daemon: &Path, config_dir: &Path, cache_dir: &Path) -> String {
 
 /// Polls `/-/health` until the daemon answers `ok`.
 async fn wait(dirs: &Dirs, timeout: Duration) -> anyhow::Result<String> {
-    let client = daemon_client()?;
+    let client = DaemonClient::new(String::new(), None, Duration::from_secs(2))?;
     let deadline = Instant::now() + timeout;
     loop {
         let last = match dirs.daemon_addr() {
-            Ok(addr) if !addr.ends_with(":0") => {
-                let url = format!("http://{addr}/-/health");
-                match client
-                    .get(&url)
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().is_success() => return Ok(addr),
-                    Ok(r) => format!("{addr} answered {}", r.status()),
-                    Err(e) => format!("{addr}: {e}"),
-                }
-            }
+            Ok(addr) if !addr.ends_with(":0") => match client.at(addr.clone()).health().await {
+                Ok(()) => return Ok(addr),
+                Err(DaemonError::Status { status, .. }) => format!("{addr} answered {status}"),
+                Err(
+                    DaemonError::NotRunning { source, .. } | DaemonError::Transport { source, .. },
+                ) => format!("{addr}: {source}"),
+                Err(e) => format!("{addr}: {e}"),
+            },
             Ok(_) => "the daemon has not recorded its address yet".to_owned(),
             Err(e) => format!("{e:#}"),
         };

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use privreg_shared::UpstreamName;
 use privreg_shared::config::{CONFIG_FILE, Config, Upstream, parse_index_url};
+use privreg_shared::protocol::RegistryConfig;
 use privreg_shared::secrets::{
     EntryName, Keyring, SecretStore, SecretsError, Token, token_from_env,
 };
@@ -104,7 +105,7 @@ pub enum CheckError {
     Status {
         name: String,
         url: String,
-        status: String,
+        status: reqwest::StatusCode,
         hint: String,
     },
     #[error(
@@ -126,8 +127,16 @@ pub enum CheckError {
 impl CheckError {
     /// Whether the upstream refused the token (or wants one).
     pub fn is_auth(&self) -> bool {
-        matches!(self, CheckError::Status { status, .. } if status.starts_with("401") || status.starts_with("403"))
+        matches!(self, CheckError::Status { status, .. } if is_auth_status(*status))
     }
+}
+
+/// 401 and 403: the upstream wants a token, or refused the one sent.
+fn is_auth_status(status: reqwest::StatusCode) -> bool {
+    matches!(
+        status,
+        reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
+    )
 }
 
 /// The error and its causes, for a message.
@@ -154,7 +163,7 @@ fn root_cause(e: &dyn std::error::Error) -> String {
 }
 
 /// Fetches `config.json` of upstream `name` at `index` with `token` (sent raw, as cargo does).
-/// Redirects are followed only within the same origin when a token is sent.
+/// Redirects are followed only within the same origin (see [`privreg_shared::http`]).
 pub async fn fetch_config(
     name: &str,
     index: &str,
@@ -170,23 +179,10 @@ pub async fn fetch_config(
     let url = base
         .join("config.json")
         .expect("config.json joins a base URL");
-    let origin = url.origin();
-    let policy = if token.is_some() {
-        reqwest::redirect::Policy::custom(move |a| {
-            if a.url().origin() == origin && a.previous().len() < 5 {
-                a.follow()
-            } else {
-                a.stop()
-            }
-        })
-    } else {
-        reqwest::redirect::Policy::limited(5)
-    };
-    let client = reqwest::Client::builder()
-        .redirect(policy)
+    // Redirects are followed within the same origin only, as the daemon does.
+    let client = privreg_shared::http::upstream_client()
         .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .user_agent(concat!("privreg/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(timeout.min(privreg_shared::http::CONNECT_TIMEOUT))
         .build()
         .map_err(|e| CheckError::Unreachable {
             name: name.to_owned(),
@@ -195,14 +191,11 @@ pub async fn fetch_config(
         })?;
     let mut req = client.get(url.clone());
     if let Some(t) = token {
-        let mut v = reqwest::header::HeaderValue::from_str(t.expose()).map_err(|_| {
-            CheckError::NotConfig {
-                name: name.to_owned(),
-                url: url.to_string(),
-                reason: "its token is not a valid header value".to_owned(),
-            }
+        let v = privreg_shared::http::authorization(t).ok_or_else(|| CheckError::NotConfig {
+            name: name.to_owned(),
+            url: url.to_string(),
+            reason: "its token is not a valid header value".to_owned(),
         })?;
-        v.set_sensitive(true);
         req = req.header(reqwest::header::AUTHORIZATION, v);
     }
     let resp = req.send().await.map_err(|e| CheckError::Unreachable {
@@ -231,24 +224,22 @@ pub async fn fetch_config(
         });
     }
     if !status.is_success() {
-        let hint = match (status.as_u16(), source) {
-            (401 | 403, TokenSource::None) => {
-                format!("; it needs a token: run `privreg login {name}`")
-            }
-            (401 | 403, TokenSource::Env(var)) => {
+        let hint = match source {
+            _ if !is_auth_status(status) => String::new(),
+            TokenSource::None => format!("; it needs a token: run `privreg login {name}`"),
+            TokenSource::Env(var) => {
                 format!("; it refused the token in {var}: fix or unset that variable")
             }
-            (401 | 403, TokenSource::Keyring) => {
+            TokenSource::Keyring => {
                 format!(
                     "; it refused the stored token: run `privreg login {name}` with a valid one"
                 )
             }
-            _ => String::new(),
         };
         return Err(CheckError::Status {
             name: name.to_owned(),
             url: url.to_string(),
-            status: status.to_string(),
+            status,
             hint,
         });
     }
@@ -257,13 +248,12 @@ pub async fn fetch_config(
         url: url.to_string(),
         reason: chain(&e),
     })?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| CheckError::NotConfig {
-            name: name.to_owned(),
-            url: url.to_string(),
-            reason: format!("not JSON ({e})"),
-        })?;
-    if !json["dl"].is_string() {
+    let config = RegistryConfig::parse(&body).map_err(|e| CheckError::NotConfig {
+        name: name.to_owned(),
+        url: url.to_string(),
+        reason: format!("not JSON ({e})"),
+    })?;
+    if config.dl.is_none() {
         return Err(CheckError::NotConfig {
             name: name.to_owned(),
             url: url.to_string(),
@@ -491,6 +481,7 @@ pub async fn run(dirs: &Dirs, cmd: UpstreamCommand) -> anyhow::Result<ExitCode> 
 mod tests {
     use clap::Parser;
 
+    use super::*;
     use crate::Cli;
 
     /// Upstream names are checked (by `UpstreamName`, the rule config.toml uses) when the
@@ -512,5 +503,26 @@ mod tests {
         let n64 = "a".repeat(64);
         assert!(Cli::try_parse_from(["privreg", "login", &n64]).is_ok());
         assert!(Cli::try_parse_from(["privreg", "upstream", "check", "acme-x", "ACME_x"]).is_ok());
+    }
+
+    fn status(code: u16) -> CheckError {
+        CheckError::Status {
+            name: "acme".into(),
+            url: "https://acme.example/index/config.json".into(),
+            status: reqwest::StatusCode::from_u16(code).unwrap(),
+            hint: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_401_and_403_ask_for_a_token() {
+        assert!(status(401).is_auth());
+        assert!(status(403).is_auth());
+        assert!(!status(404).is_auth());
+        assert!(!status(500).is_auth());
+        assert_eq!(
+            status(401).to_string(),
+            "upstream acme: https://acme.example/index/config.json answered HTTP 401 Unauthorized"
+        );
     }
 }

@@ -24,11 +24,11 @@ use privreg_shared::config::Config;
 use privreg_shared::index::{CRATES_IO_KEY, registry_url_key};
 use privreg_shared::route::CACHE_HEADER;
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, HeaderValue};
 use semver::Version;
 use sha2::{Digest, Sha256};
 
 use super::Dirs;
+use super::client::DaemonClient;
 
 #[derive(Args)]
 pub struct WarmArgs {
@@ -38,83 +38,6 @@ pub struct WarmArgs {
     /// Index files (each with its crates) fetched at the same time, at most.
     #[arg(long, short = 'j', default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     jobs: u16,
-}
-
-/// A connection to the running daemon, with its local token (when `auth = true`).
-pub struct Conn {
-    client: reqwest::Client,
-    addr: String,
-    auth: Option<HeaderValue>,
-}
-
-/// What the daemon's 401 and 403 mean for the CLI.
-fn auth_problem(status: StatusCode) -> Option<&'static str> {
-    match status.as_u16() {
-        401 => Some(
-            "the daemon wants its local token and none was found; run `privreg init` (it creates the token) and restart the daemon",
-        ),
-        403 => Some(
-            "the daemon does not accept the local token in the keyring (it was started with another one); restart the daemon",
-        ),
-        _ => None,
-    }
-}
-
-impl Conn {
-    /// Connects to the daemon `dirs` point at; `timeout` bounds each request.
-    pub fn open(dirs: &Dirs, timeout: Duration) -> anyhow::Result<Conn> {
-        let addr = dirs.daemon_addr()?;
-        // A missing token is not an error here: the daemon's 401 says what is wrong.
-        let token = match Config::load(&dirs.config) {
-            Ok(config) => dirs.local_token(&config).unwrap_or(None),
-            Err(_) => None,
-        };
-        let auth = match token {
-            Some(t) => {
-                let mut v = HeaderValue::from_str(t.expose())
-                    .context("the local token is not a valid header value; run `privreg init`")?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-            None => None,
-        };
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(timeout)
-            .build()
-            .context("cannot build an HTTP client")?;
-        Ok(Conn { client, addr, auth })
-    }
-
-    /// A request to the daemon, with the local token.
-    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut req = self
-            .client
-            .request(method, format!("http://{}{path}", self.addr));
-        if let Some(auth) = &self.auth {
-            req = req.header(AUTHORIZATION, auth.clone());
-        }
-        req
-    }
-
-    /// Sends a request; a daemon that does not answer, or refuses the token, is an error.
-    pub async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let resp = req.send().await.map_err(|e| {
-            if e.is_connect() {
-                anyhow::anyhow!(
-                    "the daemon does not answer at {}; start it (see `privreg doctor`) or check `listen`",
-                    self.addr
-                )
-            } else {
-                anyhow::Error::new(e).context(format!("talking to the daemon at {}", self.addr))
-            }
-        })?;
-        if let Some(problem) = auth_problem(resp.status()) {
-            bail!("{problem}");
-        }
-        Ok(resp)
-    }
 }
 
 /// Where a locked registry package is fetched from.
@@ -303,13 +226,13 @@ fn state(hit: bool) -> State {
 
 /// Fetches one crate through the daemon and checks its sha256 against the lockfile's.
 async fn fetch_crate(
-    conn: &Conn,
+    conn: &DaemonClient,
     job: &Job,
     version: &Version,
     cksum: &str,
 ) -> anyhow::Result<State> {
     let path = format!("{}/dl/{}/{version}/{cksum}", job.route.prefix(), job.name);
-    let resp = conn.send(conn.request(reqwest::Method::GET, &path)).await?;
+    let resp = conn.get(&path).await?;
     let (hit, mut resp) = match answered(resp).await {
         Ok(a) => a,
         Err(reason) => return Ok(State::Failed(reason)),
@@ -332,7 +255,7 @@ async fn fetch_crate(
 }
 
 /// Warms one index file and its locked crates.
-async fn warm_job(conn: &Conn, job: &Job) -> anyhow::Result<Vec<Outcome>> {
+async fn warm_job(conn: &DaemonClient, job: &Job) -> anyhow::Result<Vec<Outcome>> {
     let outcome = |version: &Version, index: &State, krate: Option<State>| Outcome {
         name: job.name.clone(),
         version: version.clone(),
@@ -344,7 +267,7 @@ async fn warm_job(conn: &Conn, job: &Job) -> anyhow::Result<Vec<Outcome>> {
         Err(e) => State::Failed(e.to_string()),
         Ok(name) => {
             let path = format!("{}/index/{}", job.route.prefix(), name.lower().index_path());
-            let resp = conn.send(conn.request(reqwest::Method::GET, &path)).await?;
+            let resp = conn.get(&path).await?;
             match answered(resp).await {
                 Ok((hit, _)) => state(hit),
                 Err(reason) => State::Failed(reason),
@@ -460,10 +383,9 @@ pub async fn run(dirs: &Dirs, args: WarmArgs) -> anyhow::Result<ExitCode> {
         plan.add(&load(path)?, &upstreams);
     }
 
-    let conn = Conn::open(dirs, Duration::from_secs(600))?;
+    let conn = DaemonClient::open(dirs, Duration::from_secs(600))?;
     // One cheap request first, so that a daemon that is down or refuses the token says so once.
-    conn.send(conn.request(reqwest::Method::GET, "/index/config.json"))
-        .await?;
+    conn.get("/index/config.json").await?;
 
     let terminal = std::io::stderr().is_terminal();
     let bar = if terminal {

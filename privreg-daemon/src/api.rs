@@ -12,6 +12,7 @@ use http::{Method, StatusCode};
 use privreg_shared::CrateName;
 use privreg_shared::config::{Config, Upstream};
 use privreg_shared::policy::PinPriority;
+use privreg_shared::protocol::RegistryConfig;
 use semver::Version;
 use serde_json::{Value, json};
 
@@ -101,9 +102,7 @@ fn owner_name<'m>(
 
 /// The API base URL (ending in `/`) in the `config.json` of upstream `name`.
 fn api_base_url(name: &str, config_json: &[u8]) -> Result<url::Url, ApiResponse> {
-    let api = serde_json::from_slice::<Value>(config_json)
-        .ok()
-        .and_then(|c| c.get("api").and_then(Value::as_str).map(str::to_owned));
+    let api = RegistryConfig::parse(config_json).ok().and_then(|c| c.api);
     let Some(api) = api else {
         return Err(ApiResponse::error(
             StatusCode::NOT_IMPLEMENTED,
@@ -433,8 +432,18 @@ mod tests {
         let config = config();
         let name = |v| publish_target(&config, v).map(|u| u.name.as_str());
         assert_eq!(name(View::Layered), Some("acme"));
-        assert_eq!(name(View::Upstream(privreg_shared::name::UpstreamNameRef::new("mirror").unwrap())), Some("mirror"));
-        assert_eq!(name(View::Upstream(privreg_shared::name::UpstreamNameRef::new("nope").unwrap())), None);
+        assert_eq!(
+            name(View::Upstream(
+                privreg_shared::name::UpstreamNameRef::new("mirror").unwrap()
+            )),
+            Some("mirror")
+        );
+        assert_eq!(
+            name(View::Upstream(
+                privreg_shared::name::UpstreamNameRef::new("nope").unwrap()
+            )),
+            None
+        );
         let mut unmarked = config.clone();
         unmarked
             .upstreams

@@ -11,6 +11,7 @@ use crate::body::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use privreg_shared::protocol::PageLink;
 use privreg_shared::route::Endpoint;
 
 use crate::Daemon;
@@ -99,12 +100,6 @@ fn stat(value: &str, label: &str) -> Markup {
 
 /// The whole page.
 pub fn render(d: &PageData) -> Markup {
-    let lookups = d.hits + d.misses;
-    let ratio = if lookups == 0 {
-        "–".to_owned()
-    } else {
-        format!("{:.1}%", 100.0 * d.hits as f64 / lookups as f64)
-    };
     let failing = d
         .upstreams
         .iter()
@@ -122,153 +117,206 @@ pub fn render(d: &PageData) -> Markup {
                 style { (PreEscaped(CSS)) }
             }
             body {
-                header {
-                    h1 { "privreg" }
-                    span class="meta mono" { (d.url) }
-                    span class="meta" {
-                        "pid " (d.pid) " · up " (humantime::format_duration(Duration::from_secs(d.uptime.as_secs())))
-                        " · version " (env!("CARGO_PKG_VERSION"))
+                (header_bar(d, problems + failing))
+                main {
+                    (errors_section(d, problems))
+                    (upstreams_section(d))
+                    (cache_section(d))
+                    (decisions_section(d))
+                }
+            }
+        }
+    }
+}
+
+/// The top bar: address, pid, uptime, version and the count of problems.
+fn header_bar(d: &PageData, problems: usize) -> Markup {
+    html! {
+        header {
+            h1 { "privreg" }
+            span class="meta mono" { (d.url) }
+            span class="meta" {
+                "pid " (d.pid) " · up " (humantime::format_duration(Duration::from_secs(d.uptime.as_secs())))
+                " · version " (env!("CARGO_PKG_VERSION"))
+            }
+            span class="meta" {
+                @if problems == 0 {
+                    span class="badge ok" { "all good" }
+                } @else {
+                    span class="badge bad" {
+                        (problems)
+                        @if problems == 1 { " problem" } @else { " problems" }
                     }
-                    span class="meta" {
-                        @if problems + failing == 0 {
-                            span class="badge ok" { "all good" }
-                        } @else {
-                            span class="badge bad" {
-                                (problems + failing)
-                                @if problems + failing == 1 { " problem" } @else { " problems" }
-                            }
+                }
+            }
+        }
+    }
+}
+
+/// The config, pin and cache errors in force (`problems` of them).
+fn errors_section(d: &PageData, problems: usize) -> Markup {
+    html! {
+        section id="errors" {
+            h2 { "Errors in force" }
+            @if problems == 0 {
+                div class="allgood" { "No config, pin or cache error is in force." }
+            }
+            @if let Some(e) = &d.config_error {
+                div class="problem" {
+                    strong { "Config or pin error: " }
+                    (e)
+                    br;
+                    span class="muted" { "The last good configuration stays in force until this is fixed (" code { (d.config_dir.display()) } ")." }
+                }
+            }
+            @if let Some((at, e)) = &d.cache_write_error {
+                div class="problem" {
+                    strong { "The cache cannot be written (" (ago(d.now, *at)) "): " }
+                    (e)
+                    br;
+                    span class="muted" { "privreg serves without caching meanwhile." }
+                }
+            }
+        }
+    }
+}
+
+/// One row per upstream: health, latency, last error.
+fn upstreams_section(d: &PageData) -> Markup {
+    html! {
+        section id="upstreams" {
+            h2 { "Upstreams " span class="count" { "(" (d.upstreams.len()) ")" } }
+            table {
+                thead {
+                    tr {
+                        th { "Name" }
+                        th { "Index" }
+                        th class="num" { "Priority" }
+                        th { "Health" }
+                        th { "Latency (last / mean)" }
+                        th { "Last error" }
+                    }
+                }
+                tbody {
+                    @for u in &d.upstreams {
+                        (upstream_row(u, d.now))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn upstream_row(u: &UpstreamRow, now: u64) -> Markup {
+    let (class, word) = health(&u.health);
+    html! {
+        tr {
+            td class="name" { strong { (u.name) } }
+            td class="mono" { (u.index) }
+            td class="num" { (u.priority) }
+            td {
+                span class={ "badge " (class) } { (word) }
+                @if let Some(ok) = u.health.last_ok {
+                    br;
+                    span class="muted" { "answered " (ago(now, ok)) }
+                }
+            }
+            td {
+                @match &u.latency {
+                    Some(l) => {
+                        (millis(l.last)) " / " (millis(l.mean()))
+                        br;
+                        span class="muted" { (l.count) " requests, last: " (l.last_outcome) }
+                    }
+                    None => span class="muted" { "no requests yet" },
+                }
+            }
+            td {
+                @match (&u.health.last_error, u.health.last_error_at) {
+                    (Some(e), Some(at)) => {
+                        span class="error" { (e) }
+                        br;
+                        span class="muted" { (ago(now, at)) }
+                    }
+                    _ => span class="muted" { "none" },
+                }
+            }
+        }
+    }
+}
+
+/// Hit ratio, size on disk and request counters.
+fn cache_section(d: &PageData) -> Markup {
+    let lookups = d.hits + d.misses;
+    let ratio = if lookups == 0 {
+        "–".to_owned()
+    } else {
+        format!("{:.1}%", 100.0 * d.hits as f64 / lookups as f64)
+    };
+    html! {
+        section id="cache" {
+            h2 { "Cache" }
+            div class="stats" {
+                (stat(&ratio, "hit ratio (index files)"))
+                (stat(&d.hits.to_string(), "hits"))
+                (stat(&d.misses.to_string(), "misses"))
+                (stat(&human_bytes(d.cache_bytes), &format!("on disk in {} files", d.cache_files)))
+                (stat(&d.upstream_requests.to_string(), "upstream requests"))
+                (stat(&d.revalidations.to_string(), "revalidations"))
+                (stat(&d.prefetches.to_string(), "prefetches"))
+            }
+            p class="muted" { "Directory: " code { (d.cache_dir.display()) } }
+        }
+    }
+}
+
+/// Recent policy decisions that hid or blocked versions.
+fn decisions_section(d: &PageData) -> Markup {
+    html! {
+        section id="decisions" {
+            h2 { "Recent policy decisions " span class="count" { "(versions hidden or blocked)" } }
+            @if d.decisions.is_empty() {
+                p class="muted" { "Nothing hidden or blocked in the crates computed since the daemon started." }
+            } @else {
+                table {
+                    thead {
+                        tr {
+                            th { "When" }
+                            th { "Crate" }
+                            th { "Decision" }
+                            th { "Upstream" }
+                            th { "Versions" }
+                            th { "Pin" }
+                        }
+                    }
+                    tbody {
+                        @for h in &d.decisions {
+                            (decision_row(h, d.now))
                         }
                     }
                 }
-                main {
-                    section id="errors" {
-                        h2 { "Errors in force" }
-                        @if problems == 0 {
-                            div class="allgood" { "No config, pin or cache error is in force." }
-                        }
-                        @if let Some(e) = &d.config_error {
-                            div class="problem" {
-                                strong { "Config or pin error: " }
-                                (e)
-                                br;
-                                span class="muted" { "The last good configuration stays in force until this is fixed (" code { (d.config_dir.display()) } ")." }
-                            }
-                        }
-                        @if let Some((at, e)) = &d.cache_write_error {
-                            div class="problem" {
-                                strong { "The cache cannot be written (" (ago(d.now, *at)) "): " }
-                                (e)
-                                br;
-                                span class="muted" { "privreg serves without caching meanwhile." }
-                            }
-                        }
-                    }
-                    section id="upstreams" {
-                        h2 { "Upstreams " span class="count" { "(" (d.upstreams.len()) ")" } }
-                        table {
-                            thead {
-                                tr {
-                                    th { "Name" }
-                                    th { "Index" }
-                                    th class="num" { "Priority" }
-                                    th { "Health" }
-                                    th { "Latency (last / mean)" }
-                                    th { "Last error" }
-                                }
-                            }
-                            tbody {
-                                @for u in &d.upstreams {
-                                    @let (class, word) = health(&u.health);
-                                    tr {
-                                        td class="name" { strong { (u.name) } }
-                                        td class="mono" { (u.index) }
-                                        td class="num" { (u.priority) }
-                                        td {
-                                            span class={ "badge " (class) } { (word) }
-                                            @if let Some(ok) = u.health.last_ok {
-                                                br;
-                                                span class="muted" { "answered " (ago(d.now, ok)) }
-                                            }
-                                        }
-                                        td {
-                                            @match &u.latency {
-                                                Some(l) => {
-                                                    (millis(l.last)) " / " (millis(l.mean()))
-                                                    br;
-                                                    span class="muted" { (l.count) " requests, last: " (l.last_outcome) }
-                                                }
-                                                None => span class="muted" { "no requests yet" },
-                                            }
-                                        }
-                                        td {
-                                            @match (&u.health.last_error, u.health.last_error_at) {
-                                                (Some(e), Some(at)) => {
-                                                    span class="error" { (e) }
-                                                    br;
-                                                    span class="muted" { (ago(d.now, at)) }
-                                                }
-                                                _ => span class="muted" { "none" },
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    section id="cache" {
-                        h2 { "Cache" }
-                        div class="stats" {
-                            (stat(&ratio, "hit ratio (index files)"))
-                            (stat(&d.hits.to_string(), "hits"))
-                            (stat(&d.misses.to_string(), "misses"))
-                            (stat(&human_bytes(d.cache_bytes), &format!("on disk in {} files", d.cache_files)))
-                            (stat(&d.upstream_requests.to_string(), "upstream requests"))
-                            (stat(&d.revalidations.to_string(), "revalidations"))
-                            (stat(&d.prefetches.to_string(), "prefetches"))
-                        }
-                        p class="muted" { "Directory: " code { (d.cache_dir.display()) } }
-                    }
-                    section id="decisions" {
-                        h2 { "Recent policy decisions " span class="count" { "(versions hidden or blocked)" } }
-                        @if d.decisions.is_empty() {
-                            p class="muted" { "Nothing hidden or blocked in the crates computed since the daemon started." }
-                        } @else {
-                            table {
-                                thead {
-                                    tr {
-                                        th { "When" }
-                                        th { "Crate" }
-                                        th { "Decision" }
-                                        th { "Upstream" }
-                                        th { "Versions" }
-                                        th { "Pin" }
-                                    }
-                                }
-                                tbody {
-                                    @for h in &d.decisions {
-                                        tr {
-                                            td class="muted" { (ago(d.now, epoch_secs(h.at))) }
-                                            td class="name" { strong { (h.krate) } }
-                                            td {
-                                                span class={ "badge " (if h.decision == "blocked" { "bad" } else { "warn" }) } { (h.decision) }
-                                            }
-                                            td { (h.upstream) }
-                                            td class="mono" {
-                                                (h.versions.join(", "))
-                                                @if h.more > 0 { " and " (h.more) " more" }
-                                            }
-                                            td class="mono" {
-                                                @match &h.stanza {
-                                                    Some(s) => (s),
-                                                    None => span class="muted" { "priorities" },
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
+            }
+        }
+    }
+}
+
+fn decision_row(h: &Hidden, now: u64) -> Markup {
+    html! {
+        tr {
+            td class="muted" { (ago(now, epoch_secs(h.at))) }
+            td class="name" { strong { (h.krate) } }
+            td {
+                span class={ "badge " (if h.decision == "blocked" { "bad" } else { "warn" }) } { (h.decision) }
+            }
+            td { (h.upstream) }
+            td class="mono" {
+                (h.versions.join(", "))
+                @if h.more > 0 { " and " (h.more) " more" }
+            }
+            td class="mono" {
+                @match &h.stanza {
+                    Some(s) => (s),
+                    None => span class="muted" { "priorities" },
                 }
             }
         }
@@ -324,11 +372,12 @@ impl Daemon {
             }
             Endpoint::PageLink if method == Method::POST => match self.sessions.new_link() {
                 Ok(nonce) => {
-                    let link = serde_json::json!({
-                        "url": format!("{}/-/open/{nonce}", self.base_url),
-                        "expires_in_secs": LINK_TTL.as_secs(),
-                    });
-                    respond(StatusCode::OK, "application/json", link.to_string())
+                    let link = PageLink {
+                        url: format!("{}/-/open/{nonce}", self.base_url),
+                        expires_in_secs: LINK_TTL.as_secs(),
+                    };
+                    let body = serde_json::to_vec(&link).expect("the link serialises");
+                    respond(StatusCode::OK, "application/json", body)
                 }
                 Err(e) => respond(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -19,6 +19,7 @@ use crate::download::DownloadError;
 use crate::download::View;
 use crate::layered::LayeredError;
 use http_body_util::BodyExt;
+use privreg_shared::protocol::RegistryConfig;
 use privreg_shared::route::{self, Endpoint, RouteError};
 use privreg_shared::store::UpstreamPath;
 
@@ -34,8 +35,9 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     r
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(Body::from(Bytes::from(value.to_string())));
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).expect("the answer serialises");
+    let mut r = Response::new(Body::from(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -107,16 +109,18 @@ fn route_error(e: &RouteError) -> Response<Body> {
 }
 
 /// The `config.json` of a view, for a daemon at `base_url`.
-fn config_json(base_url: &str, view: View<'_>, auth_required: bool) -> serde_json::Value {
+fn config_json(base_url: &str, view: View<'_>, auth_required: bool) -> RegistryConfig {
     let base = match view {
         View::Layered => base_url.to_owned(),
         View::Upstream(name) => format!("{base_url}/upstream/{name}"),
     };
-    serde_json::json!({
-        "dl": format!("{base}/dl/{{crate}}/{{version}}/{{sha256-checksum}}"),
-        "api": base,
-        "auth-required": auth_required,
-    })
+    RegistryConfig {
+        dl: Some(format!(
+            "{base}/dl/{{crate}}/{{version}}/{{sha256-checksum}}"
+        )),
+        api: Some(base),
+        auth_required,
+    }
 }
 
 /// The value of [`route::CACHE_HEADER`].
@@ -323,8 +327,8 @@ impl Daemon {
             );
         }
         match endpoint {
-            Endpoint::Status => json(StatusCode::OK, &self.status_json()),
-            Endpoint::Policy(krate) => json(StatusCode::OK, &self.policy_json(&krate).await),
+            Endpoint::Status => json(StatusCode::OK, &self.status()),
+            Endpoint::Policy(krate) => json(StatusCode::OK, &self.policy(&krate).await),
             Endpoint::Config => json(
                 StatusCode::OK,
                 &config_json(&self.base_url, view, self.auth_required()),
@@ -383,10 +387,7 @@ impl Daemon {
             }
         };
         match self.refresh_request(&body).await {
-            Ok(report) => json(
-                StatusCode::OK,
-                &serde_json::to_value(report).expect("the report serialises"),
-            ),
+            Ok(report) => json(StatusCode::OK, &report),
             Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
         }
     }
@@ -580,14 +581,15 @@ mod tests {
     #[test]
     fn each_view_has_its_own_config_json() {
         let base = "http://127.0.0.1:7777";
-        let layered = config_json(base, View::Layered, true);
+        let layered = serde_json::to_value(config_json(base, View::Layered, true)).unwrap();
         assert_eq!(layered["api"], base);
         assert_eq!(
             layered["dl"],
             format!("{base}/dl/{{crate}}/{{version}}/{{sha256-checksum}}")
         );
         assert_eq!(layered["auth-required"], true);
-        let acme = config_json(base, View::Upstream(privreg_shared::name::UpstreamNameRef::new("acme").unwrap()), false);
+        let acme = View::Upstream(privreg_shared::name::UpstreamNameRef::new("acme").unwrap());
+        let acme = serde_json::to_value(config_json(base, acme, false)).unwrap();
         assert_eq!(acme["api"], format!("{base}/upstream/acme"));
         assert_eq!(
             acme["dl"],

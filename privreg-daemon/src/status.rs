@@ -5,94 +5,95 @@ use std::sync::Arc;
 
 use privreg_shared::CrateName;
 use privreg_shared::policy::{self, Answer, State};
-use serde_json::{Value, json};
+use privreg_shared::protocol::{
+    CacheWriteError, Conflict, Merged, Policy, PolicyOutcome, PolicyUpstream, Status,
+    UpstreamStatus, VersionDecision,
+};
 
 use crate::Daemon;
 use crate::layered::answer;
 use crate::upstream::Entry;
 
-fn state_name(s: &State) -> &'static str {
-    match s {
-        State::Served => "served",
-        State::YankedByPin => "yanked-by-pin",
-        State::Shadowed => "shadowed",
-        State::Blocked => "blocked",
-        State::NotHeld => "not-held",
-        State::Duplicate { .. } => "duplicate",
-        State::ChecksumChanged { .. } => "checksum-changed",
-    }
-}
-
 impl Daemon {
-    pub fn status_json(&self) -> Value {
+    pub fn status(&self) -> Status {
         let rt = self.runtime();
         let health = self.upstreams.health();
-        let upstreams: Vec<Value> = rt
+        let upstreams = rt
             .config
             .upstreams
             .iter()
             .map(|u| {
                 let h = health.get(u.name.as_str()).cloned().unwrap_or_default();
-                json!({
-                    "name": u.name,
-                    "index": u.index,
-                    "priority": u.priority,
-                    "ttl_secs": u.ttl.as_secs(),
-                    "last_ok": h.last_ok,
-                    "last_error": h.last_error,
-                    "last_error_at": h.last_error_at,
-                })
+                UpstreamStatus {
+                    name: u.name.to_string(),
+                    index: u.index.clone(),
+                    priority: u.priority,
+                    ttl_secs: u.ttl.as_secs(),
+                    last_ok: h.last_ok,
+                    last_error: h.last_error,
+                    last_error_at: h.last_error_at,
+                }
             })
             .collect();
-        json!({
-            "url": format!("{}/index/", self.base_url),
-            "pid": std::process::id(),
-            "uptime_secs": self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
-            "config_dir": self.config_dir,
-            "cache_dir": self.cache_dir,
-            "upstreams": upstreams,
-            "config_error": self.load_error(),
-            "cache_write_error": self.cache.write_error().map(|(at, e)| json!({ "at": at, "error": e })),
-            "upstream_requests": self.upstreams.request_count(),
-            "cache_hits": self.upstreams.hits_and_misses().0,
-            "cache_misses": self.upstreams.hits_and_misses().1,
-            "revalidations": self.upstreams.revalidation_count(),
-            "prefetches": self.prefetches.load(std::sync::atomic::Ordering::Relaxed),
-            "h2c_upgrades": self.h2c_upgrades.load(std::sync::atomic::Ordering::Relaxed),
-        })
+        let (cache_hits, cache_misses) = self.upstreams.hits_and_misses();
+        Status {
+            url: format!("{}/index/", self.base_url),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            config_dir: self.config_dir.clone(),
+            cache_dir: self.cache_dir.clone(),
+            upstreams,
+            config_error: self.load_error(),
+            cache_write_error: self
+                .cache
+                .write_error()
+                .map(|(at, error)| CacheWriteError { at, error }),
+            upstream_requests: self.upstreams.request_count(),
+            cache_hits,
+            cache_misses,
+            revalidations: self.upstreams.revalidation_count(),
+            prefetches: self.prefetches.load(std::sync::atomic::Ordering::Relaxed),
+            h2c_upgrades: self.h2c_upgrades.load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// Like `apt-cache policy`: every version from every upstream and what the policy made of it.
-    pub async fn policy_json(&self, krate: &CrateName) -> Value {
+    pub async fn policy(&self, krate: &CrateName) -> Policy {
         let (rt, fetched) = self.gather(krate).await;
         let entries: Vec<Option<Arc<Entry>>> = fetched.iter().map(|f| f.entry.clone()).collect();
         let answers: Vec<Answer<'_>> = entries.iter().map(answer).collect();
         let remembered = self.cache.served(krate);
         let result = policy::merge(krate, &rt.refs, &answers, rt.pins.as_ref(), &remembered);
-        let upstreams: Vec<Value> = rt
+        let upstreams: Vec<PolicyUpstream> = rt
             .refs
             .iter()
             .zip(&fetched)
             .map(|(u, f)| {
                 let claim = rt.pins.claim(krate, u);
-                json!({
-                    "name": u.name,
-                    "priority": u.priority,
-                    "claim": claim.as_ref().map_or(u.priority.to_string(), |m| m.priority.to_string()),
-                    "claim_stanza": claim.map(|m| m.stanza.to_string()),
-                    "answer": match answer(&f.entry) {
+                PolicyUpstream {
+                    name: u.name.to_string(),
+                    priority: u.priority,
+                    claim: claim
+                        .as_ref()
+                        .map_or(u.priority.to_string(), |m| m.priority.to_string()),
+                    claim_stanza: claim.map(|m| m.stanza.to_string()),
+                    answer: match answer(&f.entry) {
                         Answer::Has(file) => format!("has {} versions", file.lines.len()),
                         Answer::Absent => "absent".to_owned(),
                         Answer::Error => "error".to_owned(),
                     },
-                    "error": f.error.as_ref().map(ToString::to_string),
-                })
+                    error: f.error.as_ref().map(ToString::to_string),
+                }
             })
             .collect();
         let merged = match result {
             Ok(m) => m,
             Err(e) => {
-                return json!({ "crate": krate.as_str(), "upstreams": upstreams, "unavailable": e.to_string() });
+                return Policy {
+                    krate: krate.as_str().to_owned(),
+                    upstreams,
+                    outcome: PolicyOutcome::Unavailable(e.to_string()),
+                };
             }
         };
         let yanked_upstream = |d: &policy::Decision| match answers[d.upstream] {
@@ -101,21 +102,23 @@ impl Daemon {
         };
         let mut decisions = merged.decisions.clone();
         decisions.sort_by(|a, b| b.version.cmp(&a.version).then(a.upstream.cmp(&b.upstream)));
-        let versions: Vec<Value> = decisions
+        let versions = decisions
             .iter()
-            .map(|d| {
-                json!({
-                    "version": d.version.to_string(),
-                    "upstream": rt.refs[d.upstream].name,
-                    "priority": if d.state == State::Blocked { "never".to_owned() } else { d.priority.to_string() },
-                    "state": state_name(&d.state),
-                    "stanza": d.stanza.as_ref().map(ToString::to_string),
-                    "yanked": yanked_upstream(d) || d.state == State::YankedByPin,
-                    "winner": match &d.state {
-                        State::Duplicate { winner } => Some(rt.refs[*winner].name.clone()),
-                        _ => None,
-                    },
-                })
+            .map(|d| VersionDecision {
+                version: d.version.to_string(),
+                upstream: rt.refs[d.upstream].name.clone(),
+                priority: if d.state == State::Blocked {
+                    "never".to_owned()
+                } else {
+                    d.priority.to_string()
+                },
+                state: (&d.state).into(),
+                stanza: d.stanza.as_ref().map(ToString::to_string),
+                yanked: yanked_upstream(d) || d.state == State::YankedByPin,
+                winner: match &d.state {
+                    State::Duplicate { winner } => Some(rt.refs[*winner].name.clone()),
+                    _ => None,
+                },
             })
             .collect();
         // Hints: a shadowed upstream with versions newer than anything served.
@@ -146,18 +149,28 @@ impl Daemon {
                 ));
             }
         }
-        json!({
-            "crate": krate.as_str(),
-            "owners": merged.owners.iter().map(|o| rt.refs[*o].name.clone()).collect::<Vec<_>>(),
-            "upstreams": upstreams,
-            "versions": versions,
-            "conflicts": merged.conflicts.iter().map(|c| json!({
-                "version": c.version.to_string(),
-                "winner": rt.refs[c.winner].name,
-                "loser": rt.refs[c.loser].name,
-            })).collect::<Vec<_>>(),
-            "hints": hints,
-            "config_error": self.load_error(),
-        })
+        Policy {
+            krate: krate.as_str().to_owned(),
+            upstreams,
+            outcome: PolicyOutcome::Merged(Merged {
+                owners: merged
+                    .owners
+                    .iter()
+                    .map(|o| rt.refs[*o].name.clone())
+                    .collect(),
+                versions,
+                conflicts: merged
+                    .conflicts
+                    .iter()
+                    .map(|c| Conflict {
+                        version: c.version.to_string(),
+                        winner: rt.refs[c.winner].name.clone(),
+                        loser: rt.refs[c.loser].name.clone(),
+                    })
+                    .collect(),
+                hints,
+                config_error: self.load_error(),
+            }),
+        }
     }
 }

@@ -91,9 +91,4 @@ impl Tokens {
     }
 }
 
-/// An `Authorization` header value that hyper and h2 never log or index.
-pub fn authorization(token: &Token) -> Option<http::HeaderValue> {
-    let mut v = http::HeaderValue::from_str(token.expose()).ok()?;
-    v.set_sensitive(true);
-    Some(v)
-}
+pub use privreg_shared::http::authorization;

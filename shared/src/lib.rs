@@ -3,6 +3,8 @@
 //! the daemon adds the network.
 
 pub mod config;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod index;
 pub mod name;
 pub mod paths;

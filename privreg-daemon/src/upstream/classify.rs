@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use privreg_shared::config::Upstream;
 use privreg_shared::index::IndexLine;
+use privreg_shared::protocol::RegistryConfig;
 use privreg_shared::store::UpstreamPath;
 
 use super::error::FetchError;
@@ -91,9 +92,7 @@ pub(super) fn body(
     validators: Validators,
 ) -> Result<Answer, FetchError> {
     let bad = match rel {
-        UpstreamPath::Config => serde_json::from_slice::<serde_json::Value>(&body)
-            .err()
-            .map(|e| e.to_string()),
+        UpstreamPath::Config => RegistryConfig::parse(&body).err().map(|e| e.to_string()),
         UpstreamPath::Index(_) => not_an_index(&body),
     };
     match bad {

@@ -1,0 +1,285 @@
+//! `GET /-/policy/<crate>`: like `apt-cache policy`, every version of a crate from every upstream
+//! and what the layering policy made of it, for `privreg policy`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::State;
+
+/// The answer of `GET /-/policy/<crate>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Wire", into = "Wire")]
+pub struct Policy {
+    /// The crate's name as asked.
+    pub krate: String,
+    /// What each upstream answered, in the order config.toml lists them.
+    pub upstreams: Vec<PolicyUpstream>,
+    pub outcome: PolicyOutcome,
+}
+
+/// What the policy made of the upstreams' answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyOutcome {
+    /// The upstreams' answers could not be merged (say an owner failed): why.
+    Unavailable(String),
+    Merged(Merged),
+}
+
+/// The merged view of a crate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    /// The upstreams that own the name, best first.
+    pub owners: Vec<String>,
+    /// Newest version first, then in upstream order.
+    pub versions: Vec<VersionDecision>,
+    pub conflicts: Vec<Conflict>,
+    /// Advice for people, e.g. the pin stanza that admits shadowed newer versions.
+    pub hints: Vec<String>,
+    /// The config or pin error in force (the last good configuration is used meanwhile).
+    pub config_error: Option<String>,
+}
+
+/// One upstream's answer for the crate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyUpstream {
+    pub name: String,
+    pub priority: i32,
+    /// The priority it claims the crate with: a pin's, else its own.
+    pub claim: String,
+    /// The pin stanza the claim comes from (`file:line`).
+    pub claim_stanza: Option<String>,
+    /// `has N versions`, `absent` or `error`.
+    pub answer: String,
+    pub error: Option<String>,
+}
+
+/// One version from one upstream and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionDecision {
+    pub version: String,
+    pub upstream: String,
+    /// The version's priority, or `never`.
+    pub priority: String,
+    pub state: VersionState,
+    /// The pin stanza that decided it (`file:line`).
+    pub stanza: Option<String>,
+    /// Yanked upstream or by a negative pin.
+    pub yanked: bool,
+    /// For duplicates: the upstream whose copy is served.
+    pub winner: Option<String>,
+}
+
+/// [`State`] on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VersionState {
+    Served,
+    YankedByPin,
+    Shadowed,
+    Blocked,
+    NotHeld,
+    Duplicate,
+    ChecksumChanged,
+}
+
+impl VersionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Served => "served",
+            VersionState::YankedByPin => "yanked-by-pin",
+            VersionState::Shadowed => "shadowed",
+            VersionState::Blocked => "blocked",
+            VersionState::NotHeld => "not-held",
+            VersionState::Duplicate => "duplicate",
+            VersionState::ChecksumChanged => "checksum-changed",
+        }
+    }
+}
+
+impl std::fmt::Display for VersionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&State> for VersionState {
+    fn from(s: &State) -> VersionState {
+        match s {
+            State::Served => VersionState::Served,
+            State::YankedByPin => VersionState::YankedByPin,
+            State::Shadowed => VersionState::Shadowed,
+            State::Blocked => VersionState::Blocked,
+            State::NotHeld => VersionState::NotHeld,
+            State::Duplicate { .. } => VersionState::Duplicate,
+            State::ChecksumChanged { .. } => VersionState::ChecksumChanged,
+        }
+    }
+}
+
+/// The same version with different checksums in two upstreams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub version: String,
+    /// The upstream whose copy is served.
+    pub winner: String,
+    pub loser: String,
+}
+
+/// The document as it travels: `{crate, upstreams, unavailable}` when the answers could not be
+/// merged, else `{crate, owners, upstreams, versions, conflicts, hints, config_error}`.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    #[serde(rename = "crate")]
+    krate: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owners: Option<Vec<String>>,
+    upstreams: Vec<PolicyUpstream>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unavailable: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    versions: Option<Vec<VersionDecision>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    conflicts: Option<Vec<Conflict>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hints: Option<Vec<String>>,
+    /// Absent when unavailable, `null` or a message otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config_error: Option<Option<String>>,
+}
+
+impl From<Policy> for Wire {
+    fn from(p: Policy) -> Wire {
+        let mut wire = Wire {
+            krate: p.krate,
+            owners: None,
+            upstreams: p.upstreams,
+            unavailable: None,
+            versions: None,
+            conflicts: None,
+            hints: None,
+            config_error: None,
+        };
+        match p.outcome {
+            PolicyOutcome::Unavailable(why) => wire.unavailable = Some(why),
+            PolicyOutcome::Merged(m) => {
+                wire.owners = Some(m.owners);
+                wire.versions = Some(m.versions);
+                wire.conflicts = Some(m.conflicts);
+                wire.hints = Some(m.hints);
+                wire.config_error = Some(m.config_error);
+            }
+        }
+        wire
+    }
+}
+
+impl From<Wire> for Policy {
+    fn from(w: Wire) -> Policy {
+        let outcome = match w.unavailable {
+            Some(why) => PolicyOutcome::Unavailable(why),
+            None => PolicyOutcome::Merged(Merged {
+                owners: w.owners.unwrap_or_default(),
+                versions: w.versions.unwrap_or_default(),
+                conflicts: w.conflicts.unwrap_or_default(),
+                hints: w.hints.unwrap_or_default(),
+                config_error: w.config_error.flatten(),
+            }),
+        };
+        Policy {
+            krate: w.krate,
+            upstreams: w.upstreams,
+            outcome,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream() -> PolicyUpstream {
+        PolicyUpstream {
+            name: "acme".into(),
+            priority: 600,
+            claim: "600".into(),
+            claim_stanza: None,
+            answer: "has 2 versions".into(),
+            error: None,
+        }
+    }
+
+    const UPSTREAM: &str = r#"{"name":"acme","priority":600,"claim":"600","claim_stanza":null,"answer":"has 2 versions","error":null}"#;
+
+    fn merged() -> Policy {
+        Policy {
+            krate: "acme-core".into(),
+            upstreams: vec![upstream()],
+            outcome: PolicyOutcome::Merged(Merged {
+                owners: vec!["acme".into()],
+                versions: vec![VersionDecision {
+                    version: "1.0.0".into(),
+                    upstream: "acme".into(),
+                    priority: "never".into(),
+                    state: VersionState::YankedByPin,
+                    stanza: Some("/cfg/preferences:3".into()),
+                    yanked: true,
+                    winner: None,
+                }],
+                conflicts: vec![Conflict {
+                    version: "1.0.0".into(),
+                    winner: "acme".into(),
+                    loser: "crates-io".into(),
+                }],
+                hints: vec!["a hint".into()],
+                config_error: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_merged_wire_format_is_pinned() {
+        let text = format!(
+            concat!(
+                r#"{{"crate":"acme-core","owners":["acme"],"upstreams":[{}],"#,
+                r#""versions":[{{"version":"1.0.0","upstream":"acme","priority":"never","state":"yanked-by-pin","#,
+                r#""stanza":"/cfg/preferences:3","yanked":true,"winner":null}}],"#,
+                r#""conflicts":[{{"version":"1.0.0","winner":"acme","loser":"crates-io"}}],"#,
+                r#""hints":["a hint"],"config_error":null}}"#
+            ),
+            UPSTREAM
+        );
+        assert_eq!(serde_json::to_string(&merged()).unwrap(), text);
+        assert_eq!(serde_json::from_str::<Policy>(&text).unwrap(), merged());
+    }
+
+    #[test]
+    fn the_unavailable_wire_format_is_pinned() {
+        let p = Policy {
+            krate: "acme-core".into(),
+            upstreams: vec![upstream()],
+            outcome: PolicyOutcome::Unavailable("acme failed".into()),
+        };
+        let text = format!(
+            r#"{{"crate":"acme-core","upstreams":[{UPSTREAM}],"unavailable":"acme failed"}}"#
+        );
+        assert_eq!(serde_json::to_string(&p).unwrap(), text);
+        assert_eq!(serde_json::from_str::<Policy>(&text).unwrap(), p);
+    }
+
+    #[test]
+    fn every_state_has_its_wire_name() {
+        for s in [
+            VersionState::Served,
+            VersionState::YankedByPin,
+            VersionState::Shadowed,
+            VersionState::Blocked,
+            VersionState::NotHeld,
+            VersionState::Duplicate,
+            VersionState::ChecksumChanged,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+    }
+}

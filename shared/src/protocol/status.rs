@@ -1,0 +1,127 @@
+//! `GET /-/status`: what the daemon is doing, for `privreg status` and `privreg doctor`; and
+//! `POST /-/open`: the one-time link to the status page, for `privreg status --open`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The answer of `GET /-/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The layered view's index URL, `http://host:port/index/`.
+    pub url: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub config_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    /// In the order config.toml lists them.
+    pub upstreams: Vec<UpstreamStatus>,
+    /// The config or pin error in force (the last good configuration is used meanwhile).
+    pub config_error: Option<String>,
+    /// Why the cache cannot be written, while it cannot.
+    pub cache_write_error: Option<CacheWriteError>,
+    pub upstream_requests: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub revalidations: u64,
+    pub prefetches: u64,
+    pub h2c_upgrades: u64,
+}
+
+/// One upstream's configuration and health in [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamStatus {
+    pub name: String,
+    pub index: String,
+    pub priority: i32,
+    pub ttl_secs: u64,
+    /// When (seconds since the epoch) it last answered.
+    pub last_ok: Option<u64>,
+    pub last_error: Option<String>,
+    /// When (seconds since the epoch) it last failed.
+    pub last_error_at: Option<u64>,
+}
+
+/// When (seconds since the epoch) and why the cache could not be written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheWriteError {
+    pub at: u64,
+    pub error: String,
+}
+
+/// The answer of `POST /-/open`: a link to the status page that works once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageLink {
+    pub url: String,
+    /// How long the link works.
+    #[serde(default = "default_expiry")]
+    pub expires_in_secs: u64,
+}
+
+fn default_expiry() -> u64 {
+    60
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> Status {
+        Status {
+            url: "http://127.0.0.1:7878/index/".into(),
+            pid: 42,
+            uptime_secs: 90,
+            config_dir: "/cfg".into(),
+            cache_dir: "/cache".into(),
+            upstreams: vec![UpstreamStatus {
+                name: "acme".into(),
+                index: "sparse+http://127.0.0.1:1/index/".into(),
+                priority: 600,
+                ttl_secs: 120,
+                last_ok: Some(100),
+                last_error: None,
+                last_error_at: None,
+            }],
+            config_error: None,
+            cache_write_error: Some(CacheWriteError {
+                at: 150,
+                error: "disk full".into(),
+            }),
+            upstream_requests: 5,
+            cache_hits: 3,
+            cache_misses: 1,
+            revalidations: 0,
+            prefetches: 2,
+            h2c_upgrades: 0,
+        }
+    }
+
+    const STATUS: &str = concat!(
+        r#"{"url":"http://127.0.0.1:7878/index/","pid":42,"uptime_secs":90,"#,
+        r#""config_dir":"/cfg","cache_dir":"/cache","#,
+        r#""upstreams":[{"name":"acme","index":"sparse+http://127.0.0.1:1/index/","priority":600,"#,
+        r#""ttl_secs":120,"last_ok":100,"last_error":null,"last_error_at":null}],"#,
+        r#""config_error":null,"cache_write_error":{"at":150,"error":"disk full"},"#,
+        r#""upstream_requests":5,"cache_hits":3,"cache_misses":1,"revalidations":0,"#,
+        r#""prefetches":2,"h2c_upgrades":0}"#
+    );
+
+    #[test]
+    fn the_status_wire_format_is_pinned() {
+        assert_eq!(serde_json::to_string(&status()).unwrap(), STATUS);
+        assert_eq!(serde_json::from_str::<Status>(STATUS).unwrap(), status());
+    }
+
+    #[test]
+    fn the_page_link_wire_format_is_pinned() {
+        let link = PageLink {
+            url: "http://127.0.0.1:7878/-/open/abc".into(),
+            expires_in_secs: 60,
+        };
+        let text = r#"{"url":"http://127.0.0.1:7878/-/open/abc","expires_in_secs":60}"#;
+        assert_eq!(serde_json::to_string(&link).unwrap(), text);
+        assert_eq!(serde_json::from_str::<PageLink>(text).unwrap(), link);
+        let bare = r#"{"url":"http://127.0.0.1:7878/-/open/abc"}"#;
+        assert_eq!(serde_json::from_str::<PageLink>(bare).unwrap(), link);
+    }
+}
