@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::Daemon;
 use crate::download::View;
-use crate::upstream::FetchError;
+use crate::upstream::{FetchError, RequestKind};
 use privreg_shared::store::UpstreamPath;
 
 /// Largest request body forwarded (a publish carries the `.crate`).
@@ -172,10 +172,12 @@ impl Daemon {
         api_base_url(&up.name, &entry.body)
     }
 
-    /// Sends one API request to `up` with its own token and hands back its answer unchanged.
+    /// Sends one API request to `up`, with its own token where cargo would send it (`kind`), and
+    /// hands back its answer unchanged.
     async fn forward(
         &self,
         up: &Upstream,
+        kind: RequestKind,
         method: Method,
         path_and_query: &str,
         body: Bytes,
@@ -194,7 +196,7 @@ impl Daemon {
         };
         let req = self
             .upstreams
-            .request_to(up, method, url)
+            .request_to(up, kind, method, url)
             .await
             .timeout(up.timeout.max(Duration::from_secs(60)))
             .body(body);
@@ -280,7 +282,9 @@ impl Daemon {
                 };
                 drop(rt);
                 let krate = published_name(&body);
-                let resp = self.forward(&up, method, &full, body).await;
+                let resp = self
+                    .forward(&up, RequestKind::Owner, method, &full, body)
+                    .await;
                 if resp.status.is_success()
                     && let Some(krate) = krate
                 {
@@ -296,7 +300,9 @@ impl Daemon {
                     Ok(u) => u,
                     Err(r) => return r,
                 };
-                let resp = self.forward(&up, method, &full, body).await;
+                let resp = self
+                    .forward(&up, RequestKind::Owner, method, &full, body)
+                    .await;
                 if resp.status.is_success() {
                     self.drop_cached(&up, &krate);
                 }
@@ -307,7 +313,10 @@ impl Daemon {
                     return ApiResponse::error(StatusCode::BAD_REQUEST, "bad crate name");
                 };
                 match self.owner_of(view, &krate, None).await {
-                    Ok(up) => self.forward(&up, method, &full, body).await,
+                    Ok(up) => {
+                        self.forward(&up, RequestKind::Owner, method, &full, body)
+                            .await
+                    }
                     Err(r) => r,
                 }
             }
@@ -329,7 +338,7 @@ impl Daemon {
         let path = format!("api/v1/crates?{query}");
         let answers = join_all(
             ups.iter()
-                .map(|u| self.forward(u, Method::GET, &path, Bytes::new())),
+                .map(|u| self.forward(u, RequestKind::Search, Method::GET, &path, Bytes::new())),
         )
         .await;
         // Rows by name, with the claim of the upstream they came from.
