@@ -1,7 +1,9 @@
 //! The registry web API through the daemon: publish goes to the upstream marked `publish = true`
 //! (or the view's upstream), yank/unyank/owners to the upstream that owns the crate under the
 //! current policy, search to every upstream with an API at once. Each request carries that
-//! upstream's own token; its answer reaches cargo unchanged.
+//! upstream's own token where cargo would send it (see `upstream::scope`: always for the owner's
+//! calls, for a search only when the upstream requires auth); its answer reaches cargo
+//! unchanged.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
