@@ -1,7 +1,9 @@
 //! The registry web API through the daemon: publish goes to the upstream marked `publish = true`
 //! (or the view's upstream), yank/unyank/owners to the upstream that owns the crate under the
 //! current policy, search to every upstream with an API at once. Each request carries that
-//! upstream's own token; its answer reaches cargo unchanged.
+//! upstream's own token where cargo would send it (see `upstream::scope`: always for the owner's
+//! calls, for a search only when the upstream requires auth); its answer reaches cargo
+//! unchanged.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::Daemon;
 use crate::download::View;
-use crate::upstream::FetchError;
+use crate::upstream::{FetchError, RequestKind};
 use privreg_shared::store::UpstreamPath;
 
 /// Largest request body forwarded (a publish carries the `.crate`).
@@ -171,10 +173,12 @@ impl Daemon {
         api_base_url(&up.name, &entry.body)
     }
 
-    /// Sends one API request to `up` with its own token and hands back its answer unchanged.
+    /// Sends one API request to `up`, with its own token where cargo would send it (`kind`), and
+    /// hands back its answer unchanged.
     async fn forward(
         &self,
         up: &Upstream,
+        kind: RequestKind,
         method: Method,
         path_and_query: &str,
         body: Bytes,
@@ -193,7 +197,7 @@ impl Daemon {
         };
         let req = self
             .upstreams
-            .request_to(up, method, url)
+            .request_to(up, kind, method, url)
             .await
             .timeout(up.timeout.max(Duration::from_secs(60)))
             .body(body);
@@ -279,7 +283,9 @@ impl Daemon {
                 };
                 drop(rt);
                 let krate = published_name(&body);
-                let resp = self.forward(&up, method, &full, body).await;
+                let resp = self
+                    .forward(&up, RequestKind::Owner, method, &full, body)
+                    .await;
                 if resp.status.is_success()
                     && let Some(krate) = krate
                 {
@@ -295,7 +301,9 @@ impl Daemon {
                     Ok(u) => u,
                     Err(r) => return r,
                 };
-                let resp = self.forward(&up, method, &full, body).await;
+                let resp = self
+                    .forward(&up, RequestKind::Owner, method, &full, body)
+                    .await;
                 if resp.status.is_success() {
                     self.drop_cached(&up, &krate);
                 }
@@ -306,7 +314,10 @@ impl Daemon {
                     return ApiResponse::error(StatusCode::BAD_REQUEST, "bad crate name");
                 };
                 match self.owner_of(view, &krate, None).await {
-                    Ok(up) => self.forward(&up, method, &full, body).await,
+                    Ok(up) => {
+                        self.forward(&up, RequestKind::Owner, method, &full, body)
+                            .await
+                    }
                     Err(r) => r,
                 }
             }
@@ -328,7 +339,7 @@ impl Daemon {
         let path = format!("api/v1/crates?{query}");
         let answers = join_all(
             ups.iter()
-                .map(|u| self.forward(u, Method::GET, &path, Bytes::new())),
+                .map(|u| self.forward(u, RequestKind::Search, Method::GET, &path, Bytes::new())),
         )
         .await;
         // Rows by name, with the claim of the upstream they came from.

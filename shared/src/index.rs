@@ -8,6 +8,8 @@ use bytes::Bytes;
 use semver::Version;
 use serde::Deserialize;
 
+use crate::CrateName;
+
 /// One version of a crate as an upstream served it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexLine {
@@ -335,6 +337,16 @@ impl IndexFile {
 
     /// Like [`IndexFile::parse`], keeping `body` and slicing the lines out of it (no copies).
     pub fn parse_bytes(body: Bytes) -> IndexFile {
+        Self::parse_lines(body, None)
+    }
+
+    /// Like [`IndexFile::parse_bytes`], for the index file of `krate`: a line whose `name` is
+    /// another crate's is skipped too, as cargo drops it (see [`foreign_name`]).
+    pub fn parse_for(krate: &CrateName, body: Bytes) -> IndexFile {
+        Self::parse_lines(body, Some(krate))
+    }
+
+    fn parse_lines(body: Bytes, krate: Option<&CrateName>) -> IndexFile {
         let mut file = IndexFile {
             body: body.clone(),
             canonical: body.ends_with(b"\n") || body.is_empty(),
@@ -358,7 +370,13 @@ impl IndexFile {
                 file.canonical = false;
                 continue;
             }
-            match IndexLine::parse_bytes(raw) {
+            let parsed = IndexLine::parse_bytes(raw).and_then(|line| {
+                match krate.and_then(|k| foreign_name(k, &line.name)) {
+                    Some(reason) => Err(reason),
+                    None => Ok(line),
+                }
+            });
+            match parsed {
                 Ok(line) => {
                     if let Some(pos) = file.lines.iter().position(|l| l.vers == line.vers) {
                         file.lines.remove(pos);
@@ -381,6 +399,19 @@ impl IndexFile {
     pub fn version(&self, vers: &Version) -> Option<&IndexLine> {
         self.lines.iter().find(|l| &l.vers == vers)
     }
+}
+
+/// Why a line naming crate `name` does not belong in the index file of `krate`, if it does not.
+///
+/// Cargo keeps only the lines whose `name` is exactly the name it asked for. The file's path is
+/// lower-cased, so cargo asking as `Serde` or `serde` gets the same file, and the line of a crate
+/// published as `Serde` is one cargo uses: only case may differ. `-` and `_` may not: `foo-bar`
+/// and `foo_bar` have files of their own, and cargo drops a `foo_bar` line from `foo-bar`'s.
+pub fn foreign_name(krate: &CrateName, name: &str) -> Option<String> {
+    (!krate.as_str().eq_ignore_ascii_case(name)).then(|| {
+        let krate = krate.as_str();
+        format!("the line is for crate {name:?}, not {krate:?} whose index file it came in")
+    })
 }
 
 /// Canonical form of a registry index URL for comparisons: without `sparse+`, without trailing
@@ -513,6 +544,52 @@ mod tests {
         let lines: Vec<usize> = f.skipped.iter().map(|s| s.line).collect();
         assert_eq!(lines, vec![2, 3, 4, 5]);
         assert!(f.skipped[1].reason.contains("semver"), "{:?}", f.skipped[1]);
+    }
+
+    #[test]
+    fn lines_for_another_crate_are_skipped_as_cargo_drops_them() {
+        let krate = CrateName::new("foo-bar").unwrap();
+        // (name on the line, kept)
+        let cases = [
+            ("foo-bar", true),
+            ("Foo-Bar", true),
+            ("FOO-BAR", true),
+            ("foo_bar", false),
+            ("foo", false),
+            ("foo-bars", false),
+            ("", false),
+        ];
+        for (name, kept) in cases {
+            assert_eq!(foreign_name(&krate, name).is_none(), kept, "{name:?}");
+            let body = Bytes::from(format!("{}\n", line(name, "1.0.0", "")));
+            let f = IndexFile::parse_for(&krate, body.clone());
+            assert_eq!(f.lines.len(), usize::from(kept), "{name:?}");
+            assert_eq!(f.canonical, kept, "{name:?}");
+            if !kept {
+                assert_eq!(f.skipped.len(), 1, "{name:?}");
+                assert_eq!(f.skipped[0].line, 1);
+                let reason = &f.skipped[0].reason;
+                assert!(reason.contains(&format!("{name:?}")), "{reason}");
+                assert!(reason.contains("\"foo-bar\""), "{reason}");
+            }
+            // Without a crate to check against, every well-formed line is kept.
+            assert_eq!(IndexFile::parse_bytes(body).lines.len(), 1, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn a_line_for_another_crate_does_not_replace_a_version() {
+        let krate = CrateName::new("foo").unwrap();
+        let body = format!(
+            "{}\n{}\n",
+            line("foo", "1.0.0", ""),
+            line("bar", "1.0.0", "")
+        );
+        let f = IndexFile::parse_for(&krate, Bytes::from(body));
+        assert_eq!(f.lines.len(), 1);
+        assert_eq!(f.lines[0].raw(), line("foo", "1.0.0", ""));
+        assert_eq!(f.skipped.len(), 1);
+        assert_eq!(f.skipped[0].line, 2);
     }
 
     #[test]

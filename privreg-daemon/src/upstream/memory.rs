@@ -134,7 +134,7 @@ impl Memory {
     fn entry_from(&self, stored: Stored, rel: UpstreamPath<'_>, up: &Upstream) -> Entry {
         let file = match rel {
             UpstreamPath::Index(krate) if stored.meta.present => {
-                let file = IndexFile::parse_bytes(stored.body.clone());
+                let file = IndexFile::parse_for(krate, stored.body.clone());
                 for s in &file.skipped {
                     tracing::warn!(upstream = %up.name, krate = %krate, line = s.line, reason = %s.reason, "skipping an index line cargo could not use");
                 }

@@ -19,6 +19,7 @@ mod error;
 mod flight;
 mod memory;
 mod request;
+mod scope;
 
 use body::{read_limited, read_limited_into};
 use classify::{Answer, Head};
@@ -28,6 +29,7 @@ use memory::{Key, Memory, fresh};
 pub use client::http_client;
 pub use error::{FetchError, MAX_RETRY_AFTER};
 pub use memory::Entry;
+pub use scope::RequestKind;
 
 use crate::metrics::Metrics;
 use crate::tokens::{Tokens, authorization};
@@ -73,6 +75,9 @@ pub struct Upstreams {
     metrics: Arc<Metrics>,
     /// Per upstream: the permits for `limits.max-upstream-requests`.
     in_flight: Permits,
+    /// The upstreams (name, index URL) that answered 401 for `config.json` without a token: they
+    /// require authentication whatever their cached `config.json` says (as in cargo).
+    auth_probed: Mutex<HashSet<(String, String)>>,
 }
 
 impl Upstreams {
@@ -97,6 +102,7 @@ impl Upstreams {
             health: Mutex::default(),
             requests: AtomicU64::new(0),
             in_flight: Permits::default(),
+            auth_probed: Mutex::default(),
         }
     }
 
@@ -173,21 +179,49 @@ impl Upstreams {
         }
     }
 
-    /// A GET to `up` with its own token (and no other upstream's).
-    async fn get(&self, up: &Upstream, url: url::Url) -> reqwest::RequestBuilder {
-        self.request_to(up, http::Method::GET, url).await
+    /// Whether `up` requires authentication, as far as is known: it answered 401 for
+    /// `config.json`, or the `config.json` held says `auth-required: true`.
+    fn auth_required(&self, up: &Upstream) -> bool {
+        let probed = (up.name.clone(), up.index.clone());
+        if self
+            .auth_probed
+            .lock()
+            .expect("auth lock")
+            .contains(&probed)
+        {
+            return true;
+        }
+        let key = memory::key(up, UpstreamPath::Config);
+        self.memory
+            .known(up, UpstreamPath::Config, &key)
+            .is_some_and(|e| e.meta.present && scope::says_auth_required(&e.body))
     }
 
-    /// A request to `up` with its own token (and no other upstream's).
+    /// A request to `up` for `kind`, with its own token (and no other upstream's) where cargo
+    /// would send it (see [`scope`]).
     pub async fn request_to(
+        &self,
+        up: &Upstream,
+        kind: RequestKind,
+        method: http::Method,
+        url: url::Url,
+    ) -> reqwest::RequestBuilder {
+        let token = scope::carries_token(kind, self.auth_required(up));
+        self.request_with(up, method, url, token).await
+    }
+
+    /// A request to `up`, with its own token if `token` (and it has one).
+    async fn request_with(
         &self,
         up: &Upstream,
         method: http::Method,
         url: url::Url,
+        token: bool,
     ) -> reqwest::RequestBuilder {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut req = self.client.request(method, url);
-        if let Some(token) = self.tokens.get(up).await
+        if token
+            && let Some(token) = self.tokens.get(up).await
             && let Some(value) = authorization(&token)
         {
             req = req.header(http::header::AUTHORIZATION, value);
@@ -360,15 +394,54 @@ impl Upstreams {
         }
     }
 
-    /// One request for a file, conditional on the copy `cached` when it has a body.
+    /// One request for a file, conditional on the copy `cached` when it has a body; asked again
+    /// with the token when a refusal shows that the upstream requires authentication.
     async fn request(
         &self,
         up: &Upstream,
         rel: UpstreamPath<'_>,
         cached: Option<&Entry>,
     ) -> Result<Answer, FetchError> {
+        let kind = RequestKind::of(rel);
+        let token = scope::carries_token(kind, self.auth_required(up));
+        let first = self.attempt(up, rel, cached, token).await;
+        let Err(FetchError::Auth { status, .. }) = &first else {
+            return first;
+        };
+        match scope::refused(kind, *status, token) {
+            scope::Refused::Stands => return first,
+            scope::Refused::AuthRequired => {
+                tracing::debug!(upstream = %up.name, "config.json needs authentication; asking with the token");
+                let probed = (up.name.clone(), up.index.clone());
+                self.auth_probed.lock().expect("auth lock").insert(probed);
+            }
+            scope::Refused::AskConfig => {
+                let config = UpstreamPath::Config;
+                Box::pin(self.fetch_now(up, config, memory::key(up, config))).await;
+                if !self.auth_required(up) {
+                    return first;
+                }
+            }
+        }
+        if self.tokens.get(up).await.is_none() {
+            return first;
+        }
+        self.attempt(up, rel, cached, true).await
+    }
+
+    /// One request for a file, with the token or without.
+    async fn attempt(
+        &self,
+        up: &Upstream,
+        rel: UpstreamPath<'_>,
+        cached: Option<&Entry>,
+        token: bool,
+    ) -> Result<Answer, FetchError> {
         let url = request::file_url(up, rel);
-        let mut req = self.get(up, url.clone()).await.timeout(up.timeout);
+        let mut req = self
+            .request_with(up, http::Method::GET, url.clone(), token)
+            .await
+            .timeout(up.timeout);
         for (name, value) in request::conditional_headers(cached.map(|c| &c.meta)) {
             req = req.header(name, value);
         }
@@ -407,7 +480,7 @@ impl Upstreams {
     ) -> Result<(), FetchError> {
         let _permit = self.permit(up, what).await?;
         let resp = self
-            .get(up, url)
+            .request_to(up, RequestKind::Download, http::Method::GET, url)
             .await
             // `timeout` bounds the whole download, body included, as it does index files.
             .timeout(up.timeout)
