@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use privreg_shared::CrateName;
 use privreg_shared::config::Upstream;
 use privreg_shared::index::IndexFile;
+use privreg_shared::{CrateName, UpstreamName};
 
 mod body;
 mod classify;
@@ -77,7 +77,7 @@ pub struct Upstreams {
     in_flight: Permits,
     /// The upstreams (name, index URL) that answered 401 for `config.json` without a token: they
     /// require authentication whatever their cached `config.json` says (as in cargo).
-    auth_probed: Mutex<HashSet<(String, String)>>,
+    auth_probed: Mutex<HashSet<(UpstreamName, String)>>,
 }
 
 impl Upstreams {

@@ -9,7 +9,6 @@
 //! travels to a public registry's download host.
 
 use privreg_shared::store::UpstreamPath;
-use serde_json::Value;
 
 /// What a request to an upstream is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,10 +72,7 @@ pub fn refused(kind: RequestKind, status: u16, sent_token: bool) -> Refused {
 
 /// Whether an upstream's `config.json` says `"auth-required": true` (unreadable: no).
 pub fn says_auth_required(config_json: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(config_json)
-        .ok()
-        .and_then(|c| c.get("auth-required").and_then(Value::as_bool))
-        .unwrap_or(false)
+    privreg_shared::protocol::RegistryConfig::parse(config_json).is_ok_and(|c| c.auth_required)
 }
 
 #[cfg(test)]
