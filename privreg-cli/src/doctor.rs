@@ -60,14 +60,54 @@ fn sh(p: &Path) -> String {
     }
 }
 
-/// The systemd user unit install.sh writes, if that is how the daemon runs here.
-fn systemd_unit() -> Option<PathBuf> {
+/// The systemd user unit install.sh writes (`.service` or `.socket`), if it is there.
+fn systemd_file(suffix: &str) -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::home_dir().map(|h| h.join(".config")))?;
-    let unit = base.join(format!("systemd/user/{SERVICE_NAME}.service"));
+    let unit = base.join(format!("systemd/user/{SERVICE_NAME}.{suffix}"));
     unit.exists().then_some(unit)
+}
+
+/// The systemd user unit install.sh writes, if that is how the daemon runs here.
+fn systemd_unit() -> Option<PathBuf> {
+    systemd_file("service")
+}
+
+/// How the daemon is kept alive on this machine, in one line for the report.
+fn keep_alive() -> String {
+    if let Some(socket) = systemd_file("socket") {
+        return format!(
+            "the daemon is started on demand by the systemd socket {SERVICE_NAME}.socket ({}): the first cargo request after login or a crash starts it",
+            socket.display()
+        );
+    }
+    if let Some(unit) = systemd_unit() {
+        return format!(
+            "the daemon runs as the systemd user service {SERVICE_NAME} ({}); run ./install.sh again to have privreg.socket start it on demand",
+            unit.display()
+        );
+    }
+    if let Some(plist) = launch_agent() {
+        return format!(
+            "the daemon runs as the launchd agent {SERVICE_NAME} ({}): started at login, restarted after a crash",
+            plist.display()
+        );
+    }
+    let autostart = if std::env::var_os(crate::autostart::NO_AUTOSTART)
+        .is_some_and(|v| !v.is_empty() && v != "0")
+    {
+        format!(
+            "and {} is set, so nothing starts it",
+            crate::autostart::NO_AUTOSTART
+        )
+    } else {
+        "so `privreg status`, `policy`, `warm` and `refresh` start it in the background when it does not answer".to_owned()
+    };
+    format!(
+        "no user service keeps the daemon running here ({autostart}); ./install.sh where a user service manager runs starts it at login"
+    )
 }
 
 fn launch_agent() -> Option<PathBuf> {
@@ -127,6 +167,7 @@ pub async fn run(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     let mut r = Report::default();
     let config = check_files(&mut r, dirs);
     let (keyring, token_ok) = check_keyring(&mut r, dirs, config.as_ref());
+    r.ok(keep_alive());
     let addr = dirs.daemon_addr().ok();
     if let Some(addr) = &addr
         && check_daemon_answers(&mut r, dirs, addr).await?

@@ -1,5 +1,6 @@
 //! `privreg`: the control CLI (see `privreg --help`).
 
+mod autostart;
 mod cargo_config;
 mod client;
 mod completions;

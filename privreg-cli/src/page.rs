@@ -9,7 +9,6 @@ use anyhow::Context;
 use clap::Args;
 
 use super::Dirs;
-use super::client::DaemonClient;
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -23,7 +22,8 @@ pub struct StatusArgs {
 
 /// Asks the daemon for a one-time link to its status page: (URL, seconds it stays valid).
 async fn link(dirs: &Dirs) -> anyhow::Result<(String, u64)> {
-    let link = DaemonClient::open(dirs, Duration::from_secs(30))?
+    let link = crate::autostart::connect(dirs, Duration::from_secs(30))
+        .await?
         .page_link()
         .await?;
     Ok((link.url, link.expires_in_secs))

@@ -8,7 +8,6 @@ use clap::Args;
 use privreg_shared::CrateName;
 
 use super::Dirs;
-use super::client::DaemonClient;
 use privreg_shared::protocol::{FileReport, Outcome, RefreshRequest};
 
 #[derive(Args)]
@@ -84,7 +83,8 @@ pub async fn run(dirs: &Dirs, args: RefreshArgs) -> anyhow::Result<ExitCode> {
         CrateName::new(c).with_context(|| format!("{c:?} is not a crate name"))?;
     }
     // Revalidating a large cache takes a while; the daemon answers when every file is done.
-    let report = DaemonClient::open(dirs, Duration::from_secs(900))?
+    let report = crate::autostart::connect(dirs, Duration::from_secs(900))
+        .await?
         .refresh(&RefreshRequest {
             crates: args.crates.clone(),
         })

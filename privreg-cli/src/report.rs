@@ -7,13 +7,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use privreg_shared::protocol::{PolicyOutcome, UpstreamStatus, VersionState};
 
 use super::Dirs;
-use super::client::DaemonClient;
 
 /// How long a request to the daemon may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn policy(dirs: &Dirs, krate: &str) -> anyhow::Result<ExitCode> {
-    let p = DaemonClient::open(dirs, TIMEOUT)?.policy(krate).await?;
+    let p = crate::autostart::connect(dirs, TIMEOUT)
+        .await?
+        .policy(krate)
+        .await?;
     println!("{}:", p.krate);
     if let PolicyOutcome::Merged(m) = &p.outcome {
         println!(
@@ -105,7 +107,10 @@ fn health(u: &UpstreamStatus, now: u64) -> String {
 }
 
 pub async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
-    let st = DaemonClient::open(dirs, TIMEOUT)?.status().await?;
+    let st = crate::autostart::connect(dirs, TIMEOUT)
+        .await?
+        .status()
+        .await?;
     let uptime = humantime::format_duration(Duration::from_secs(st.uptime_secs));
     println!("daemon:    {} (pid {}, up {uptime})", st.url, st.pid);
     println!("config:    {}", st.config_dir.display());

@@ -383,7 +383,7 @@ pub async fn run(dirs: &Dirs, args: WarmArgs) -> anyhow::Result<ExitCode> {
         plan.add(&load(path)?, &upstreams);
     }
 
-    let conn = DaemonClient::open(dirs, Duration::from_secs(600))?;
+    let conn = crate::autostart::connect(dirs, Duration::from_secs(600)).await?;
     // One cheap request first, so that a daemon that is down or refuses the token says so once.
     conn.get("/index/config.json").await?;
 
