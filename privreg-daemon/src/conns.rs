@@ -352,7 +352,10 @@ mod tests {
 
     #[test]
     fn the_victim_is_the_longest_without_progress_and_nothing_in_flight() {
-        assert_eq!(victim([(1, s(0, 50)), (2, s(0, 10)), (3, s(0, 30))]), Some(2));
+        assert_eq!(
+            victim([(1, s(0, 50)), (2, s(0, 10)), (3, s(0, 30))]),
+            Some(2)
+        );
         // A request in flight protects a connection, however old.
         assert_eq!(victim([(1, s(1, 0)), (2, s(0, 90))]), Some(2));
         // On a tie, the earlier accepted goes.
