@@ -105,8 +105,21 @@ fn idle_and_slowloris_floods_leave_cargo_served() {
     let baseline = open_files(pid);
 
     // 2,000 connections that never send a byte, then 200 that trickle a request head.
-    let idle: Vec<TcpStream> = (0..IDLE).map(|_| connect(addr)).collect();
-    let slow: Vec<TcpStream> = (0..SLOWLORIS).map(|_| connect(addr)).collect();
+    let flood = |n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .map(|i| {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap_or_else(|e| {
+                    panic!(
+                        "the daemon stopped accepting after {i} connections ({} open files): {e}\n{}",
+                        open_files(pid),
+                        p.log().lines().rev().take(5).collect::<Vec<_>>().join("\n")
+                    )
+                })
+            })
+            .collect()
+    };
+    let idle = flood(IDLE);
+    let slow = flood(SLOWLORIS);
     let stop = Arc::new(AtomicBool::new(false));
     let trickle = {
         let stop = stop.clone();
