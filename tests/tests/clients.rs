@@ -272,3 +272,55 @@ fn frames_declared_huge_are_refused_before_buffering() {
     );
     assert_eq!(http_get(&p.addr, "/-/health", &[]).unwrap().status, 200);
 }
+
+/// Whether the daemon has closed `s`: a read sees the end (or a reset) within `secs`.
+fn closed_within(s: &mut TcpStream, secs: u64) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    let mut b = [0u8; 256];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn the_limits_keys_bound_connections() {
+    let reg = Registry::start(RegistryOpts::default());
+    let p = Privreg::start(&format!(
+        "auth = false\n\n[limits]\nmax-connections = 8\nheader-read-timeout = \"1s\"\n\
+         idle-timeout = \"2s\"\n\n[upstreams.crates-io]\nindex = \"{}\"\n",
+        reg.index
+    ));
+    let addr = addr(&p);
+    // A head trickled in goes after `header-read-timeout`, a silent connection after
+    // `idle-timeout`.
+    let started = Instant::now();
+    let mut slow = connect(addr);
+    slow.write_all(b"GET /-/health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert!(closed_within(&mut slow, 10), "a partial head stays open");
+    let slow_took = started.elapsed();
+    let started = Instant::now();
+    let mut idle = connect(addr);
+    assert!(
+        closed_within(&mut idle, 10),
+        "a silent connection stays open"
+    );
+    let idle_took = started.elapsed();
+    eprintln!("partial head closed after {slow_took:?}, silent connection after {idle_took:?}");
+    assert!(slow_took >= Duration::from_millis(900), "{slow_took:?}");
+    assert!(idle_took >= Duration::from_millis(1900), "{idle_took:?}");
+    // With every slot taken by silent connections, a request still gets in, and the connection
+    // held longest makes room for it.
+    let mut held: Vec<TcpStream> = (0..8).map(|_| connect(addr)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(http_get(&p.addr, "/-/health", &[]).unwrap().status, 200);
+    assert!(
+        closed_within(&mut held[0], 1),
+        "the oldest connection stays open"
+    );
+}
