@@ -21,7 +21,9 @@
 //!
 //! The frame and header encodings are pure functions, pinned by the tests below against RFC 7541's
 //! examples. Only small first responses are sent this way (one DATA frame within the default
-//! frame size and flow-control window); a larger one is answered over HTTP/1.1 as usual.
+//! frame size and within the window the client's `HTTP2-Settings` give stream 1); a larger one
+//! is answered over HTTP/1.1 as usual, and an offer whose `HTTP2-Settings` is malformed is
+//! declined.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -76,6 +78,49 @@ pub fn offered<B>(req: &Request<B>) -> bool {
         && has_token(h, header::CONNECTION, "http2-settings")
         && !h.contains_key(header::TRANSFER_ENCODING)
         && h.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
+}
+
+/// The flow-control window the client gives stream 1, from its `HTTP2-Settings` header (RFC 7540
+/// §3.2.1: the payload of a SETTINGS frame in base64url): its SETTINGS_INITIAL_WINDOW_SIZE, and
+/// never more than the connection's initial window (65,535). `None` when the header is not a
+/// valid SETTINGS payload: then the offer is declined.
+pub fn stream_one_window(settings: &[u8]) -> Option<u32> {
+    const DEFAULT_WINDOW: u32 = 65_535;
+    let mut bits = 0u32;
+    let mut nbits = 0u32;
+    let mut payload = Vec::new();
+    for &c in settings.iter().take_while(|&&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(v);
+        nbits += 6;
+        if nbits >= 8 {
+            nbits -= 8;
+            payload.push((bits >> nbits) as u8);
+            bits &= (1 << nbits) - 1;
+        }
+    }
+    if payload.len() % 6 != 0 {
+        return None;
+    }
+    let mut window = DEFAULT_WINDOW;
+    for setting in payload.chunks_exact(6) {
+        let id = u16::from_be_bytes([setting[0], setting[1]]);
+        let value = u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
+        if id == 0x4 {
+            if value > 0x7fff_ffff {
+                return None;
+            }
+            window = value;
+        }
+    }
+    Some(window.min(DEFAULT_WINDOW))
 }
 
 /// One HTTP/2 frame.
@@ -316,6 +361,14 @@ impl Daemon {
         if !enabled() || !offered(&req) {
             return self.handle(req).await;
         }
+        // The first answer goes on stream 1 only within the window the client gives it.
+        let Some(window) = req
+            .headers()
+            .get("http2-settings")
+            .and_then(|v| stream_one_window(v.as_bytes()))
+        else {
+            return self.handle(req).await;
+        };
         let upgrade = hyper::upgrade::on(&mut req);
         // The connection's slot: requests on the upgraded connection are in flight on it too.
         let conn = req.extensions().get::<crate::conns::Conn>().cloned();
@@ -323,7 +376,7 @@ impl Daemon {
         // A large (or streamed) first answer goes out over HTTP/1.1 and the offer lapses.
         let small = hyper::body::Body::size_hint(resp.body())
             .exact()
-            .is_some_and(|n| n <= MAX_FIRST_BODY as u64);
+            .is_some_and(|n| n <= MAX_FIRST_BODY as u64 && n <= u64::from(window));
         if !small {
             return resp;
         }
@@ -529,6 +582,22 @@ mod tests {
         let mut out = BytesMut::new();
         filter.feed(&input, &mut out);
         assert_eq!(hex(&out), hex(&want));
+    }
+
+    #[test]
+    fn stream_one_gets_the_window_the_client_settings_give() {
+        // curl's offer: MAX_CONCURRENT_STREAMS 100, INITIAL_WINDOW_SIZE 65536, ENABLE_PUSH 0.
+        assert_eq!(stream_one_window(b"AAMAAABkAAQAAQAAAAIAAAAA"), Some(65_535));
+        // INITIAL_WINDOW_SIZE 1024 (`00 04 00 00 04 00`), padded or not.
+        assert_eq!(stream_one_window(b"AAQAAAQA"), Some(1024));
+        assert_eq!(stream_one_window(b"AAQAAAAA"), Some(0));
+        // No settings at all: the default.
+        assert_eq!(stream_one_window(b""), Some(65_535));
+        // Not base64url, or not whole settings: declined.
+        assert_eq!(stream_one_window(b"AAQA*AQA"), None);
+        assert_eq!(stream_one_window(b"AAQAAA"), None);
+        // A window over 2^31-1 is a FLOW_CONTROL_ERROR.
+        assert_eq!(stream_one_window(b"AAT_____"), None);
     }
 
     #[test]
