@@ -9,13 +9,21 @@
 //! - answer the offering request with `101 Switching Protocols`, then, on the upgraded
 //!   connection, a SETTINGS frame and the response to that request as stream 1 (HPACK literals
 //!   that leave the header table untouched), and
-//! - run hyper's own HTTP/2 server on the rest of the connection, hiding from it the two things
-//!   it did not take part in: the client's acknowledgement of that first SETTINGS frame, and
-//!   frames on stream 1.
+//! - run hyper's own HTTP/2 server on the rest of the connection, hiding from it the three
+//!   things it did not take part in: the client's acknowledgement of that first SETTINGS frame,
+//!   frames on stream 1, and the connection-level flow-control credit the client gives back for
+//!   the DATA sent on stream 1 (so hyper's idea of the client's window stays the client's).
+//!
+//! Frames are passed on whole, but never buffered beyond the maximum frame size the server
+//! advertises (the default, [`MAX_FRAME_SIZE`]): a client declaring a larger frame is handed
+//! straight to hyper, which answers GOAWAY with FRAME_SIZE_ERROR and closes, as it does for
+//! prior-knowledge HTTP/2.
 //!
 //! The frame and header encodings are pure functions, pinned by the tests below against RFC 7541's
 //! examples. Only small first responses are sent this way (one DATA frame within the default
-//! frame size and flow-control window); a larger one is answered over HTTP/1.1 as usual.
+//! frame size and within the window the client's `HTTP2-Settings` give stream 1); a larger one
+//! is answered over HTTP/1.1 as usual, and an offer whose `HTTP2-Settings` is malformed is
+//! declined.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,10 +46,15 @@ pub const MAX_FIRST_BODY: usize = 16 << 10;
 /// most two connections); index answers come from memory and need no more to keep cargo busy.
 pub const MAX_STREAMS: u32 = 32;
 
+/// SETTINGS_MAX_FRAME_SIZE as both the upgrade's SETTINGS (empty: the default) and hyper's own
+/// (its default) advertise it: the largest frame a client may send.
+pub const MAX_FRAME_SIZE: usize = 16 << 10;
+
 const PREFACE_LEN: usize = 24;
 const FRAME_DATA: u8 = 0x0;
 const FRAME_HEADERS: u8 = 0x1;
 const FRAME_SETTINGS: u8 = 0x4;
+const FRAME_WINDOW_UPDATE: u8 = 0x8;
 const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_ACK: u8 = 0x1;
 const FLAG_END_HEADERS: u8 = 0x4;
@@ -65,6 +78,49 @@ pub fn offered<B>(req: &Request<B>) -> bool {
         && has_token(h, header::CONNECTION, "http2-settings")
         && !h.contains_key(header::TRANSFER_ENCODING)
         && h.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
+}
+
+/// The flow-control window the client gives stream 1, from its `HTTP2-Settings` header (RFC 7540
+/// §3.2.1: the payload of a SETTINGS frame in base64url): its SETTINGS_INITIAL_WINDOW_SIZE, and
+/// never more than the connection's initial window (65,535). `None` when the header is not a
+/// valid SETTINGS payload: then the offer is declined.
+pub fn stream_one_window(settings: &[u8]) -> Option<u32> {
+    const DEFAULT_WINDOW: u32 = 65_535;
+    let mut bits = 0u32;
+    let mut nbits = 0u32;
+    let mut payload = Vec::new();
+    for &c in settings.iter().take_while(|&&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(v);
+        nbits += 6;
+        if nbits >= 8 {
+            nbits -= 8;
+            payload.push((bits >> nbits) as u8);
+            bits &= (1 << nbits) - 1;
+        }
+    }
+    if payload.len() % 6 != 0 {
+        return None;
+    }
+    let mut window = DEFAULT_WINDOW;
+    for setting in payload.chunks_exact(6) {
+        let id = u16::from_be_bytes([setting[0], setting[1]]);
+        let value = u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
+        if id == 0x4 {
+            if value > 0x7fff_ffff {
+                return None;
+            }
+            window = value;
+        }
+    }
+    Some(window.min(DEFAULT_WINDOW))
 }
 
 /// One HTTP/2 frame.
@@ -144,18 +200,36 @@ pub fn first_frames(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec
 }
 
 /// Client-to-server bytes, with what the HTTP/2 server must not see taken out: the client's
-/// first SETTINGS acknowledgement (it answers [`first_frames`]'s SETTINGS) and any frame on
-/// stream 1. Pure: feed bytes in, take the bytes to pass on out.
+/// first SETTINGS acknowledgement (it answers [`first_frames`]'s SETTINGS), any frame on
+/// stream 1, and connection WINDOW_UPDATE credit up to the first body's length. Pure: feed
+/// bytes in, take the bytes to pass on out.
 #[derive(Debug, Default)]
 pub struct InboundFilter {
     pending: BytesMut,
     preface_seen: usize,
     ack_dropped: bool,
+    /// Connection-level window the client still has to give back for stream 1's DATA.
+    window_debt: u32,
+    /// A frame larger than [`MAX_FRAME_SIZE`] was declared: everything goes to hyper as is.
+    oversized: bool,
 }
 
 impl InboundFilter {
-    /// Takes `input`; returns the bytes ready to pass on (whole frames only, the preface as is).
+    /// A filter for a connection whose first answer had a body of `first_body` bytes.
+    pub fn new(first_body: usize) -> InboundFilter {
+        InboundFilter {
+            window_debt: u32::try_from(first_body).unwrap_or(u32::MAX),
+            ..InboundFilter::default()
+        }
+    }
+
+    /// Takes `input`; returns the bytes ready to pass on (whole frames only, the preface as is;
+    /// from a frame declared larger than [`MAX_FRAME_SIZE`] on, everything as it comes).
     pub fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
+        if self.oversized {
+            out.extend_from_slice(input);
+            return;
+        }
         self.pending.extend_from_slice(input);
         if self.preface_seen < PREFACE_LEN {
             let n = (PREFACE_LEN - self.preface_seen).min(self.pending.len());
@@ -164,16 +238,32 @@ impl InboundFilter {
         }
         while self.preface_seen == PREFACE_LEN && self.pending.len() >= 9 {
             let len = u32::from_be_bytes([0, self.pending[0], self.pending[1], self.pending[2]]);
+            if len as usize > MAX_FRAME_SIZE {
+                // Not buffered: hyper sees the frame header and refuses it (FRAME_SIZE_ERROR).
+                self.oversized = true;
+                out.extend_from_slice(&self.pending.split());
+                return;
+            }
             let total = 9 + len as usize;
             if self.pending.len() < total {
                 break;
             }
-            let f = self.pending.split_to(total);
+            let mut f = self.pending.split_to(total);
             let (kind, flags) = (f[3], f[4]);
             let stream = u32::from_be_bytes([f[5], f[6], f[7], f[8]]) & 0x7fff_ffff;
             let first_ack = kind == FRAME_SETTINGS && flags & FLAG_ACK != 0 && !self.ack_dropped;
             if first_ack {
                 self.ack_dropped = true;
+            } else if kind == FRAME_WINDOW_UPDATE && stream == 0 && len == 4 && self.window_debt > 0
+            {
+                let inc = u32::from_be_bytes([f[9], f[10], f[11], f[12]]) & 0x7fff_ffff;
+                let paid = inc.min(self.window_debt);
+                self.window_debt -= paid;
+                // An increment of 0 is a protocol error: a frame fully paid off goes.
+                if inc > paid {
+                    f[9..13].copy_from_slice(&(inc - paid).to_be_bytes());
+                    out.extend_from_slice(&f);
+                }
             } else if stream != 1 {
                 out.extend_from_slice(&f);
             }
@@ -271,12 +361,22 @@ impl Daemon {
         if !enabled() || !offered(&req) {
             return self.handle(req).await;
         }
+        // The first answer goes on stream 1 only within the window the client gives it.
+        let Some(window) = req
+            .headers()
+            .get("http2-settings")
+            .and_then(|v| stream_one_window(v.as_bytes()))
+        else {
+            return self.handle(req).await;
+        };
         let upgrade = hyper::upgrade::on(&mut req);
+        // The connection's slot: requests on the upgraded connection are in flight on it too.
+        let conn = req.extensions().get::<crate::conns::Conn>().cloned();
         let resp = self.clone().handle(req).await;
         // A large (or streamed) first answer goes out over HTTP/1.1 and the offer lapses.
         let small = hyper::body::Body::size_hint(resp.body())
             .exact()
-            .is_some_and(|n| n <= MAX_FIRST_BODY as u64);
+            .is_some_and(|n| n <= MAX_FIRST_BODY as u64 && n <= u64::from(window));
         if !small {
             return resp;
         }
@@ -293,6 +393,7 @@ impl Daemon {
         };
         let mut headers = parts.headers;
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let first_body = body.len();
         let first = Bytes::from(first_frames(parts.status, &headers, &body));
         self.h2c_upgrades
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -309,13 +410,18 @@ impl Daemon {
             let shim = Shim {
                 io: TokioIo::new(io),
                 first,
-                filter: InboundFilter::default(),
+                filter: InboundFilter::new(first_body),
                 ready: BytesMut::new(),
                 eof: false,
             };
             let service = hyper::service::service_fn(move |req| {
                 let daemon = daemon.clone();
-                async move { Ok::<_, std::convert::Infallible>(daemon.handle(req).await) }
+                let in_flight = conn.as_ref().map(crate::conns::Conn::request);
+                async move {
+                    let r = daemon.handle(req).await;
+                    drop(in_flight);
+                    Ok::<_, std::convert::Infallible>(r)
+                }
             });
             let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
@@ -424,6 +530,74 @@ mod tests {
             filter.feed(std::slice::from_ref(b), &mut out);
         }
         assert_eq!(hex(&out), hex(&want));
+    }
+
+    #[test]
+    fn a_frame_declared_too_large_is_passed_on_unbuffered() {
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        let mut settings = Vec::new();
+        frame(&mut settings, FRAME_SETTINGS, 0, 0, &[]);
+        input.extend_from_slice(&settings);
+        // DATA on stream 1 declaring 16 MiB: its header alone comes out, at once.
+        let huge = [0x01, 0x00, 0x00, FRAME_DATA, 0, 0, 0, 0, 1];
+        input.extend_from_slice(&huge);
+        let mut filter = InboundFilter::default();
+        let mut out = BytesMut::new();
+        filter.feed(&input, &mut out);
+        assert_eq!(hex(&out), hex(&input));
+        // What follows is passed on as it comes, never held.
+        out.clear();
+        filter.feed(&[0xaa; 1000], &mut out);
+        assert_eq!(out.len(), 1000);
+        assert!(filter.pending.is_empty());
+        // A frame of exactly the maximum size is still taken whole.
+        let mut filter = InboundFilter::default();
+        let mut out = BytesMut::new();
+        let mut max = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        frame(&mut max, FRAME_DATA, 0, 3, &vec![0; MAX_FRAME_SIZE]);
+        filter.feed(&max[..max.len() - 1], &mut out);
+        assert_eq!(out.len(), PREFACE_LEN);
+        filter.feed(&max[max.len() - 1..], &mut out);
+        assert_eq!(out.len(), max.len());
+    }
+
+    #[test]
+    fn connection_credit_for_the_first_body_is_kept_from_hyper() {
+        let update = |inc: u32| {
+            let mut f = Vec::new();
+            frame(&mut f, FRAME_WINDOW_UPDATE, 0, 0, &inc.to_be_bytes());
+            f
+        };
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        let mut want = input.clone();
+        // 100 bytes went out on stream 1: an update of 60 is swallowed, one of 1000 becomes 960,
+        // and later ones pass as they are.
+        for f in [update(60), update(1000), update(5)] {
+            input.extend_from_slice(&f);
+        }
+        for f in [update(960), update(5)] {
+            want.extend_from_slice(&f);
+        }
+        let mut filter = InboundFilter::new(100);
+        let mut out = BytesMut::new();
+        filter.feed(&input, &mut out);
+        assert_eq!(hex(&out), hex(&want));
+    }
+
+    #[test]
+    fn stream_one_gets_the_window_the_client_settings_give() {
+        // curl's offer: MAX_CONCURRENT_STREAMS 100, INITIAL_WINDOW_SIZE 65536, ENABLE_PUSH 0.
+        assert_eq!(stream_one_window(b"AAMAAABkAAQAAQAAAAIAAAAA"), Some(65_535));
+        // INITIAL_WINDOW_SIZE 1024 (`00 04 00 00 04 00`), padded or not.
+        assert_eq!(stream_one_window(b"AAQAAAQA"), Some(1024));
+        assert_eq!(stream_one_window(b"AAQAAAAA"), Some(0));
+        // No settings at all: the default.
+        assert_eq!(stream_one_window(b""), Some(65_535));
+        // Not base64url, or not whole settings: declined.
+        assert_eq!(stream_one_window(b"AAQA*AQA"), None);
+        assert_eq!(stream_one_window(b"AAQAAA"), None);
+        // A window over 2^31-1 is a FLOW_CONTROL_ERROR.
+        assert_eq!(stream_one_window(b"AAT_____"), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod conns;
 pub mod download;
 pub mod h2c;
 pub mod layered;

@@ -394,16 +394,27 @@ impl Daemon {
 }
 
 /// Serves connections from `listener` until `shutdown` completes, then lets open requests finish.
+///
+/// Connections are bounded (see [`crate::conns`]): at most `limits.max-connections` at once, a
+/// request head must arrive within `limits.header-read-timeout` (HTTP/1.1 waits between
+/// requests too), and a connection silent for `limits.idle-timeout` with no request in flight
+/// is closed.
 pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    let limits = daemon.runtime().config.limits;
     // A request head larger than `limits.max-header-size` gets 431 (HTTP/1) or a stream error
     // (HTTP/2) instead of an ever-growing buffer.
-    let max_head = daemon.runtime().config.limits.max_header_size;
-    builder.http1().max_buf_size(max_head);
+    let max_head = limits.max_header_size;
+    builder
+        .http1()
+        .max_buf_size(max_head)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     builder
         .http2()
         .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
+    let conns = crate::conns::Conns::new(limits.max_connections);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -416,13 +427,22 @@ pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener, shutdown: impl Fu
                         continue;
                     }
                 };
+                // Every slot holds a request in flight: this one is closed at once.
+                let Some(conn) = conns.admit() else { continue };
                 let _ = stream.set_nodelay(true);
+                let io = crate::conns::Io::new(stream, conn.clone(), limits.idle_timeout);
                 let daemon = daemon.clone();
-                let service = hyper::service::service_fn(move |req| {
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     let daemon = daemon.clone();
-                    async move { Ok::<_, Infallible>(daemon.serve_request(req).await) }
+                    let in_flight = conn.request();
+                    req.extensions_mut().insert(conn.clone());
+                    async move {
+                        let r = daemon.serve_request(req).await;
+                        drop(in_flight);
+                        Ok::<_, Infallible>(r)
+                    }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {

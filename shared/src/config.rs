@@ -33,6 +33,15 @@ pub struct Limits {
     /// Largest request head (request line and headers) accepted from a client
     /// (`max-header-size`); a larger one gets 431. Read when the daemon starts.
     pub max_header_size: usize,
+    /// Client connections held open at once (`max-connections`); at the limit a new one takes
+    /// the slot of the one that has gone longest without a request. Read when the daemon starts.
+    pub max_connections: usize,
+    /// How long a client may take to send a request head (`header-read-timeout`), and for
+    /// HTTP/1.1 how long a connection may wait between requests. Read when the daemon starts.
+    pub header_read_timeout: Duration,
+    /// How long a connection with no request in flight may stay silent (`idle-timeout`).
+    /// Read when the daemon starts.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -42,6 +51,9 @@ impl Default for Limits {
             max_crate_size: 256 << 20,
             max_upstream_requests: 32,
             max_header_size: 64 << 10,
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -100,6 +112,9 @@ struct RawLimits {
     max_crate_size: Option<Spanned<RawSize>>,
     max_upstream_requests: Option<Spanned<i64>>,
     max_header_size: Option<Spanned<RawSize>>,
+    max_connections: Option<Spanned<i64>>,
+    header_read_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -375,6 +390,39 @@ fn parse_limits(raw: &RawLimits) -> Result<Limits, Invalid> {
                 )
             })?,
     };
+    let max_connections = match &raw.max_connections {
+        None => d.max_connections,
+        Some(n) => usize::try_from(*n.get_ref())
+            .ok()
+            .filter(|n| (1..=65536).contains(n))
+            .ok_or_else(|| {
+                (
+                    n.span(),
+                    "`limits.max-connections` must be between 1 and 65536".to_owned(),
+                )
+            })?,
+    };
+    let duration = |v: &Option<Spanned<String>>, key: &str, default: Duration| {
+        let Some(v) = v else { return Ok(default) };
+        humantime::parse_duration(v.get_ref())
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                (
+                    v.span(),
+                    format!(
+                        "`limits.{key}` {:?} is not a non-zero duration such as \"10s\"",
+                        v.get_ref()
+                    ),
+                )
+            })
+    };
+    let header_read_timeout = duration(
+        &raw.header_read_timeout,
+        "header-read-timeout",
+        d.header_read_timeout,
+    )?;
+    let idle_timeout = duration(&raw.idle_timeout, "idle-timeout", d.idle_timeout)?;
     let header = size(
         &raw.max_header_size,
         "max-header-size",
@@ -396,6 +444,9 @@ fn parse_limits(raw: &RawLimits) -> Result<Limits, Invalid> {
         )?,
         max_upstream_requests,
         max_header_size: usize::try_from(header).unwrap_or(usize::MAX),
+        max_connections,
+        header_read_timeout,
+        idle_timeout,
     })
 }
 
@@ -497,7 +548,7 @@ index = "sparse+http://127.0.0.1:2/index/"
     #[test]
     fn limits() {
         let c = parse(
-            "[limits]\nmax-index-size = \"1MiB\"\nmax-crate-size = 2048\nmax-upstream-requests = 4\nmax-header-size = \"16 KiB\"\n[upstreams.a]\nindex = \"sparse+http://h/\"\n",
+            "[limits]\nmax-index-size = \"1MiB\"\nmax-crate-size = 2048\nmax-upstream-requests = 4\nmax-header-size = \"16 KiB\"\nmax-connections = 64\nheader-read-timeout = \"5s\"\nidle-timeout = \"2m\"\n[upstreams.a]\nindex = \"sparse+http://h/\"\n",
         )
         .unwrap();
         let want = Limits {
@@ -505,6 +556,9 @@ index = "sparse+http://127.0.0.1:2/index/"
             max_crate_size: 2048,
             max_upstream_requests: 4,
             max_header_size: 16 << 10,
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(120),
         };
         assert_eq!(c.limits, want);
         assert_eq!(c.upstreams[0].limits, want);
@@ -579,6 +633,13 @@ index = "sparse+http://127.0.0.1:2/index/"
                 "max-header-size",
             ),
             ("[limits]\nmax-body = 1\n", 2, "max-body"),
+            ("[limits]\nmax-connections = 0\n", 2, "max-connections"),
+            (
+                "[limits]\nheader-read-timeout = \"0s\"\n",
+                2,
+                "header-read-timeout",
+            ),
+            ("[limits]\nidle-timeout = \"soon\"\n", 2, "idle-timeout"),
         ];
         for (text, line, needle) in cases {
             let e = parse(text).unwrap_err();

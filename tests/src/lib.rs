@@ -313,6 +313,8 @@ pub struct Privreg {
     /// `127.0.0.1:PORT`
     pub addr: String,
     env: Vec<(String, String)>,
+    /// A command the daemon runs under (its arguments first), e.g. `prlimit --nofile=1024:1024`.
+    wrapper: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -345,6 +347,7 @@ impl Privreg {
             log,
             addr: String::new(),
             env: Vec::new(),
+            wrapper: Vec::new(),
             _dir: dir,
         }
     }
@@ -352,6 +355,14 @@ impl Privreg {
     /// Adds an environment variable for the daemon (before [`Privreg::spawn`]).
     pub fn env(&mut self, key: &str, value: &str) -> &mut Privreg {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Runs the daemon under `command` (before [`Privreg::spawn`]): `command[0]` is started with
+    /// the rest of `command`, then the daemon's path and arguments. The command must exec the
+    /// daemon (as `prlimit` does), so the process is the daemon's.
+    pub fn wrapper(&mut self, command: &[&str]) -> &mut Privreg {
+        self.wrapper = command.iter().map(|s| (*s).to_owned()).collect();
         self
     }
 
@@ -368,7 +379,15 @@ impl Privreg {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut child = Command::new(bin("privreg-daemon"))
+        let mut command = match self.wrapper.split_first() {
+            None => Command::new(bin("privreg-daemon")),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin("privreg-daemon"));
+                c
+            }
+        };
+        let mut child = command
             .arg("--config-dir")
             .arg(&self.config_dir)
             .arg("--cache-dir")

@@ -87,6 +87,26 @@ fn inherited_listener() -> anyhow::Result<Option<tokio::net::TcpListener>> {
     Ok(Some(tokio::net::TcpListener::from_std(listener)?))
 }
 
+/// Raises the open-files limit from its soft to its hard limit (every client connection takes
+/// one), and warns when `limits.max-connections` leaves too few for the cache and upstreams.
+fn raise_open_files(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::info!(open_files = limit, max_connections, "open-files limit");
+            // Cache files, upstream connections and the listener need some to spare.
+            if (max_connections as u64).saturating_add(128) > limit {
+                tracing::warn!(
+                    open_files = limit,
+                    max_connections,
+                    "limits.max-connections leaves fewer than 128 open files for the cache and \
+                     upstreams; lower it or raise the open-files limit (ulimit -n)"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let config_dir =
         paths::config_dir(args.config_dir).context("no config directory; pass --config-dir")?;
@@ -94,6 +114,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         paths::cache_dir(args.cache_dir).context("no cache directory; pass --cache-dir")?;
     let runtime = privreg_daemon::reload::load(&config_dir, 1)?;
     let config = runtime.config.clone();
+    raise_open_files(config.limits.max_connections);
     // With `auth = true` the keyring must answer and hold the local token; without, upstream
     // tokens are read from it lazily (or from the environment).
     let (local_token, keyring) = if config.auth {
