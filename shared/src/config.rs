@@ -237,7 +237,7 @@ fn parse_listen(raw: Option<&Spanned<String>>) -> Result<SocketAddr, Invalid> {
             .parse()
             .expect("default listen address parses"));
     };
-    l.get_ref().parse().map_err(|_| {
+    let addr: SocketAddr = l.get_ref().parse().map_err(|_| {
         (
             l.span(),
             format!(
@@ -245,7 +245,19 @@ fn parse_listen(raw: Option<&Spanned<String>>) -> Result<SocketAddr, Invalid> {
                 l.get_ref()
             ),
         )
-    })
+    })?;
+    // The daemon is per developer: its cache holds private registries' crates and it hands out
+    // upstream tokens' work, so it never answers another machine (a team server is another
+    // product).
+    if !addr.ip().is_loopback() {
+        return Err((
+            l.span(),
+            format!(
+                "`listen`: {addr} is not a loopback address; privreg serves only this machine (use 127.0.0.1 or [::1], e.g. {DEFAULT_LISTEN})"
+            ),
+        ));
+    }
+    Ok(addr)
 }
 
 /// `[upstreams.*]`, in declaration order: each one valid, no two sharing a token variable, at
@@ -543,6 +555,10 @@ index = "sparse+http://127.0.0.1:2/index/"
         assert_eq!(c.upstreams[0].ttl, Duration::from_secs(120));
         assert_eq!(c.upstreams[1].priority, DEFAULT_PRIORITY);
         assert!(c.upstreams[0].publish);
+        for listen in ["[::1]:7878", "127.0.0.2:7878", "127.0.0.1:7878"] {
+            let c = parse(&format!("listen = \"{listen}\"\n")).unwrap();
+            assert_eq!(c.listen.to_string(), listen);
+        }
     }
 
     #[test]
@@ -603,6 +619,12 @@ index = "sparse+http://127.0.0.1:2/index/"
                 "duration",
             ),
             ("listen = \"nowhere\"\n", 1, "listen"),
+            (
+                "listen = \"0.0.0.0:7878\"\n",
+                1,
+                "`listen`: 0.0.0.0:7878 is not a loopback",
+            ),
+            ("# lan\nlisten = \"[::]:7878\"\n", 2, "not a loopback"),
             (
                 "[upstreams.a]\nindex = \"sparse+http://h/\"\ntimeout = \"0s\"\n",
                 3,
