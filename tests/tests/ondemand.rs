@@ -169,3 +169,89 @@ fn a_handed_over_socket_that_is_not_loopback_is_refused() {
         "{text}"
     );
 }
+
+/// Kills the daemon a `privreg` command started in the background, when the test ends.
+struct Started(std::path::PathBuf);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(self.0.join("daemon.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+#[test]
+fn a_privreg_command_starts_a_daemon_that_does_not_answer() {
+    let mut reg = Registry::start(RegistryOpts::default());
+    reg.publish(Pkg::new("autodep", "0.3.0").lib("pub fn three() -> u32 { 3 }"));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut p = Privreg::new(&format!(
+        "listen = \"{addr}\"\nauth = false\n\n[upstreams.crates-io]\nindex = \"{}\"\n",
+        reg.index
+    ));
+    p.addr = addr.clone();
+    let privreg = |env: &[(&str, &str)]| {
+        Command::new(bin("privreg"))
+            .arg("--config-dir")
+            .arg(&p.config_dir)
+            .arg("--cache-dir")
+            .arg(&p.cache_dir)
+            .arg("status")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run privreg")
+    };
+
+    // Turned off, nothing is started and the error says the daemon does not answer.
+    let out = privreg(&[("PRIVREG_NO_AUTOSTART", "1")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not answer"), "{err}");
+    assert!(DaemonState::read(&p.cache_dir).is_none(), "{err}");
+
+    // By default the command starts it in the background and then answers.
+    let _started = Started(p.cache_dir.clone());
+    let out = privreg(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("started it in the background"), "{err}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&addr),
+        "status does not show the daemon's address"
+    );
+    let state = DaemonState::read(&p.cache_dir).expect("the started daemon wrote daemon.json");
+    let pid: u32 = std::fs::read_to_string(p.cache_dir.join("daemon.pid"))
+        .expect("daemon.pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert_eq!(state.pid, pid);
+
+    // It outlives the command that started it and serves cargo.
+    let sb = Sandbox::new();
+    sb.use_privreg(&p);
+    let project = sb.project(
+        "autoapp",
+        "autodep = \"0.3\"\n",
+        "fn main() { println!(\"{}\", autodep::three()); }\n",
+    );
+    let out = sb.cargo(&project, &["run", "--quiet"]);
+    assert!(
+        out.status.success(),
+        "cargo through the started daemon failed:\n{}\n--- daemon log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(p.cache_dir.join("daemon.log")).unwrap_or_default()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+
+    // A second command finds it running and starts nothing.
+    let out = privreg(&[]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("started it"));
+    assert_eq!(DaemonState::read(&p.cache_dir).map(|s| s.pid), Some(pid));
+}
