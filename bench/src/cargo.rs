@@ -12,14 +12,14 @@ use crate::daemon::tail;
 
 /// The cargo binary and the environment every sandbox starts from.
 #[derive(Debug, Clone)]
-pub struct Cargo {
+pub(crate) struct Cargo {
     bin: PathBuf,
     rustup_home: PathBuf,
 }
 
 impl Cargo {
     /// `$CARGO` (the toolchain's own cargo when run by `cargo run`), else `cargo` from `PATH`.
-    pub fn detect() -> Cargo {
+    pub(crate) fn detect() -> Cargo {
         let bin = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
         let rustup_home = std::env::var_os("RUSTUP_HOME").map_or_else(
             || {
@@ -31,14 +31,14 @@ impl Cargo {
         Cargo { bin, rustup_home }
     }
 
-    pub fn bin(&self) -> &Path {
+    pub(crate) fn bin(&self) -> &Path {
         &self.bin
     }
 }
 
 /// Where cargo gets its crates in a sandbox.
 #[derive(Debug, Clone, Copy)]
-pub enum Source<'a> {
+pub(crate) enum Source<'a> {
     /// `crates-io` replaced by this sparse index URL.
     Replaced(&'a str),
     /// cargo's default: the public registry.
@@ -46,7 +46,7 @@ pub enum Source<'a> {
 }
 
 /// A project (the benchmark manifest) with its own `HOME` and `CARGO_HOME`.
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     pub home: PathBuf,
     pub cargo_home: PathBuf,
     pub project: PathBuf,
@@ -56,7 +56,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// `dependencies`: the body of the manifest's `[dependencies]` table.
-    pub fn new(parent: &Path, dependencies: &str, source: Source<'_>) -> anyhow::Result<Sandbox> {
+    pub(crate) fn new(parent: &Path, dependencies: &str, source: Source<'_>) -> anyhow::Result<Sandbox> {
         let dir = tempfile::Builder::new()
             .prefix("sandbox-")
             .tempdir_in(parent)?;
@@ -90,7 +90,7 @@ impl Sandbox {
     }
 
     /// Runs `cargo ARGS` in the project; returns how long it took.
-    pub fn run(&self, cargo: &Cargo, args: &[&str]) -> anyhow::Result<Duration> {
+    pub(crate) fn run(&self, cargo: &Cargo, args: &[&str]) -> anyhow::Result<Duration> {
         let mut cmd = Command::new(cargo.bin());
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("CARGO_") {
@@ -121,21 +121,21 @@ impl Sandbox {
         Ok(took)
     }
 
-    pub fn lockfile(&self) -> anyhow::Result<String> {
+    pub(crate) fn lockfile(&self) -> anyhow::Result<String> {
         Ok(std::fs::read_to_string(self.project.join("Cargo.lock"))?)
     }
 
-    pub fn set_lockfile(&self, text: &str) -> anyhow::Result<()> {
+    pub(crate) fn set_lockfile(&self, text: &str) -> anyhow::Result<()> {
         Ok(std::fs::write(self.project.join("Cargo.lock"), text)?)
     }
 
     /// Forgets downloaded and unpacked crates, keeping cargo's index cache.
-    pub fn clear_downloads(&self) -> anyhow::Result<()> {
+    pub(crate) fn clear_downloads(&self) -> anyhow::Result<()> {
         self.clear(&["registry/cache", "registry/src"])
     }
 
     /// Removes the unpacked sources only: the `.crate` files stay.
-    pub fn clear_sources(&self) -> anyhow::Result<()> {
+    pub(crate) fn clear_sources(&self) -> anyhow::Result<()> {
         self.clear(&["registry/src"])
     }
 
@@ -151,7 +151,7 @@ impl Sandbox {
 }
 
 /// Number of packages in a lockfile, the root package excluded.
-pub fn locked_packages(lockfile: &str) -> usize {
+pub(crate) fn locked_packages(lockfile: &str) -> usize {
     lockfile
         .lines()
         .filter(|l| l.trim() == "[[package]]")
@@ -161,14 +161,14 @@ pub fn locked_packages(lockfile: &str) -> usize {
 
 /// A locked registry package: name, version, checksum.
 #[derive(Debug, Clone)]
-pub struct Locked {
+pub(crate) struct Locked {
     pub name: String,
     pub version: String,
     pub checksum: String,
 }
 
 /// The registry packages of a lockfile (those with a checksum).
-pub fn locked_crates(lockfile: &str) -> Vec<Locked> {
+pub(crate) fn locked_crates(lockfile: &str) -> Vec<Locked> {
     let mut out = Vec::new();
     for block in lockfile.split("[[package]]").skip(1) {
         let field = |key: &str| {

@@ -11,9 +11,9 @@ use anyhow::{Context, bail};
 
 /// `GET path` with `Connection: close`; returns the status and the body (not chunked: the daemon
 /// and the fixtures send a length).
-pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+pub(crate) fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.set_read_timeout(Some(Duration::from_mins(1)))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
@@ -33,7 +33,7 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
 }
 
 /// A running privreg-daemon.
-pub struct Daemon {
+pub(crate) struct Daemon {
     child: Option<Child>,
     pub addr: String,
     pub cache_dir: PathBuf,
@@ -43,7 +43,7 @@ pub struct Daemon {
 
 /// How to configure one daemon.
 #[derive(Debug, Clone)]
-pub struct DaemonOpts<'a> {
+pub(crate) struct DaemonOpts<'a> {
     /// The only upstream's index URL (`sparse+http…/`).
     pub upstream: &'a str,
     /// `ttl` of the upstream; `None` leaves the daemon's default.
@@ -54,7 +54,7 @@ pub struct DaemonOpts<'a> {
 
 impl Daemon {
     /// Starts a daemon with a fresh (empty) cache under `parent` and waits until it is healthy.
-    pub fn start(bin: &Path, parent: &Path, opts: &DaemonOpts<'_>) -> anyhow::Result<Daemon> {
+    pub(crate) fn start(bin: &Path, parent: &Path, opts: &DaemonOpts<'_>) -> anyhow::Result<Daemon> {
         let dir = tempfile::Builder::new()
             .prefix("daemon-")
             .tempdir_in(parent)?;
@@ -120,24 +120,24 @@ impl Daemon {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
     /// `sparse+http://ADDR/index/`
-    pub fn index_url(&self) -> String {
+    pub(crate) fn index_url(&self) -> String {
         format!("sparse+http://{}/index/", self.addr)
     }
 
     /// `/-/status` as JSON.
-    pub fn status(&self) -> anyhow::Result<serde_json::Value> {
+    pub(crate) fn status(&self) -> anyhow::Result<serde_json::Value> {
         let (code, body) = http_get(&self.addr, "/-/status")?;
         anyhow::ensure!(code == 200, "/-/status answered {code}");
         Ok(serde_json::from_slice(&body)?)
     }
 
     /// The counters of `/-/status` that the report shows.
-    pub fn counters(&self) -> Counters {
+    pub(crate) fn counters(&self) -> Counters {
         let s = self.status().unwrap_or_default();
         let n = |k: &str| s[k].as_u64().unwrap_or(0);
         Counters {
@@ -150,12 +150,12 @@ impl Daemon {
     }
 
     /// Peak resident set size (`VmHWM`) in bytes.
-    pub fn peak_rss(&self) -> Option<u64> {
+    pub(crate) fn peak_rss(&self) -> Option<u64> {
         peak_rss(self.pid())
     }
 
     /// Sends SIGTERM and waits (SIGKILL after 10 s).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             terminate(&mut child, Duration::from_secs(10));
         }
@@ -170,7 +170,7 @@ impl Drop for Daemon {
 
 /// `/-/status` counters (missing ones read as 0).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub upstream_requests: u64,
     pub cache_hits: u64,
     pub cache_misses: u64,
@@ -179,7 +179,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn since(self, before: Counters) -> Counters {
+    pub(crate) fn since(self, before: Counters) -> Counters {
         Counters {
             upstream_requests: self
                 .upstream_requests
@@ -194,7 +194,7 @@ impl Counters {
 
 /// `VmHWM` of a process, in bytes.
 /// Sends SIGTERM, waits up to `grace` for the process to exit, then SIGKILLs and reaps it.
-pub fn terminate(child: &mut Child, grace: Duration) {
+pub(crate) fn terminate(child: &mut Child, grace: Duration) {
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -210,7 +210,7 @@ pub fn terminate(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
-pub fn peak_rss(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -218,7 +218,7 @@ pub fn peak_rss(pid: u32) -> Option<u64> {
 }
 
 /// The last `n` lines of a file.
-pub fn tail(path: &Path, n: usize) -> String {
+pub(crate) fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")

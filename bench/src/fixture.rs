@@ -1,6 +1,6 @@
 //! The local upstream: a static sparse registry served from a mirror directory over HTTP/1.1
 //! (keep-alive) on 127.0.0.1, with a fixed delay added to every request to stand in for a remote
-//! registry. Every file has a quoted ETag, and `If-None-Match` gets 304.
+//! registry. Every file has a quoted `ETag`, and `If-None-Match` gets 304.
 //!
 //! Mirror layout (also what nginx serves): `index/<sparse index path>` and
 //! `dl/<crate>/<version>/download`. `config.json` is generated with this server's own address.
@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 /// Request counters, reset around each measured run.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub requests: AtomicU64,
     pub not_modified: AtomicU64,
     pub not_found: AtomicU64,
@@ -34,7 +34,7 @@ pub struct Counters {
 
 /// What the upstream saw during one run.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub requests: u64,
     pub not_modified: u64,
     /// 404s: with the mirror, files that resolving never reads (the mirror holds only those).
@@ -45,7 +45,7 @@ pub struct Seen {
 
 impl Counters {
     /// Returns what was counted since the last call and starts again from zero.
-    pub fn take(&self) -> Seen {
+    pub(crate) fn take(&self) -> Seen {
         Seen {
             requests: self.requests.swap(0, Ordering::Relaxed),
             not_modified: self.not_modified.swap(0, Ordering::Relaxed),
@@ -69,7 +69,7 @@ struct State {
 }
 
 /// A running local upstream (it stops with the runtime it was started on).
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub addr: SocketAddr,
     pub counters: Arc<Counters>,
     /// Sparse index paths (`se/rd/serde`) of every index file, sorted.
@@ -78,7 +78,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// `sparse+http://ADDR/index/`
-    pub fn index_url(&self) -> String {
+    pub(crate) fn index_url(&self) -> String {
         format!("sparse+http://{}/index/", self.addr)
     }
 }
@@ -109,7 +109,7 @@ fn load_tree(root: &Path, dir: &Path, url_prefix: &str, out: &mut HashMap<String
 }
 
 /// Loads the mirror into memory and starts serving it on 127.0.0.1 with `delay` per request.
-pub async fn start(mirror: &Path, delay: Duration) -> anyhow::Result<Upstream> {
+pub(crate) async fn start(mirror: &Path, delay: Duration) -> anyhow::Result<Upstream> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let mut files = HashMap::new();
@@ -222,7 +222,7 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 /// Checks that the mirror directory looks complete enough to serve.
-pub fn check_mirror(mirror: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_mirror(mirror: &Path) -> anyhow::Result<()> {
     let meta = mirror.join("mirror.json");
     std::fs::metadata(&meta)
         .with_context(|| format!("{}: missing (the mirror is incomplete)", meta.display()))?;

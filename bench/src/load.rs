@@ -17,7 +17,7 @@ use crate::daemon::{http_get, tail, terminate};
 
 /// What one load run measured.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LoadResult {
+pub(crate) struct LoadResult {
     pub requests: u64,
     pub errors: u64,
     pub rps: f64,
@@ -42,18 +42,18 @@ fn stat_secs(path: &str, a: usize, b: usize) -> f64 {
 }
 
 /// CPU time (user + system) of a process so far, in seconds.
-pub fn cpu_secs(pid: u32) -> f64 {
+pub(crate) fn cpu_secs(pid: u32) -> f64 {
     stat_secs(&format!("/proc/{pid}/stat"), 11, 12)
 }
 
 /// CPU time (user + system) of this process's children that have been waited for, in seconds:
 /// the delta around one `cargo` run is what that cargo (and what it ran) spent on the CPU.
-pub fn children_cpu_secs() -> f64 {
+pub(crate) fn children_cpu_secs() -> f64 {
     stat_secs("/proc/self/stat", 13, 14)
 }
 
 /// `pid` and its direct children (nginx's workers).
-pub fn with_children(pid: u32) -> Vec<u32> {
+pub(crate) fn with_children(pid: u32) -> Vec<u32> {
     let mut out = vec![pid];
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return out;
@@ -99,7 +99,7 @@ async fn connection(
         let resp = send.send_request(req).await?;
         let ok = resp.status() == http::StatusCode::OK;
         let body = resp.into_body().collect().await?;
-        lat.push(start.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        lat.push(start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
         if !ok || body.to_bytes().is_empty() {
             errors += 1;
         }
@@ -109,7 +109,7 @@ async fn connection(
 
 /// Runs the load against `addr` for `secs` with `conns` connections; `pids`: the server's
 /// processes, whose CPU time is counted.
-pub async fn run(
+pub(crate) async fn run(
     addr: SocketAddr,
     paths: Arc<Vec<String>>,
     conns: usize,
@@ -153,7 +153,7 @@ pub async fn run(
 
 /// GETs every path once over `conns` keep-alive connections (each takes the next path not yet
 /// taken); returns the seconds it took and the bytes received.
-pub async fn download_all(
+pub(crate) async fn download_all(
     addr: SocketAddr,
     paths: Arc<Vec<String>>,
     conns: usize,
@@ -196,14 +196,14 @@ pub async fn download_all(
 }
 
 /// nginx serving `root` on 127.0.0.1 from a temp prefix.
-pub struct Nginx {
+pub(crate) struct Nginx {
     pub child: Option<Child>,
     pub addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 /// Where Debian installs nginx.
-pub fn find_nginx() -> Option<PathBuf> {
+pub(crate) fn find_nginx() -> Option<PathBuf> {
     ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
         .map(PathBuf::from)
@@ -222,7 +222,7 @@ fn running_as_root() -> bool {
 }
 
 impl Nginx {
-    pub fn start(bin: &Path, root: &Path, parent: &Path) -> anyhow::Result<Nginx> {
+    pub(crate) fn start(bin: &Path, root: &Path, parent: &Path) -> anyhow::Result<Nginx> {
         let dir = tempfile::Builder::new()
             .prefix("nginx-")
             .tempdir_in(parent)?;

@@ -63,7 +63,7 @@ struct Args {
     /// The privreg-daemon binary [default: build it with cargo, same profile as this binary].
     #[arg(long)]
     daemon_bin: Option<PathBuf>,
-    /// PRIVREG_LOG for the daemons.
+    /// `PRIVREG_LOG` for the daemons.
     #[arg(long, default_value = "warn")]
     daemon_log: String,
     /// Write the results into this markdown file (between the generated-block markers).
@@ -305,16 +305,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
     };
-    let (mirror, info) = match data {
-        Some(dir) => {
-            let info = mirror::read_info(&dir)?;
-            (dir, info)
-        }
-        None => {
-            std::fs::create_dir_all(&synth_dir)?;
-            let info = synth::build(&synth_dir)?;
-            (synth_dir, info)
-        }
+    let (mirror, info) = if let Some(dir) = data {
+        let info = mirror::read_info(&dir)?;
+        (dir, info)
+    } else {
+        std::fs::create_dir_all(&synth_dir)?;
+        let info = synth::build(&synth_dir)?;
+        (synth_dir, info)
     };
     let dependencies = mirror::dependencies(&mirror)?;
     let nginx = load::find_nginx();

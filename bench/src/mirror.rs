@@ -15,7 +15,7 @@ use crate::cargo::{Cargo, Sandbox, Source, locked_packages};
 use crate::daemon::{Daemon, DaemonOpts, http_get};
 
 /// The manifest of DESIGN.md, "Performance model".
-pub const MANIFEST: &str = r#"tokio = { version = "1", features = ["full"] }
+pub(crate) const MANIFEST: &str = r#"tokio = { version = "1", features = ["full"] }
 axum = "0.8"
 reqwest = { version = "0.12", features = ["json", "rustls-tls"] }
 serde = { version = "1", features = ["derive"] }
@@ -27,18 +27,16 @@ aws-sdk-s3 = "1"
 "#;
 
 /// The default mirror directory: `$XDG_CACHE_HOME/privreg-bench/mirror-v1`, else under `~/.cache`.
-pub fn default_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
+pub(crate) fn default_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME").map_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache")
-        });
+        }, PathBuf::from);
     base.join("privreg-bench").join("mirror-v1")
 }
 
 /// What `mirror.json` says.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct MirrorInfo {
+pub(crate) struct MirrorInfo {
     /// What the data is (a mirror of the public registry, or the synthetic registry).
     pub kind: String,
     pub created: String,
@@ -47,19 +45,19 @@ pub struct MirrorInfo {
     pub locked_packages: usize,
 }
 
-pub fn read_info(mirror: &Path) -> anyhow::Result<MirrorInfo> {
+pub(crate) fn read_info(mirror: &Path) -> anyhow::Result<MirrorInfo> {
     let path = mirror.join("mirror.json");
     let data = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
     Ok(serde_json::from_slice(&data)?)
 }
 
-pub fn dependencies(mirror: &Path) -> anyhow::Result<String> {
+pub(crate) fn dependencies(mirror: &Path) -> anyhow::Result<String> {
     let path = mirror.join("manifest.toml");
     std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))
 }
 
 /// Whether privreg-daemon reaches the public registry: `Err` with the reason (URLs removed) if not.
-pub fn public_reachable(daemon_bin: &Path, work: &Path) -> Result<(), String> {
+pub(crate) fn public_reachable(daemon_bin: &Path, work: &Path) -> Result<(), String> {
     let opts = DaemonOpts {
         upstream: CRATES_IO_HTTP_INDEX,
         ttl: None,
@@ -83,7 +81,7 @@ pub fn public_reachable(daemon_bin: &Path, work: &Path) -> Result<(), String> {
 }
 
 /// `text` with every URL replaced by `<url>` (no registry host names in reports).
-pub fn without_urls(text: &str) -> String {
+pub(crate) fn without_urls(text: &str) -> String {
     text.split(' ')
         .map(|w| match w.find("://") {
             Some(i) => {
@@ -101,7 +99,7 @@ pub fn without_urls(text: &str) -> String {
 /// Builds the mirror at `mirror` (through a temp directory beside it, renamed into place):
 /// through privreg-daemon when it reaches the public registry (`daemon_ok`), else from cargo's own
 /// cache after cargo resolved and fetched straight from the public registry.
-pub fn build(
+pub(crate) fn build(
     mirror: &Path,
     daemon_bin: &Path,
     daemon_ok: bool,

@@ -14,7 +14,7 @@ use crate::fixture::{self, Seen};
 use crate::load::{self, LoadResult, Nginx};
 
 /// Everything a suite needs that does not change between suites.
-pub struct Env<'a> {
+pub(crate) struct Env<'a> {
     pub cargo: &'a Cargo,
     pub daemon_bin: &'a Path,
     pub work: &'a Path,
@@ -24,13 +24,13 @@ pub struct Env<'a> {
 }
 
 /// The upstream a suite runs against.
-pub enum Up<'a> {
+pub(crate) enum Up<'a> {
     Local(&'a fixture::Upstream),
     Public,
 }
 
 /// The load part of a suite (local only).
-pub struct LoadCfg<'a> {
+pub(crate) struct LoadCfg<'a> {
     pub connections: usize,
     pub secs: f64,
     /// nginx binary and the directory it serves (the mirror), when nginx is installed.
@@ -39,7 +39,7 @@ pub struct LoadCfg<'a> {
 
 /// One timed run.
 #[derive(Debug, Clone, Copy)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub round: usize,
     pub secs: f64,
     /// What the local upstream saw during the run.
@@ -52,7 +52,7 @@ pub struct Sample {
 
 /// Measured scenarios, by key (see [`KEYS`]).
 #[derive(Debug, Default)]
-pub struct SuiteResult {
+pub(crate) struct SuiteResult {
     pub name: String,
     pub rounds: usize,
     pub samples: BTreeMap<&'static str, Vec<Sample>>,
@@ -67,27 +67,27 @@ pub struct SuiteResult {
     pub notes: Vec<String>,
 }
 
-pub const RESOLVE_DIRECT: &str = "resolve-direct";
-pub const RESOLVE_COLD: &str = "resolve-cold";
-pub const RESOLVE_WARM: &str = "resolve-warm";
+pub(crate) const RESOLVE_DIRECT: &str = "resolve-direct";
+pub(crate) const RESOLVE_COLD: &str = "resolve-cold";
+pub(crate) const RESOLVE_WARM: &str = "resolve-warm";
 /// cargo alone: `generate-lockfile --offline` from a warm `CARGO_HOME` (the floor).
-pub const RESOLVE_OFFLINE: &str = "resolve-offline";
-pub const REVAL_DIRECT: &str = "reval-direct";
-pub const REVAL_PRIVREG: &str = "reval-privreg";
-pub const FETCH_DIRECT: &str = "fetch-direct";
-pub const FETCH_WARM: &str = "fetch-warm";
+pub(crate) const RESOLVE_OFFLINE: &str = "resolve-offline";
+pub(crate) const REVAL_DIRECT: &str = "reval-direct";
+pub(crate) const REVAL_PRIVREG: &str = "reval-privreg";
+pub(crate) const FETCH_DIRECT: &str = "fetch-direct";
+pub(crate) const FETCH_WARM: &str = "fetch-warm";
 /// cargo alone: `fetch --offline` with every `.crate` in `CARGO_HOME`, so only unpacking (the
 /// floor of `cargo fetch`).
-pub const FETCH_OFFLINE: &str = "fetch-offline";
-pub const DL_DIRECT: &str = "downloads-direct";
-pub const DL_WARM: &str = "downloads-warm";
-pub const LOAD_PRIVREG: &str = "privreg";
-pub const LOAD_NGINX: &str = "nginx";
+pub(crate) const FETCH_OFFLINE: &str = "fetch-offline";
+pub(crate) const DL_DIRECT: &str = "downloads-direct";
+pub(crate) const DL_WARM: &str = "downloads-warm";
+pub(crate) const LOAD_PRIVREG: &str = "privreg";
+pub(crate) const LOAD_NGINX: &str = "nginx";
 /// The same at one connection: the latency of one request without queueing.
-pub const LOAD_PRIVREG_1: &str = "privreg-1";
-pub const LOAD_NGINX_1: &str = "nginx-1";
+pub(crate) const LOAD_PRIVREG_1: &str = "privreg-1";
+pub(crate) const LOAD_NGINX_1: &str = "nginx-1";
 /// Connections of the download-only runs: what cargo keeps in flight to an HTTP/1.1 registry.
-pub const DL_CONNECTIONS: usize = 2;
+pub(crate) const DL_CONNECTIONS: usize = 2;
 
 /// The order of `items` in round `round`: rotated, so that each goes first as often as the others.
 fn rotated<T: Clone>(items: &[T], round: usize) -> Vec<T> {
@@ -212,7 +212,7 @@ impl Ctx<'_, '_> {
 }
 
 /// Runs one suite.
-pub fn run(
+pub(crate) fn run(
     env: &Env<'_>,
     up: &Up<'_>,
     name: &str,

@@ -19,7 +19,7 @@ fn name(i: usize) -> String {
 }
 
 /// cargo's sparse index path of a crate name.
-pub fn index_path(name: &str) -> String {
+pub(crate) fn index_path(name: &str) -> String {
     let n = name.to_ascii_lowercase();
     match n.len() {
         1 => format!("1/{n}"),
@@ -67,7 +67,7 @@ fn crate_file(name: &str, vers: &str, deps: &[String]) -> anyhow::Result<Vec<u8>
 }
 
 /// Writes the synthetic mirror into `dest` (an empty directory).
-pub fn build(dest: &Path) -> anyhow::Result<MirrorInfo> {
+pub(crate) fn build(dest: &Path) -> anyhow::Result<MirrorInfo> {
     for i in 0..COUNT {
         let n = name(i);
         let dep_names: Vec<String> = deps(i).into_iter().map(name).collect();

@@ -13,7 +13,7 @@ use privreg_shared::protocol::DaemonState;
 use privreg_shared::secrets::{EntryName, Keyring, SecretStore, SecretsError, Token};
 
 /// The provider cargo runs.
-pub struct PrivregCredential;
+pub(crate) struct PrivregCredential;
 
 impl Credential for PrivregCredential {
     fn perform(
@@ -32,7 +32,7 @@ impl Credential for PrivregCredential {
 
 /// What the provider knows about the local privreg.
 #[derive(Debug, Clone)]
-pub struct Setup {
+pub(crate) struct Setup {
     pub config_dir: PathBuf,
     pub keyring: KeyringChoice,
     /// Where the daemon listens: `listen` from `config.toml` (unless its port is 0) and the
@@ -44,7 +44,7 @@ impl Setup {
     /// Reads `config.toml` (a missing one means privreg is not set up: no daemon, `auto`
     /// keyring) and `daemon.json`, from the directories `PRIVREG_CONFIG_DIR` and
     /// `PRIVREG_CACHE_DIR` name, else the platform's.
-    pub fn load() -> Result<Setup, Error> {
+    pub(crate) fn load() -> Result<Setup, Error> {
         let config_dir = paths::config_dir(None).ok_or_else(|| {
             Error::from(format!(
                 "cannot find privreg's config directory; set {}",
@@ -71,14 +71,14 @@ impl Setup {
 }
 
 /// The address in `<cache dir>/daemon.json` (`{"addr":"127.0.0.1:PORT","pid":N}`), if any.
-pub fn read_daemon_addr(cache_dir: &Path) -> Option<SocketAddr> {
+pub(crate) fn read_daemon_addr(cache_dir: &Path) -> Option<SocketAddr> {
     DaemonState::read(cache_dir)?.addr.parse().ok()
 }
 
 /// Whether `index_url` is one of the daemon's: `sparse+http://ADDR/index/` or
 /// `sparse+http://ADDR/upstream/NAME/index/` (trailing `/` optional; `localhost` for a loopback
 /// address; any loopback address when the daemon listens on an unspecified one).
-pub fn served_by_daemon(index_url: &str, daemon_addrs: &[SocketAddr]) -> bool {
+pub(crate) fn served_by_daemon(index_url: &str, daemon_addrs: &[SocketAddr]) -> bool {
     let Some(rest) = index_url.trim().strip_prefix("sparse+") else {
         return false;
     };
@@ -121,7 +121,7 @@ fn other(e: SecretsError) -> Error {
 }
 
 /// Answers one request. `open` opens the keyring, and is called only when one is needed.
-pub fn perform<S: SecretStore + ?Sized>(
+pub(crate) fn perform<S: SecretStore + ?Sized>(
     setup: &Setup,
     open: impl FnOnce() -> Result<Box<S>, SecretsError>,
     registry: &RegistryInfo<'_>,

@@ -19,7 +19,7 @@ use crate::service::default_daemon;
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The environment variable that turns automatic starts off.
-pub const NO_AUTOSTART: &str = "PRIVREG_NO_AUTOSTART";
+pub(crate) const NO_AUTOSTART: &str = "PRIVREG_NO_AUTOSTART";
 
 /// Whether automatic starts are allowed by the environment.
 fn allowed() -> bool {
@@ -28,7 +28,7 @@ fn allowed() -> bool {
 
 /// A client for the running daemon; when nothing answers at its address, the daemon is started
 /// in the background first (see the module docs).
-pub async fn connect(dirs: &Dirs, timeout: Duration) -> anyhow::Result<DaemonClient> {
+pub(crate) async fn connect(dirs: &Dirs, timeout: Duration) -> anyhow::Result<DaemonClient> {
     let client = DaemonClient::open(dirs, timeout)?;
     match client.health().await {
         Err(DaemonError::NotRunning { .. }) if allowed() => {}

@@ -30,16 +30,16 @@ use super::{Dirs, daemon_index_url};
 use privreg_shared::store::write_atomic;
 
 /// The state file in privreg's config dir.
-pub const STATE_FILE: &str = "cargo-config.json";
+pub(crate) const STATE_FILE: &str = "cargo-config.json";
 /// Appended to the cargo config's file name for the one-time backup.
-pub const BACKUP_SUFFIX: &str = ".privreg-backup";
+pub(crate) const BACKUP_SUFFIX: &str = ".privreg-backup";
 
 #[derive(Args)]
 pub struct CargoConfigArgs {
-    /// Merge the configuration into $CARGO_HOME/config.toml (default ~/.cargo/config.toml).
+    /// Merge the configuration into $`CARGO_HOME/config.toml` (default ~/.cargo/config.toml).
     #[arg(long, conflicts_with = "uninstall")]
     install: bool,
-    /// Put back what $CARGO_HOME/config.toml held before `--install`, keeping other edits.
+    /// Put back what $`CARGO_HOME/config.toml` held before `--install`, keeping other edits.
     #[arg(long)]
     uninstall: bool,
 }
@@ -47,7 +47,7 @@ pub struct CargoConfigArgs {
 /// A problem with the cargo config file.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
-pub struct EditError {
+pub(crate) struct EditError {
     pub file: String,
     pub line: Option<usize>,
     pub message: String,
@@ -55,14 +55,14 @@ pub struct EditError {
 
 /// A key privreg wants set: its path (tables, then the key) and value.
 #[derive(Debug, Clone)]
-pub struct Wanted {
+pub(crate) struct Wanted {
     pub path: Vec<String>,
     pub value: Value,
 }
 
 /// A private upstream that projects may name with `registry = "<name>"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Private {
+pub(crate) struct Private {
     pub name: String,
     /// Its exact index URL (what Cargo.lock records).
     pub index: String,
@@ -70,7 +70,7 @@ pub struct Private {
 
 /// The upstreams of a config that get a per-upstream view in cargo's config: all but the public
 /// registry.
-pub fn private_upstreams(config: &privreg_shared::config::Config) -> Vec<Private> {
+pub(crate) fn private_upstreams(config: &privreg_shared::config::Config) -> Vec<Private> {
     use privreg_shared::index::{CRATES_IO_KEY, registry_url_key};
     config
         .upstreams
@@ -86,8 +86,8 @@ pub fn private_upstreams(config: &privreg_shared::config::Config) -> Vec<Private
 /// DESIGN.md's cargo configuration for the daemon's index URL: `crates-io` replaced by the
 /// layered view, and for each private upstream its exact URL replaced by its own view
 /// (`[registries.<name>]` names it for `registry = "<name>"`).
-pub fn wanted(index_url: &str, private: &[Private]) -> Vec<Wanted> {
-    let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect();
+pub(crate) fn wanted(index_url: &str, private: &[Private]) -> Vec<Wanted> {
+    let path = |p: &[&str]| p.iter().map(std::string::ToString::to_string).collect();
     let mut provider = Array::new();
     provider.push("cargo-credential-privreg");
     let base = index_url.trim_end_matches('/').trim_end_matches("/index");
@@ -135,7 +135,7 @@ pub fn wanted(index_url: &str, private: &[Private]) -> Vec<Wanted> {
 }
 
 /// What `privreg cargo-config` prints: [`wanted`] as a fresh file.
-pub fn snippet(index_url: &str, private: &[Private]) -> Result<String, EditError> {
+pub(crate) fn snippet(index_url: &str, private: &[Private]) -> Result<String, EditError> {
     Ok(install(
         Path::new("config.toml"),
         None,
@@ -147,7 +147,7 @@ pub fn snippet(index_url: &str, private: &[Private]) -> Result<String, EditError
 
 /// What install remembers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct State {
+pub(crate) struct State {
     pub file: PathBuf,
     pub created: bool,
     #[serde(default)]
@@ -160,7 +160,7 @@ pub struct State {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KeyState {
+pub(crate) struct KeyState {
     pub path: Vec<String>,
     /// The value privreg set, in plain form (see [`plain`]).
     pub set: String,
@@ -169,7 +169,7 @@ pub struct KeyState {
 
 /// A value as it was written: its TOML text and the spacing and comment around it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Prior {
+pub(crate) struct Prior {
     pub repr: String,
     pub prefix: Option<String>,
     pub suffix: Option<String>,
@@ -198,7 +198,7 @@ impl Prior {
 }
 
 /// A value without its decoration, for comparing what is set with what privreg set.
-pub fn plain(v: &Value) -> String {
+pub(crate) fn plain(v: &Value) -> String {
     match v {
         Value::String(s) => format!("{:?}", s.value()),
         Value::Array(a) => format!("[{}]", a.iter().map(plain).collect::<Vec<_>>().join(", ")),
@@ -214,7 +214,7 @@ fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The text as toml_edit sees it: `\n` line ends and a final newline. Returns it and whether
+/// The text as `toml_edit` sees it: `\n` line ends and a final newline. Returns it and whether
 /// the file used `\r\n` and lacked a final newline.
 fn normalize(text: &str) -> (String, bool, bool) {
     let crlf = text.contains("\r\n") && !text.replace("\r\n", "").contains('\n');
@@ -297,7 +297,7 @@ fn value_at<'d>(doc: &'d DocumentMut, path: &[String]) -> Option<&'d Value> {
 }
 
 /// Merges `wanted` into `text` (`None`: no file yet). Returns the new text and state.
-pub fn install(
+pub(crate) fn install(
     file: &Path,
     text: Option<&str>,
     wanted: &[Wanted],
@@ -360,7 +360,7 @@ pub fn install(
 
 /// What uninstall makes of the file.
 #[derive(Debug, PartialEq)]
-pub struct Restored {
+pub(crate) struct Restored {
     /// The new text; `None`: remove the file.
     pub text: Option<String>,
     /// Keys left alone because they were changed since install.
@@ -368,7 +368,7 @@ pub struct Restored {
 }
 
 /// Takes privreg's keys out of `text` again (see the module docs).
-pub fn uninstall(text: &str, state: &State) -> Result<Restored, EditError> {
+pub(crate) fn uninstall(text: &str, state: &State) -> Result<Restored, EditError> {
     let name = state.file.display().to_string();
     let (norm, crlf, _) = normalize(text);
     let mut doc = parse(&name, &norm)?;
@@ -403,7 +403,7 @@ pub fn uninstall(text: &str, state: &State) -> Result<Restored, EditError> {
             && parent
                 .get(last)
                 .and_then(Item::as_table_like)
-                .is_some_and(|t| t.is_empty())
+                .is_some_and(toml_edit::TableLike::is_empty)
         {
             parent.remove(last);
         }
@@ -425,7 +425,7 @@ pub fn uninstall(text: &str, state: &State) -> Result<Restored, EditError> {
 }
 
 /// `$CARGO_HOME`, else `~/.cargo`.
-pub fn cargo_home() -> anyhow::Result<PathBuf> {
+pub(crate) fn cargo_home() -> anyhow::Result<PathBuf> {
     if let Some(h) = std::env::var_os("CARGO_HOME").filter(|h| !h.is_empty()) {
         return Ok(PathBuf::from(h));
     }
@@ -434,7 +434,7 @@ pub fn cargo_home() -> anyhow::Result<PathBuf> {
 }
 
 /// Cargo's user config file: `config.toml`, or the legacy `config` when only that exists.
-pub fn cargo_config_file() -> anyhow::Result<PathBuf> {
+pub(crate) fn cargo_config_file() -> anyhow::Result<PathBuf> {
     let home = cargo_home()?;
     let toml = home.join("config.toml");
     let legacy = home.join("config");
@@ -482,7 +482,7 @@ fn load_state(dirs: &Dirs) -> anyhow::Result<Option<State>> {
 }
 
 /// Whether cargo's config points at the daemon: `None` when it does, else what is wrong.
-pub fn check(index_url: &str, private: &[Private]) -> anyhow::Result<Option<String>> {
+pub(crate) fn check(index_url: &str, private: &[Private]) -> anyhow::Result<Option<String>> {
     let file = cargo_config_file()?;
     let Some(bytes) = read_optional(&file)? else {
         return Ok(Some(format!("{} does not exist", file.display())));
@@ -505,7 +505,7 @@ pub fn check(index_url: &str, private: &[Private]) -> anyhow::Result<Option<Stri
     Ok((!wrong.is_empty()).then(|| format!("{}: {}", file.display(), wrong.join("; "))))
 }
 
-pub fn run(dirs: &Dirs, args: CargoConfigArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(dirs: &Dirs, args: CargoConfigArgs) -> anyhow::Result<ExitCode> {
     if args.uninstall {
         return run_uninstall(dirs);
     }
@@ -577,7 +577,7 @@ pub fn run(dirs: &Dirs, args: CargoConfigArgs) -> anyhow::Result<ExitCode> {
 
 /// After the upstreams changed: if privreg's cargo configuration is installed, installs it again
 /// (undo, then install) so that each private upstream's entries match `config.toml`.
-pub fn reinstall_if_installed(dirs: &Dirs) -> anyhow::Result<()> {
+pub(crate) fn reinstall_if_installed(dirs: &Dirs) -> anyhow::Result<()> {
     if load_state(dirs)?.is_none() {
         return Ok(());
     }

@@ -15,7 +15,7 @@ use super::Dirs;
 
 /// Why the daemon did not give what was asked; the variants tell the caller what to do.
 #[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
+pub(crate) enum DaemonError {
     /// Nothing answers at the address: start the daemon.
     #[error(
         "the daemon does not answer at {addr}; start it (see `privreg doctor`) or check `listen`"
@@ -61,7 +61,7 @@ pub enum DaemonError {
 
 impl DaemonError {
     /// The HTTP status the daemon answered with, if it answered.
-    pub fn status(&self) -> Option<StatusCode> {
+    pub(crate) fn status(&self) -> Option<StatusCode> {
         match self {
             DaemonError::Unauthorized => Some(StatusCode::UNAUTHORIZED),
             DaemonError::Forbidden => Some(StatusCode::FORBIDDEN),
@@ -73,7 +73,7 @@ impl DaemonError {
 
 /// A client for the daemon on loopback: no proxy, short connect timeout.
 #[derive(Clone)]
-pub struct DaemonClient {
+pub(crate) struct DaemonClient {
     client: reqwest::Client,
     addr: String,
     auth: Option<HeaderValue>,
@@ -83,7 +83,7 @@ impl DaemonClient {
     /// A client for the daemon `dirs` point at (its `daemon.json`, else `listen`), with the local
     /// token when `auth = true`; `timeout` bounds each request. A missing token is not an error
     /// here: the daemon's 401 says what is wrong.
-    pub fn open(dirs: &Dirs, timeout: Duration) -> anyhow::Result<DaemonClient> {
+    pub(crate) fn open(dirs: &Dirs, timeout: Duration) -> anyhow::Result<DaemonClient> {
         let addr = dirs.daemon_addr()?;
         let token = match Config::load(&dirs.config) {
             Ok(config) => dirs.local_token(&config).unwrap_or(None),
@@ -93,7 +93,7 @@ impl DaemonClient {
     }
 
     /// A client for the daemon at `addr` (`host:port`), presenting `token` if given.
-    pub fn new(
+    pub(crate) fn new(
         addr: String,
         token: Option<&Token>,
         timeout: Duration,
@@ -115,7 +115,7 @@ impl DaemonClient {
     }
 
     /// The same client, for a daemon at another address.
-    pub fn at(&self, addr: String) -> DaemonClient {
+    pub(crate) fn at(&self, addr: String) -> DaemonClient {
         DaemonClient {
             addr,
             ..self.clone()
@@ -154,7 +154,7 @@ impl DaemonClient {
 
     /// GETs `path`, whatever the daemon answers but 401 and 403 (for `privreg warm`, which
     /// reports each answer).
-    pub async fn get(&self, path: &str) -> Result<reqwest::Response, DaemonError> {
+    pub(crate) async fn get(&self, path: &str) -> Result<reqwest::Response, DaemonError> {
         self.send(self.request(Method::GET, path)).await
     }
 
@@ -188,7 +188,7 @@ impl DaemonClient {
     }
 
     /// `GET /-/health`, without the local token: whether the daemon answers `ok`.
-    pub async fn health(&self) -> Result<(), DaemonError> {
+    pub(crate) async fn health(&self) -> Result<(), DaemonError> {
         let path = "/-/health";
         let resp = self
             .client
@@ -208,21 +208,21 @@ impl DaemonClient {
     }
 
     /// `GET /-/status`.
-    pub async fn status(&self) -> Result<Status, DaemonError> {
+    pub(crate) async fn status(&self) -> Result<Status, DaemonError> {
         let path = "/-/status";
         self.document(path, self.request(Method::GET, path), "JSON")
             .await
     }
 
     /// `GET /-/policy/<krate>`; the daemon checks the name.
-    pub async fn policy(&self, krate: &str) -> Result<Policy, DaemonError> {
+    pub(crate) async fn policy(&self, krate: &str) -> Result<Policy, DaemonError> {
         let path = format!("/-/policy/{krate}");
         self.document(&path, self.request(Method::GET, &path), "JSON")
             .await
     }
 
     /// `POST /-/refresh`.
-    pub async fn refresh(&self, request: &RefreshRequest) -> Result<RefreshReport, DaemonError> {
+    pub(crate) async fn refresh(&self, request: &RefreshRequest) -> Result<RefreshReport, DaemonError> {
         let path = "/-/refresh";
         let req = self
             .request(Method::POST, path)
@@ -232,7 +232,7 @@ impl DaemonClient {
     }
 
     /// `POST /-/open`: a one-time link to the status page.
-    pub async fn page_link(&self) -> Result<PageLink, DaemonError> {
+    pub(crate) async fn page_link(&self) -> Result<PageLink, DaemonError> {
         let path = "/-/open";
         self.document(path, self.request(Method::POST, path), "JSON")
             .await

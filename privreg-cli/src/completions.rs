@@ -13,7 +13,7 @@ pub struct CompletionsArgs {
     shell: Shell,
 }
 
-pub fn run(args: &CompletionsArgs) -> ExitCode {
+pub(crate) fn run(args: &CompletionsArgs) -> ExitCode {
     let mut cmd = Cli::command();
     clap_complete::generate(args.shell, &mut cmd, "privreg", &mut std::io::stdout());
     ExitCode::SUCCESS

@@ -163,7 +163,7 @@ fn on_path(program: &str) -> Option<PathBuf> {
 /// How long a request to the daemon may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn run(dirs: &Dirs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     let mut r = Report::default();
     let config = check_files(&mut r, dirs);
     let (keyring, token_ok) = check_keyring(&mut r, dirs, config.as_ref());
@@ -359,29 +359,26 @@ fn check_cargo(r: &mut Report, config: Option<&Config>, addr: Option<&str>) {
 
 /// cargo can run the credential provider.
 fn check_credential_provider(r: &mut Report) {
-    match on_path("cargo-credential-privreg") {
-        Some(p) => r.ok(format!(
-            "cargo-credential-privreg is on PATH ({})",
-            p.display()
-        )),
-        None => {
-            let dir = default_daemon()
-                .ok()
-                .and_then(|d| d.parent().map(Path::to_owned))
-                .filter(|d| d.join("cargo-credential-privreg").is_file());
-            let fix = match dir {
-                Some(d) => format!(
-                    "export PATH={}:\"$PATH\"   (in your shell's profile)",
-                    sh(&d)
-                ),
-                None => "./install.sh (it installs cargo-credential-privreg with cargo install)"
-                    .to_owned(),
-            };
-            r.fail(
-                "cargo-credential-privreg is not on PATH, so cargo cannot get the local token",
-                fix,
-            );
-        }
+    if let Some(p) = on_path("cargo-credential-privreg") { r.ok(format!(
+        "cargo-credential-privreg is on PATH ({})",
+        p.display()
+    )); } else {
+        let dir = default_daemon()
+            .ok()
+            .and_then(|d| d.parent().map(Path::to_owned))
+            .filter(|d| d.join("cargo-credential-privreg").is_file());
+        let fix = match dir {
+            Some(d) => format!(
+                "export PATH={}:\"$PATH\"   (in your shell's profile)",
+                sh(&d)
+            ),
+            None => "./install.sh (it installs cargo-credential-privreg with cargo install)"
+                .to_owned(),
+        };
+        r.fail(
+            "cargo-credential-privreg is not on PATH, so cargo cannot get the local token",
+            fix,
+        );
     }
 }
 

@@ -71,7 +71,7 @@ fn keyring_line(choice: KeyringChoice, opened: Option<StoreKind>) -> String {
 }
 
 /// The default `config.toml`.
-pub fn default_config(listen: SocketAddr, keyring_line: &str) -> String {
+pub(crate) fn default_config(listen: SocketAddr, keyring_line: &str) -> String {
     let crates_io = tame_index::index::sparse::CRATES_IO_HTTP_INDEX;
     format!(
         r#"# privreg's configuration, written by `privreg init`; yours to edit. The daemon reloads it
@@ -114,7 +114,7 @@ priority = {DEFAULT_PRIORITY}
 }
 
 /// The default `preferences`: comments only, explaining the format.
-pub const DEFAULT_PREFERENCES: &str = r#"# privreg's pin file, in the style of apt_preferences(5). More pin files may go in
+pub(crate) const DEFAULT_PREFERENCES: &str = r"# privreg's pin file, in the style of apt_preferences(5). More pin files may go in
 # preferences.d/*.pref (read after this one, in lexical order). Edit with
 # `privreg pin add|list|remove`; see what a pin does with `privreg policy CRATE`. The daemon
 # applies a valid change within a second; a file that does not parse leaves the last good pins in
@@ -153,7 +153,7 @@ pub const DEFAULT_PREFERENCES: &str = r#"# privreg's pin file, in the style of a
 # Package: openssl
 # Pin: version =0.10.55
 # Pin-Priority: -1
-"#;
+";
 
 /// Writes `path` with `text` unless it exists; returns whether it wrote.
 fn write_if_absent(path: &Path, text: &str) -> anyhow::Result<bool> {
@@ -169,7 +169,7 @@ fn write_if_absent(path: &Path, text: &str) -> anyhow::Result<bool> {
 }
 
 /// Sets a file's permission bits (Unix only; elsewhere the default is kept).
-pub fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -181,7 +181,7 @@ pub fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(dirs: &Dirs, args: InitArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(dirs: &Dirs, args: InitArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&dirs.config)
         .with_context(|| format!("cannot create {}", dirs.config.display()))?;
     let config_path = dirs.config.join(CONFIG_FILE);

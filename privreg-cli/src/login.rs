@@ -14,7 +14,7 @@ use privreg_shared::secrets::{EntryName, Keyring, SecretStore, SecretsError, Tok
 use super::{Dirs, open_keyring};
 
 /// The upstream called `name`, or an error listing the ones there are.
-pub fn find_upstream<'c>(
+pub(crate) fn find_upstream<'c>(
     dirs: &Dirs,
     config: &'c Config,
     name: &UpstreamName,
@@ -48,7 +48,7 @@ fn read_token(up: &Upstream) -> anyhow::Result<Token> {
     Token::new(text).with_context(|| format!("upstream {}: no token stored", up.name))
 }
 
-pub fn login(dirs: &Dirs, name: &UpstreamName) -> anyhow::Result<ExitCode> {
+pub(crate) fn login(dirs: &Dirs, name: &UpstreamName) -> anyhow::Result<ExitCode> {
     let (keyring, config) = open_keyring(dirs)?;
     let up = find_upstream(dirs, &config, name)?;
     let token = read_token(up)?;
@@ -67,7 +67,7 @@ pub fn login(dirs: &Dirs, name: &UpstreamName) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn logout(dirs: &Dirs, name: &UpstreamName) -> anyhow::Result<ExitCode> {
+pub(crate) fn logout(dirs: &Dirs, name: &UpstreamName) -> anyhow::Result<ExitCode> {
     let (keyring, config) = open_keyring(dirs)?;
     let up = find_upstream(dirs, &config, name)?;
     match keyring.delete(&EntryName::registry(&up.index)) {
@@ -76,7 +76,7 @@ pub fn logout(dirs: &Dirs, name: &UpstreamName) -> anyhow::Result<ExitCode> {
             keyring.kind()
         ),
         Err(SecretsError::NoEntry { .. }) => {
-            println!("no token is stored for upstream {name}; nothing to do")
+            println!("no token is stored for upstream {name}; nothing to do");
         }
         Err(e) => return Err(e.into()),
     }
@@ -92,7 +92,7 @@ fn delete(keyring: &Keyring, entry: &EntryName) -> anyhow::Result<bool> {
     }
 }
 
-pub fn purge(dirs: &Dirs) -> anyhow::Result<ExitCode> {
+pub(crate) fn purge(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     // A missing or broken config still leaves the local token to remove.
     let config = Config::load(&dirs.config).ok();
     let choice = config.as_ref().map_or(KeyringChoice::Auto, |c| c.keyring);

@@ -34,10 +34,10 @@ use privreg_shared::secrets::{EntryName, Keyring, SecretStore, SecretsError, Tok
     after_long_help = "Examples:\n  privreg init && privreg cargo-config --install\n  privreg policy serde\n  privreg warm   # before going offline"
 )]
 pub struct Cli {
-    /// Directory holding config.toml and the pin files [env: PRIVREG_CONFIG_DIR]
+    /// Directory holding config.toml and the pin files [env: `PRIVREG_CONFIG_DIR`]
     #[arg(long, global = true)]
     pub config_dir: Option<PathBuf>,
-    /// The daemon's cache directory [env: PRIVREG_CACHE_DIR]
+    /// The daemon's cache directory [env: `PRIVREG_CACHE_DIR`]
     #[arg(long, global = true)]
     pub cache_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -70,7 +70,7 @@ pub enum Command {
     },
     /// Add, remove, list or check upstream registries (config.toml's `[upstreams.*]`).
     ///
-    /// Example: privreg upstream add acme sparse+https://cargo.acme.example/index/ --priority 600
+    /// Example: privreg upstream add acme <sparse+https://cargo.acme.example/index>/ --priority 600
     #[command(subcommand)]
     Upstream(upstream::UpstreamCommand),
     /// Edit and list the pin file (`preferences`, `preferences.d/*.pref`).
@@ -102,7 +102,7 @@ pub enum Command {
     Doctor,
     /// Print, install or uninstall the cargo configuration that sends cargo through privreg.
     ///
-    /// `--install` merges it into $CARGO_HOME/config.toml (comments and other keys kept, a
+    /// `--install` merges it into $`CARGO_HOME/config.toml` (comments and other keys kept, a
     /// backup written the first time); `--uninstall` puts back what was there before.
     ///
     /// Example: privreg cargo-config --install

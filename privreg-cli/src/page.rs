@@ -29,7 +29,7 @@ async fn link(dirs: &Dirs) -> anyhow::Result<(String, u64)> {
     Ok((link.url, link.expires_in_secs))
 }
 
-pub async fn open(dirs: &Dirs, print: bool) -> anyhow::Result<ExitCode> {
+pub(crate) async fn open(dirs: &Dirs, print: bool) -> anyhow::Result<ExitCode> {
     let (url, secs) = link(dirs).await?;
     if print {
         println!("{url}");

@@ -33,7 +33,7 @@ pub enum PinCommand {
         #[arg(long, default_value = PREFERENCES_FILE)]
         file: String,
     },
-    /// List every stanza, numbered, with file:line.
+    /// List every stanza, numbered, with <file:line>.
     ///
     /// Example: privreg pin list
     List,
@@ -76,7 +76,7 @@ fn pin_file(dirs: &Dirs, name: &str) -> anyhow::Result<(PathBuf, String)> {
     Ok((dirs.config.join(&rel), rel))
 }
 
-pub fn run(dirs: &Dirs, cmd: PinCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(dirs: &Dirs, cmd: PinCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PinCommand::Add {
             package,

@@ -47,7 +47,7 @@ fn versions(n: usize) -> String {
 }
 
 /// One line for a file: crate, upstream, and what happened.
-pub fn describe(f: &FileReport) -> String {
+pub(crate) fn describe(f: &FileReport) -> String {
     let what = match f.outcome {
         Outcome::Failed => format!(
             "failed: {}",
@@ -78,12 +78,12 @@ pub fn describe(f: &FileReport) -> String {
     format!("{:<24} {:<16} {what}", f.krate, f.upstream)
 }
 
-pub async fn run(dirs: &Dirs, args: RefreshArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(dirs: &Dirs, args: RefreshArgs) -> anyhow::Result<ExitCode> {
     for c in &args.crates {
         CrateName::new(c).with_context(|| format!("{c:?} is not a crate name"))?;
     }
     // Revalidating a large cache takes a while; the daemon answers when every file is done.
-    let report = crate::autostart::connect(dirs, Duration::from_secs(900))
+    let report = crate::autostart::connect(dirs, Duration::from_mins(15))
         .await?
         .refresh(&RefreshRequest {
             crates: args.crates.clone(),

@@ -11,7 +11,7 @@ use super::Dirs;
 /// How long a request to the daemon may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn policy(dirs: &Dirs, krate: &str) -> anyhow::Result<ExitCode> {
+pub(crate) async fn policy(dirs: &Dirs, krate: &str) -> anyhow::Result<ExitCode> {
     let p = crate::autostart::connect(dirs, TIMEOUT)
         .await?
         .policy(krate)
@@ -106,7 +106,7 @@ fn health(u: &UpstreamStatus, now: u64) -> String {
     }
 }
 
-pub async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     let st = crate::autostart::connect(dirs, TIMEOUT)
         .await?
         .status()
@@ -132,8 +132,7 @@ pub async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .map_or(0, |d| d.as_secs());
     println!("upstreams:");
     for u in &st.upstreams {
         println!(

@@ -13,7 +13,7 @@ use super::Dirs;
 use super::client::{DaemonClient, DaemonError};
 
 /// The systemd unit's name and the launchd agent's label.
-pub const SERVICE_NAME: &str = "privreg";
+pub(crate) const SERVICE_NAME: &str = "privreg";
 
 #[derive(Subcommand)]
 pub enum ServiceCommand {
@@ -59,7 +59,7 @@ pub enum Which {
 }
 
 /// The daemon binary next to the running `privreg`.
-pub fn default_daemon() -> anyhow::Result<PathBuf> {
+pub(crate) fn default_daemon() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
     Ok(exe
@@ -89,7 +89,7 @@ fn systemd_arg(s: &str) -> String {
 }
 
 /// The systemd user unit.
-pub fn unit(daemon: &Path, config_dir: &Path, cache_dir: &Path) -> String {
+pub(crate) fn unit(daemon: &Path, config_dir: &Path, cache_dir: &Path) -> String {
     let exec = [
         daemon.to_string_lossy(),
         "--config-dir".into(),
@@ -130,14 +130,14 @@ RestartSec=2
 
 /// The systemd user socket unit: systemd listens on `listen` and starts privreg.service on the
 /// first connection (after login, a crash or a `kill`), handing the socket over (`LISTEN_FDS`).
-pub fn socket_unit(listen: std::net::SocketAddr) -> anyhow::Result<String> {
+pub(crate) fn socket_unit(listen: std::net::SocketAddr) -> anyhow::Result<String> {
     if listen.port() == 0 {
         bail!(
             "`listen = \"{listen}\"` asks for any free port, which a socket unit cannot hold; set a fixed port in config.toml"
         );
     }
     Ok(format!(
-        r#"# privreg's listening socket; written by install.sh (`privreg service socket`).
+        r"# privreg's listening socket; written by install.sh (`privreg service socket`).
 # systemd listens here and starts privreg.service on the first connection, so cargo finds the
 # daemon after login or a crash. After changing `listen` in config.toml, run ./install.sh again.
 #
@@ -152,7 +152,7 @@ NoDelay=true
 
 [Install]
 WantedBy=sockets.target
-"#
+"
     ))
 }
 
@@ -165,7 +165,7 @@ fn xml(s: &str) -> String {
 }
 
 /// The launchd agent. launchd has no journal: stderr goes to `daemon.log` in the cache dir.
-pub fn plist(daemon: &Path, config_dir: &Path, cache_dir: &Path) -> String {
+pub(crate) fn plist(daemon: &Path, config_dir: &Path, cache_dir: &Path) -> String {
     let args: String = [
         daemon.to_string_lossy(),
         "--config-dir".into(),
@@ -240,7 +240,7 @@ async fn wait(dirs: &Dirs, timeout: Duration) -> anyhow::Result<String> {
     }
 }
 
-pub async fn run(dirs: &Dirs, cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(dirs: &Dirs, cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
     let (config, cache) = (absolute(&dirs.config), absolute(&dirs.cache));
     match cmd {
         ServiceCommand::Unit { daemon } => {

@@ -24,9 +24,9 @@ use privreg_shared::store::write_atomic;
 pub enum UpstreamCommand {
     /// Add an upstream registry, after checking that its config.json answers.
     ///
-    /// Example: privreg upstream add acme sparse+https://cargo.acme.example/index/ --priority 600 --ttl 2m
+    /// Example: privreg upstream add acme <sparse+https://cargo.acme.example/index>/ --priority 600 --ttl 2m
     Add {
-        /// A name of ASCII letters, digits, `-` and `_` (used in pins and PRIVREG_TOKEN_<NAME>).
+        /// A name of ASCII letters, digits, `-` and `_` (used in pins and `PRIVREG_TOKEN`_<NAME>).
         name: UpstreamName,
         /// The sparse index URL, `sparse+https://…/`.
         url: String,
@@ -67,14 +67,14 @@ pub enum UpstreamCommand {
 }
 
 /// Where an upstream's token comes from.
-pub enum TokenSource {
+pub(crate) enum TokenSource {
     Env(String),
     Keyring,
     None,
 }
 
 /// Upstream `name`'s token: `PRIVREG_TOKEN_<NAME>`, else the keyring (if it opens).
-pub fn upstream_token(
+pub(crate) fn upstream_token(
     keyring: Option<&Keyring>,
     name: &UpstreamName,
     index: &str,
@@ -94,7 +94,7 @@ pub fn upstream_token(
 
 /// Why an upstream's config.json could not be had. Never holds a token.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     #[error("upstream {name}: cannot reach {url}: {reason}")]
     Unreachable {
         name: String,
@@ -126,7 +126,7 @@ pub enum CheckError {
 
 impl CheckError {
     /// Whether the upstream refused the token (or wants one).
-    pub fn is_auth(&self) -> bool {
+    pub(crate) fn is_auth(&self) -> bool {
         matches!(self, CheckError::Status { status, .. } if is_auth_status(*status))
     }
 }
@@ -164,7 +164,7 @@ fn root_cause(e: &dyn std::error::Error) -> String {
 
 /// Fetches `config.json` of upstream `name` at `index` with `token` (sent raw, as cargo does).
 /// Redirects are followed only within the same origin (see [`privreg_shared::http`]).
-pub async fn fetch_config(
+pub(crate) async fn fetch_config(
     name: &str,
     index: &str,
     token: Option<&Token>,
@@ -264,7 +264,7 @@ pub async fn fetch_config(
 }
 
 /// Checks one configured upstream with its token.
-pub async fn check(keyring: Option<&Keyring>, up: &Upstream) -> anyhow::Result<()> {
+pub(crate) async fn check(keyring: Option<&Keyring>, up: &Upstream) -> anyhow::Result<()> {
     let (token, source) = upstream_token(keyring, &up.name, &up.index)
         .with_context(|| format!("upstream {}: cannot read its token", up.name))?;
     fetch_config(&up.name, &up.index, token.as_ref(), &source, up.timeout).await?;
@@ -437,7 +437,7 @@ fn list(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run(dirs: &Dirs, cmd: UpstreamCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(dirs: &Dirs, cmd: UpstreamCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         UpstreamCommand::Add {
             name,

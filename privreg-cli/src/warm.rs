@@ -42,7 +42,7 @@ pub struct WarmArgs {
 
 /// Where a locked registry package is fetched from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Route {
+pub(crate) enum Route {
     /// The public registry's packages: the layered view.
     Layered,
     /// A configured upstream's own URL: that upstream's view.
@@ -69,7 +69,7 @@ impl fmt::Display for Route {
 
 /// What a locked package is to privreg.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Class {
+pub(crate) enum Class {
     Served(Route),
     Path,
     Git,
@@ -78,7 +78,7 @@ pub enum Class {
 }
 
 /// Classifies a package's `source`; `upstreams` are (URL key, name) of the configured upstreams.
-pub fn classify(source: Option<&SourceId>, upstreams: &[(String, String)]) -> Class {
+pub(crate) fn classify(source: Option<&SourceId>, upstreams: &[(String, String)]) -> Class {
     let Some(source) = source else {
         return Class::Path;
     };
@@ -101,7 +101,7 @@ pub fn classify(source: Option<&SourceId>, upstreams: &[(String, String)]) -> Cl
 
 /// One index file to warm, with the versions (and checksums) of it that lockfiles lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Job {
+pub(crate) struct Job {
     pub route: Route,
     /// The name as the lockfile spells it (downloads use it).
     pub name: String,
@@ -114,7 +114,7 @@ type Id = (String, Version);
 
 /// What lockfiles ask for: the index files to warm, and what was skipped.
 #[derive(Debug, Default)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub jobs: Vec<Job>,
     pub path: BTreeSet<Id>,
     pub git: BTreeSet<Id>,
@@ -124,7 +124,7 @@ pub struct Plan {
 
 impl Plan {
     /// Adds a lockfile's packages; the same package in several lockfiles counts once.
-    pub fn add(&mut self, lockfile: &Lockfile, upstreams: &[(String, String)]) {
+    pub(crate) fn add(&mut self, lockfile: &Lockfile, upstreams: &[(String, String)]) {
         let mut jobs: BTreeMap<(Route, String), Job> = self
             .jobs
             .drain(..)
@@ -147,7 +147,7 @@ impl Plan {
                         });
                     job.versions.insert(
                         p.version.clone(),
-                        p.checksum.as_ref().map(|c| c.to_string()),
+                        p.checksum.as_ref().map(std::string::ToString::to_string),
                     );
                 }
             }
@@ -155,14 +155,14 @@ impl Plan {
         self.jobs = jobs.into_values().collect();
     }
 
-    pub fn packages(&self) -> usize {
+    pub(crate) fn packages(&self) -> usize {
         self.jobs.iter().map(|j| j.versions.len()).sum()
     }
 }
 
 /// What became of one file (an index file or a crate).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     Fetched,
     Cached,
     Failed(String),
@@ -170,7 +170,7 @@ pub enum State {
 
 /// What became of one locked package.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub name: String,
     pub version: Version,
     pub route: Route,
@@ -181,7 +181,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// The package's overall state: failed if anything failed, fetched if anything was.
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         let states = [Some(&self.index), self.krate.as_ref()];
         if let Some(State::Failed(e)) = states
             .iter()
@@ -366,7 +366,7 @@ impl fmt::Display for Tally {
     }
 }
 
-pub async fn run(dirs: &Dirs, args: WarmArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(dirs: &Dirs, args: WarmArgs) -> anyhow::Result<ExitCode> {
     let paths: Vec<PathBuf> = if args.lockfiles.is_empty() {
         vec![current_lockfile()?]
     } else {
@@ -383,7 +383,7 @@ pub async fn run(dirs: &Dirs, args: WarmArgs) -> anyhow::Result<ExitCode> {
         plan.add(&load(path)?, &upstreams);
     }
 
-    let conn = crate::autostart::connect(dirs, Duration::from_secs(600)).await?;
+    let conn = crate::autostart::connect(dirs, Duration::from_mins(10)).await?;
     // One cheap request first, so that a daemon that is down or refuses the token says so once.
     conn.get("/index/config.json").await?;
 

@@ -18,16 +18,16 @@ use privreg_shared::protocol::RegistryConfig;
 use semver::Version;
 use serde_json::{Value, json};
 
-use crate::Daemon;
+use crate::daemon::Daemon;
 use crate::download::View;
 use crate::upstream::{FetchError, RequestKind};
 use privreg_shared::store::UpstreamPath;
 
 /// Largest request body forwarded (a publish carries the `.crate`).
-pub const MAX_API_BODY: usize = 64 << 20;
+pub(crate) const MAX_API_BODY: usize = 64 << 20;
 
 /// What the API answers: status, content type and body.
-pub struct ApiResponse {
+pub(crate) struct ApiResponse {
     pub status: StatusCode,
     pub content_type: Option<String>,
     pub body: Bytes,
@@ -35,7 +35,7 @@ pub struct ApiResponse {
 
 impl ApiResponse {
     /// The registry API's error shape, which cargo prints.
-    pub fn error(status: StatusCode, detail: impl Into<String>) -> ApiResponse {
+    pub(crate) fn error(status: StatusCode, detail: impl Into<String>) -> ApiResponse {
         ApiResponse {
             status,
             content_type: Some("application/json".into()),
@@ -157,7 +157,7 @@ fn published_name(body: &[u8]) -> Option<CrateName> {
 impl Daemon {
     /// The upstream's API base URL, from its `config.json`.
     async fn api_base(&self, up: &Upstream) -> Result<url::Url, ApiResponse> {
-        let fetched = self.upstreams.fetch(up, UpstreamPath::Config).await;
+        let fetched = self.upstreams().fetch(up, UpstreamPath::Config).await;
         let Some(entry) = fetched.entry else {
             return Err(fetched
                 .error
@@ -191,19 +191,19 @@ impl Daemon {
             return ApiResponse::error(StatusCode::BAD_REQUEST, "bad API path");
         };
         let what = format!("{method} /{}", path_and_query.trim_start_matches('/'));
-        let _permit = match self.upstreams.permit(up, &what).await {
+        let _permit = match self.upstreams().permit(up, &what).await {
             Ok(p) => p,
             Err(e) => return upstream_failed(&e),
         };
         let req = self
-            .upstreams
+            .upstreams()
             .request_to(up, kind, method, url)
             .await
             .timeout(up.timeout.max(Duration::from_secs(60)))
             .body(body);
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return upstream_failed(&self.upstreams.transport_error(up, &what, e)),
+            Err(e) => return upstream_failed(&self.upstreams().transport_error(up, &what, e)),
         };
         let status =
             StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -221,13 +221,13 @@ impl Daemon {
                 content_type,
                 body,
             },
-            Err(e) => upstream_failed(&self.upstreams.transport_error(up, &what, e)),
+            Err(e) => upstream_failed(&self.upstreams().transport_error(up, &what, e)),
         }
     }
 
     /// Forgets what is cached for `krate` so that cargo sees a change at once.
     fn drop_cached(&self, up: &Upstream, krate: &CrateName) {
-        self.upstreams
+        self.upstreams()
             .invalidate(up, UpstreamPath::Index(&krate.lower()));
         self.forget_merged(&krate.lower());
     }
@@ -258,7 +258,7 @@ impl Daemon {
 
     /// Answers `/api/…` (or `/upstream/<name>/api/…`): `rest` is the path after `api/`, with the
     /// query.
-    pub async fn api(
+    pub(crate) async fn api(
         &self,
         view: View<'_>,
         method: Method,
@@ -275,7 +275,7 @@ impl Daemon {
                         StatusCode::BAD_REQUEST,
                         format!(
                             "no upstream to publish to: set `publish = true` on one upstream in {}",
-                            self.config_dir
+                            self.config_dir()
                                 .join(privreg_shared::config::CONFIG_FILE)
                                 .display()
                         ),

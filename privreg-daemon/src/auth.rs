@@ -10,11 +10,11 @@
 use http::{Method, Request};
 use privreg_shared::route::{Endpoint, View};
 
-use crate::Daemon;
+use crate::daemon::Daemon;
 
 /// The outcome of checking a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allowed,
     /// `Host` names another address.
     WrongHost,
@@ -26,7 +26,7 @@ pub enum Verdict {
 
 /// What a request may present instead of the local token as cargo sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accept {
+pub(crate) enum Accept {
     /// The local token only.
     Token,
     /// Also `Bearer <local token>` (a metrics scraper).
@@ -38,7 +38,7 @@ pub enum Accept {
 }
 
 /// What a request for `parsed` (with `method`) may present (see [`Accept`]).
-pub fn accept_for<E>(parsed: &Result<(View<'_>, Endpoint<'_>), E>, method: &Method) -> Accept {
+pub(crate) fn accept_for<E>(parsed: &Result<(View<'_>, Endpoint<'_>), E>, method: &Method) -> Accept {
     match parsed {
         Ok((_, Endpoint::Metrics)) => Accept::TokenOrBearer,
         Ok((_, Endpoint::Page)) if method == Method::GET || method == Method::HEAD => {
@@ -49,15 +49,10 @@ pub fn accept_for<E>(parsed: &Result<(View<'_>, Endpoint<'_>), E>, method: &Meth
     }
 }
 
-/// Paths anyone on the machine may ask for.
-pub fn is_open(path: &str) -> bool {
-    matches!(path, "/-/health" | "/-/login")
-}
-
 impl Daemon {
     /// The `Host` values this daemon answers to: its address, and `localhost` with its port.
     fn host_allowed(&self, host: &str) -> bool {
-        let own = self.base_url.trim_start_matches("http://");
+        let own = self.base_url().trim_start_matches("http://");
         if host.eq_ignore_ascii_case(own) {
             return true;
         }
@@ -66,7 +61,7 @@ impl Daemon {
         loopback && port.is_some_and(|p| host.eq_ignore_ascii_case(&format!("localhost:{p}")))
     }
 
-    pub fn check<B>(&self, req: &Request<B>, accept: Accept) -> Verdict {
+    pub(crate) fn check<B>(&self, req: &Request<B>, accept: Accept) -> Verdict {
         let host = req
             .uri()
             .authority()
@@ -80,11 +75,11 @@ impl Daemon {
         if !host.is_some_and(|h| self.host_allowed(&h)) {
             return Verdict::WrongHost;
         }
-        let Some(token) = &self.local_token else {
+        let Some(token) = self.local_token() else {
             return Verdict::Allowed;
         };
         if accept == Accept::HostOnly
-            || (accept == Accept::TokenOrSession && self.sessions.has_session(req.headers()))
+            || (accept == Accept::TokenOrSession && self.sessions().has_session(req.headers()))
         {
             return Verdict::Allowed;
         }
@@ -101,8 +96,8 @@ impl Daemon {
         }
     }
 
-    pub fn auth_required(&self) -> bool {
-        self.local_token.is_some()
+    pub(crate) fn auth_required(&self) -> bool {
+        self.local_token().is_some()
     }
 }
 

@@ -14,17 +14,17 @@ use http_body_util::Full;
 use hyper::body::{Frame, SizeHint};
 
 /// How much of a file one poll reads (and so what one file body holds at most).
-pub use privreg_shared::store::CHUNK;
+pub(crate) use privreg_shared::store::CHUNK;
 
 /// An answer's body.
 #[derive(Debug)]
-pub enum Body {
+pub(crate) enum Body {
     Full(Full<Bytes>),
     File(FileBody),
 }
 
 impl Body {
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Body::Full(Full::new(Bytes::new()))
     }
 }
@@ -51,13 +51,13 @@ impl From<Full<Bytes>> for Body {
 /// early or fails to read ends the body with an error, so the client sees a broken answer,
 /// never a short one that looks whole.
 #[derive(Debug)]
-pub struct FileBody {
+pub(crate) struct FileBody {
     file: std::fs::File,
     left: u64,
 }
 
 impl FileBody {
-    pub fn new(file: std::fs::File, len: u64) -> Self {
+    pub(crate) fn new(file: std::fs::File, len: u64) -> Self {
         FileBody { file, left: len }
     }
 

@@ -29,7 +29,7 @@ type Millis = u64;
 
 /// What [`victim`] needs to know of one open connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Standing {
+pub(crate) struct Standing {
     /// Requests being answered on it right now.
     pub in_flight: usize,
     /// When it last made progress: accepted, a request started or ended, or a byte written.
@@ -39,7 +39,7 @@ pub struct Standing {
 /// The connection to close to make room for a new one: among those with no request in flight,
 /// the one that has gone longest without progress (the earlier accepted, i.e. the lower id, on
 /// a tie). `None` when every connection has a request in flight.
-pub fn victim(open: impl IntoIterator<Item = (u64, Standing)>) -> Option<u64> {
+pub(crate) fn victim(open: impl IntoIterator<Item = (u64, Standing)>) -> Option<u64> {
     open.into_iter()
         .filter(|(_, s)| s.in_flight == 0)
         .min_by_key(|(id, s)| (s.last_progress, *id))
@@ -49,7 +49,7 @@ pub fn victim(open: impl IntoIterator<Item = (u64, Standing)>) -> Option<u64> {
 /// How long a connection may still stay silent: `None` when it has been idle for `idle` (and
 /// is to be closed), the whole of `idle` while a request is in flight (a slow upstream is not
 /// the client's silence).
-pub fn idle_left(
+pub(crate) fn idle_left(
     last_activity: Millis,
     in_flight: usize,
     idle: Duration,
@@ -118,12 +118,12 @@ impl Table {
 
 /// The open client connections, bounded by `limits.max-connections`.
 #[derive(Debug, Clone)]
-pub struct Conns {
+pub(crate) struct Conns {
     table: Arc<Table>,
 }
 
 impl Conns {
-    pub fn new(max: usize) -> Conns {
+    pub(crate) fn new(max: usize) -> Conns {
         Conns {
             table: Arc::new(Table {
                 max: max.max(1),
@@ -136,13 +136,14 @@ impl Conns {
     }
 
     /// Connections open now.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open(&self) -> usize {
         self.table.slots.lock().expect("slots lock").len()
     }
 
     /// A slot for a connection just accepted, closing the connection idle longest if all are
     /// taken; `None` (refuse it) when every connection has a request in flight.
-    pub fn admit(&self) -> Option<Conn> {
+    pub(crate) fn admit(&self) -> Option<Conn> {
         let table = &self.table;
         let now = table.now();
         let mut slots = table.slots.lock().expect("slots lock");
@@ -180,7 +181,7 @@ impl Conns {
 /// A handle on one connection's slot: marks requests in flight on it (see [`Conn::request`]).
 /// Handed to request handlers as a request extension.
 #[derive(Debug, Clone)]
-pub struct Conn {
+pub(crate) struct Conn {
     id: u64,
     slot: Arc<Slot>,
     table: Arc<Table>,
@@ -197,7 +198,7 @@ impl Conn {
 
     /// Marks a request in flight until the guard is dropped: the connection is neither idle
     /// nor closed to make room meanwhile.
-    pub fn request(&self) -> InFlight {
+    pub(crate) fn request(&self) -> InFlight {
         self.slot.in_flight.fetch_add(1, Ordering::Relaxed);
         self.touch(true);
         InFlight(self.clone())
@@ -206,7 +207,7 @@ impl Conn {
 
 /// A request in flight on a connection (see [`Conn::request`]).
 #[derive(Debug)]
-pub struct InFlight(Conn);
+pub(crate) struct InFlight(Conn);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -217,7 +218,7 @@ impl Drop for InFlight {
 
 /// A client socket holding a slot: frees it when dropped, fails reads once the connection has
 /// been silent for `idle` with no request in flight or was closed to make room.
-pub struct Io<T> {
+pub(crate) struct Io<T> {
     inner: T,
     conn: Conn,
     idle: Duration,
@@ -225,7 +226,7 @@ pub struct Io<T> {
 }
 
 impl<T> Io<T> {
-    pub fn new(inner: T, conn: Conn, idle: Duration) -> Io<T> {
+    pub(crate) fn new(inner: T, conn: Conn, idle: Duration) -> Io<T> {
         Io {
             inner,
             conn,

@@ -5,17 +5,17 @@ use privreg_shared::CrateName;
 use privreg_shared::config::Upstream;
 use semver::Version;
 
-use crate::Daemon;
 use crate::body::{Body, FileBody};
+use crate::daemon::Daemon;
 use privreg_shared::policy;
 
 use crate::layered::LayeredError;
 use crate::upstream::FetchError;
-pub use privreg_shared::route::View;
+pub(crate) use privreg_shared::route::View;
 use privreg_shared::store::{Spooled, UpstreamPath};
 
 #[derive(Debug, thiserror::Error)]
-pub enum DownloadError {
+pub(crate) enum DownloadError {
     #[error("{krate} {version} with checksum {cksum} is not served by privreg")]
     NotServed {
         krate: String,
@@ -44,7 +44,7 @@ pub enum DownloadError {
 
 /// Expands an upstream's `dl` template for one crate (cargo's rules: markers, else
 /// `/{crate}/{version}/download` appended).
-pub fn dl_url(dl: &str, krate: &str, version: &str, cksum: &str) -> Result<url::Url, String> {
+pub(crate) fn dl_url(dl: &str, krate: &str, version: &str, cksum: &str) -> Result<url::Url, String> {
     const MARKERS: [&str; 5] = [
         "{crate}",
         "{version}",
@@ -84,7 +84,7 @@ impl Daemon {
     /// Serves `/dl/{crate}/{version}/{cksum}` (or a per-upstream view's): the cached file, or a
     /// verified download, of a version the view serves with that checksum; and whether the file
     /// was already cached when asked for. A cached file is streamed from disk.
-    pub async fn download(
+    pub(crate) async fn download(
         &self,
         view: View<'_>,
         name: &CrateName,
@@ -95,7 +95,7 @@ impl Daemon {
         // A cached copy is checked against its checksum before it is served; a damaged one is
         // dropped.
         let cached = || {
-            self.cache
+            self.cache()
                 .open_crate(cksum)
                 .map(|(file, len)| Body::File(FileBody::new(file, len)))
         };
@@ -112,13 +112,7 @@ impl Daemon {
         if let Some(data) = cached() {
             return Ok((data, true));
         }
-        let flight = self
-            .downloads
-            .lock()
-            .expect("downloads lock")
-            .entry(cksum.to_owned())
-            .or_default()
-            .clone();
+        let flight = self.download_lock(cksum);
         let _guard = flight.lock().await;
         // Downloaded meanwhile by a concurrent request: not cached when this one came in.
         if let Some(data) = cached() {
@@ -127,19 +121,19 @@ impl Daemon {
         let url = self.dl_url_for(&up, krate, &version, cksum).await?;
         let what = format!("the download of {krate} {version}");
         let asked = std::time::Instant::now();
-        let mut spool = self.cache.spool(cksum);
-        let data = self.upstreams.download(&up, url, &what, &mut spool).await;
+        let mut spool = self.cache().spool(cksum);
+        let data = self.upstreams().download(&up, url, &what, &mut spool).await;
         let outcome = data
             .as_ref()
             .map_or_else(FetchError::metric_label, |_| "ok");
         let took = asked.elapsed();
-        self.metrics.upstream(&up.name, "download", outcome, took);
+        self.metrics().upstream(&up.name, "download", outcome, took);
         data?;
         // Verified as it was written; only a match is renamed into the cache. Not being able to
         // cache (a full disk) still serves the verified bytes. Cache I/O stays on the async
         // worker: handing it to another thread (block_in_place) grew the daemon's memory under
         // load (the soak in `privreg-bench`).
-        match self.cache.finish_spool(spool, cksum) {
+        match self.cache().finish_spool(spool, cksum) {
             Ok(Spooled::File(file, len)) => Ok((Body::File(FileBody::new(file, len)), false)),
             Ok(Spooled::Memory(data)) => Ok((Body::from(data), false)),
             Err(got) => {
@@ -151,7 +145,7 @@ impl Daemon {
                     want: cksum.to_owned(),
                     got,
                 };
-                self.upstreams.note_error(&up, &err.to_string());
+                self.upstreams().note_error(&up, &err.to_string());
                 Err(err)
             }
         }
@@ -183,7 +177,7 @@ impl Daemon {
             View::Upstream(up_name) => {
                 let up = rt.config.upstream(up_name).ok_or_else(not_served)?.clone();
                 let lower = name.lower();
-                let fetched = self.upstreams.index(&up, &lower).await;
+                let fetched = self.upstreams().index(&up, &lower).await;
                 let Some(entry) = fetched.entry else {
                     return Err(fetched
                         .error
@@ -207,7 +201,7 @@ impl Daemon {
         version: &Version,
         cksum: &str,
     ) -> Result<url::Url, DownloadError> {
-        let fetched = self.upstreams.fetch(up, UpstreamPath::Config).await;
+        let fetched = self.upstreams().fetch(up, UpstreamPath::Config).await;
         let Some(entry) = fetched.entry else {
             return Err(fetched
                 .error

@@ -35,20 +35,20 @@ use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::Daemon;
+use crate::daemon::Daemon;
 
 /// The largest first response sent on stream 1: one DATA frame of the default maximum frame
 /// size, well inside the default flow-control window.
-pub const MAX_FIRST_BODY: usize = 16 << 10;
+pub(crate) const MAX_FIRST_BODY: usize = 16 << 10;
 
 /// Streams in flight on one upgraded connection. Cargo asks for every download at once and each
 /// answer is held in memory until it is sent, so this bounds the daemon's memory (cargo keeps at
 /// most two connections); index answers come from memory and need no more to keep cargo busy.
-pub const MAX_STREAMS: u32 = 32;
+pub(crate) const MAX_STREAMS: u32 = 32;
 
 /// SETTINGS_MAX_FRAME_SIZE as both the upgrade's SETTINGS (empty: the default) and hyper's own
 /// (its default) advertise it: the largest frame a client may send.
-pub const MAX_FRAME_SIZE: usize = 16 << 10;
+pub(crate) const MAX_FRAME_SIZE: usize = 16 << 10;
 
 const PREFACE_LEN: usize = 24;
 const FRAME_DATA: u8 = 0x0;
@@ -68,7 +68,7 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 
 /// Whether `req` offers an upgrade to h2c that privreg takes: an HTTP/1.1 GET without a body,
 /// with `Upgrade: h2c`, an `HTTP2-Settings` header and both named in `Connection`.
-pub fn offered<B>(req: &Request<B>) -> bool {
+pub(crate) fn offered<B>(req: &Request<B>) -> bool {
     let h = req.headers();
     req.version() == Version::HTTP_11
         && req.method() == Method::GET
@@ -84,7 +84,7 @@ pub fn offered<B>(req: &Request<B>) -> bool {
 /// §3.2.1: the payload of a SETTINGS frame in base64url): its SETTINGS_INITIAL_WINDOW_SIZE, and
 /// never more than the connection's initial window (65,535). `None` when the header is not a
 /// valid SETTINGS payload: then the offer is declined.
-pub fn stream_one_window(settings: &[u8]) -> Option<u32> {
+pub(crate) fn stream_one_window(settings: &[u8]) -> Option<u32> {
     const DEFAULT_WINDOW: u32 = 65_535;
     let mut bits = 0u32;
     let mut nbits = 0u32;
@@ -180,7 +180,7 @@ fn header_block(status: StatusCode, headers: &HeaderMap) -> Vec<u8> {
 
 /// What the server writes first on the upgraded connection: an empty SETTINGS frame (the server
 /// preface), then the response to the upgrade request on stream 1.
-pub fn first_frames(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+pub(crate) fn first_frames(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     frame(&mut out, FRAME_SETTINGS, 0, 0, &[]);
     let block = header_block(status, headers);
@@ -204,7 +204,7 @@ pub fn first_frames(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec
 /// stream 1, and connection WINDOW_UPDATE credit up to the first body's length. Pure: feed
 /// bytes in, take the bytes to pass on out.
 #[derive(Debug, Default)]
-pub struct InboundFilter {
+pub(crate) struct InboundFilter {
     pending: BytesMut,
     preface_seen: usize,
     ack_dropped: bool,
@@ -216,7 +216,7 @@ pub struct InboundFilter {
 
 impl InboundFilter {
     /// A filter for a connection whose first answer had a body of `first_body` bytes.
-    pub fn new(first_body: usize) -> InboundFilter {
+    pub(crate) fn new(first_body: usize) -> InboundFilter {
         InboundFilter {
             window_debt: u32::try_from(first_body).unwrap_or(u32::MAX),
             ..InboundFilter::default()
@@ -225,7 +225,7 @@ impl InboundFilter {
 
     /// Takes `input`; returns the bytes ready to pass on (whole frames only, the preface as is;
     /// from a frame declared larger than [`MAX_FRAME_SIZE`] on, everything as it comes).
-    pub fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
+    pub(crate) fn feed(&mut self, input: &[u8], out: &mut BytesMut) {
         if self.oversized {
             out.extend_from_slice(input);
             return;
@@ -354,7 +354,7 @@ fn enabled() -> bool {
 impl Daemon {
     /// Answers one request, switching the connection to HTTP/2 when cargo offers it and the
     /// answer is small enough to go first.
-    pub async fn serve_request(
+    pub(crate) async fn serve_request(
         self: Arc<Self>,
         mut req: Request<hyper::body::Incoming>,
     ) -> Response<Body> {
@@ -395,8 +395,7 @@ impl Daemon {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         let first_body = body.len();
         let first = Bytes::from(first_frames(parts.status, &headers, &body));
-        self.h2c_upgrades
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.note_h2c_upgrade();
         let max_head = self.runtime().config.limits.max_header_size;
         let daemon = self.clone();
         tokio::spawn(async move {

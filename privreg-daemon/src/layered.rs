@@ -12,11 +12,11 @@ use privreg_shared::policy::{self, Answer, MergeError, PinRules, UpstreamRef};
 use semver::Version;
 use sha2::{Digest, Sha256};
 
-use crate::Daemon;
+use crate::daemon::Daemon;
 use crate::upstream::{Entry, FetchError, Fetched};
 
 /// The configuration in force, with what is derived from it. Swapped whole on reload.
-pub struct Runtime {
+pub(crate) struct Runtime {
     pub config: Config,
     pub pins: Box<dyn PinRules + Send + Sync>,
     pub refs: Vec<UpstreamRef>,
@@ -27,7 +27,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(config: Config, pins: Box<dyn PinRules + Send + Sync>, generation: u64) -> Runtime {
+    pub(crate) fn new(config: Config, pins: Box<dyn PinRules + Send + Sync>, generation: u64) -> Runtime {
         let refs = config.upstreams.iter().map(Upstream::policy_ref).collect();
         let mut layered_keys: HashSet<String> = config
             .upstreams
@@ -48,14 +48,14 @@ impl Runtime {
         }
     }
 
-    pub fn is_layered(&self, url: &str) -> bool {
+    pub(crate) fn is_layered(&self, url: &str) -> bool {
         self.layered_keys.contains(&registry_url_key(url))
     }
 }
 
 /// A merged index file, ready to serve.
 #[derive(Debug)]
-pub struct MergedBody {
+pub(crate) struct MergedBody {
     pub body: Bytes,
     /// Quoted strong ETag of the body.
     pub etag: String,
@@ -66,7 +66,7 @@ pub struct MergedBody {
 
 /// Why the layered view has no body for a crate.
 #[derive(Debug, thiserror::Error)]
-pub enum LayeredError {
+pub(crate) enum LayeredError {
     #[error("no upstream serves {0}")]
     NotFound(CrateName),
     #[error("{krate} is unavailable: {}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
@@ -77,7 +77,7 @@ pub enum LayeredError {
 }
 
 /// The policy's view of what an upstream entry says.
-pub fn answer(entry: &Option<Arc<Entry>>) -> Answer<'_> {
+pub(crate) fn answer(entry: &Option<Arc<Entry>>) -> Answer<'_> {
     match entry {
         Some(e) => match &e.file {
             Some(f) => Answer::Has(f),
@@ -117,30 +117,30 @@ fn unavailable_errors(
 impl Daemon {
     /// Every upstream's answer for `krate` (fresh, revalidated, or the last good one), with the
     /// configuration they were asked under.
-    pub async fn gather(&self, krate: &CrateName) -> (Arc<Runtime>, Vec<Fetched>) {
+    pub(crate) async fn gather(&self, krate: &CrateName) -> (Arc<Runtime>, Vec<Fetched>) {
         let rt = self.runtime();
         let fetched = join_all(
             rt.config
                 .upstreams
                 .iter()
-                .map(|u| self.upstreams.index(u, krate)),
+                .map(|u| self.upstreams().index(u, krate)),
         )
         .await;
         (rt, fetched)
     }
 
     /// The layered index file of `krate`.
-    pub async fn layered(&self, krate: &CrateName) -> Result<Arc<MergedBody>, LayeredError> {
+    pub(crate) async fn layered(&self, krate: &CrateName) -> Result<Arc<MergedBody>, LayeredError> {
         let (rt, fetched) = self.gather(krate).await;
         let entries: Vec<Option<Arc<Entry>>> = fetched.iter().map(|f| f.entry.clone()).collect();
         let fingerprint = fingerprint(rt.generation, &entries);
-        if let Some(m) = self.merged.lock().expect("merged lock").get(krate)
+        if let Some(m) = self.remembered_merge(krate)
             && m.fingerprint == fingerprint
         {
-            return Ok(m.clone());
+            return Ok(m);
         }
         let answers: Vec<Answer<'_>> = entries.iter().map(answer).collect();
-        let remembered = self.cache.served(krate);
+        let remembered = self.cache().served(krate);
         let merged = match policy::merge(krate, &rt.refs, &answers, rt.pins.as_ref(), &remembered) {
             Ok(m) => m,
             Err(MergeError::Unavailable { upstreams }) => {
@@ -150,7 +150,7 @@ impl Daemon {
                 });
             }
         };
-        self.metrics.merged(krate, &rt.refs, &merged);
+        self.metrics().merged(krate, &rt.refs, &merged);
         for c in &merged.conflicts {
             tracing::warn!(
                 krate = %krate,
@@ -164,7 +164,7 @@ impl Daemon {
         let mut all = remembered.clone();
         all.extend(served.clone());
         if all != remembered
-            && let Err(e) = self.cache.store_served(krate, &all)
+            && let Err(e) = self.cache().store_served(krate, &all)
         {
             tracing::warn!(error = %e, "cannot record served checksums");
         }
@@ -193,10 +193,7 @@ impl Daemon {
             sources,
             fingerprint,
         });
-        self.merged
-            .lock()
-            .expect("merged lock")
-            .insert(krate.clone(), m.clone());
+        self.remember_merge(krate.clone(), m.clone());
         Ok(m)
     }
 }
@@ -234,7 +231,6 @@ mod tests {
                 what: "x".into(),
                 status: 500,
             }),
-            changed: false,
         }
     }
 

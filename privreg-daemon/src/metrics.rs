@@ -21,12 +21,12 @@ use prometheus_client::registry::{Registry, Unit};
 use privreg_shared::store::UpstreamPath;
 
 /// The `Content-Type` of `/metrics`.
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Recent policy decisions kept for the status page, at most.
-pub const RECENT_DECISIONS: usize = 32;
+pub(crate) const RECENT_DECISIONS: usize = 32;
 /// Versions listed in one recent decision, at most (the rest are counted).
-pub const VERSIONS_SHOWN: usize = 6;
+pub(crate) const VERSIONS_SHOWN: usize = 6;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -75,7 +75,7 @@ fn upstream_histogram() -> Histogram {
 
 /// How one upstream has been answering, for the status page.
 #[derive(Debug, Clone, Default)]
-pub struct Latency {
+pub(crate) struct Latency {
     pub last: Duration,
     pub last_outcome: &'static str,
     pub total: Duration,
@@ -83,7 +83,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    pub fn mean(&self) -> Duration {
+    pub(crate) fn mean(&self) -> Duration {
         if self.count == 0 {
             Duration::ZERO
         } else {
@@ -94,7 +94,7 @@ impl Latency {
 
 /// A policy decision that hid or blocked versions of a crate, for the status page.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hidden {
+pub(crate) struct Hidden {
     pub at: SystemTime,
     pub krate: String,
     pub upstream: String,
@@ -122,7 +122,7 @@ fn hiding(state: &State) -> Option<&'static str> {
 }
 
 /// The `kind` label of a request for an upstream file.
-pub fn file_kind(rel: UpstreamPath<'_>) -> &'static str {
+pub(crate) fn file_kind(rel: UpstreamPath<'_>) -> &'static str {
     match rel {
         UpstreamPath::Config => "config",
         UpstreamPath::Index(_) => "index",
@@ -130,7 +130,7 @@ pub fn file_kind(rel: UpstreamPath<'_>) -> &'static str {
 }
 
 /// The daemon's metrics registry and its metric families.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Histograms<EndpointLabels>,
@@ -155,7 +155,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("privreg");
         let m = Metrics {
             requests: Family::default(),
@@ -241,7 +241,7 @@ impl Metrics {
     }
 
     /// The metrics in the Prometheus text format (version 0.0.4).
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -249,7 +249,7 @@ impl Metrics {
     }
 
     /// One request answered: `path` is parsed again here so that the label is the route's name.
-    pub fn served(&self, path: &str, status: u16, bytes: u64, took: Duration) {
+    pub(crate) fn served(&self, path: &str, status: u16, bytes: u64, took: Duration) {
         let (endpoint, view) = match route::parse(path) {
             Ok((View::Layered, e)) => (e.name(), "layered"),
             Ok((View::Upstream(_), e)) => (e.name(), "upstream"),
@@ -269,18 +269,18 @@ impl Metrics {
         self.served_bytes.get_or_create(&e).inc_by(bytes);
     }
 
-    pub fn cache_hit(&self) {
+    pub(crate) fn cache_hit(&self) {
         self.cache_hits.inc();
     }
 
-    pub fn cache_miss(&self) {
+    pub(crate) fn cache_miss(&self) {
         self.cache_misses.inc();
     }
 
     /// One request to an upstream: `kind` is `index`, `config` or `download`; `outcome` says
     /// how it went (`ok`, `not_modified`, `absent`) or why it failed (the error's own label, such
     /// as `timeout` or `auth_error`).
-    pub fn upstream(
+    pub(crate) fn upstream(
         &self,
         upstream: &str,
         kind: &'static str,
@@ -309,16 +309,16 @@ impl Metrics {
     }
 
     /// Per-upstream latency so far.
-    pub fn latency(&self) -> HashMap<String, Latency> {
+    pub(crate) fn latency(&self) -> HashMap<String, Latency> {
         self.latency.lock().expect("latency lock").clone()
     }
 
-    pub fn prefetch(&self) {
+    pub(crate) fn prefetch(&self) {
         self.prefetches.inc();
     }
 
     /// A reload of the configuration, good or not.
-    pub fn reloaded(&self, ok: bool) {
+    pub(crate) fn reloaded(&self, ok: bool) {
         self.reloads.inc();
         if !ok {
             self.reload_errors.inc();
@@ -327,7 +327,7 @@ impl Metrics {
 
     /// A layered index file computed for `krate`: counts its decisions, and remembers those that
     /// hid or blocked versions (replacing what was remembered for the crate before).
-    pub fn merged(&self, krate: &CrateName, refs: &[UpstreamRef], merged: &Merged) {
+    pub(crate) fn merged(&self, krate: &CrateName, refs: &[UpstreamRef], merged: &Merged) {
         self.merges.inc();
         let mut groups: BTreeMap<(usize, &'static str, Option<String>), Vec<&semver::Version>> =
             BTreeMap::new();
@@ -372,7 +372,7 @@ impl Metrics {
     }
 
     /// The recent decisions that hid or blocked versions, newest first.
-    pub fn recent_decisions(&self) -> Vec<Hidden> {
+    pub(crate) fn recent_decisions(&self) -> Vec<Hidden> {
         self.recent
             .lock()
             .expect("recent lock")

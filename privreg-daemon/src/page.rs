@@ -14,7 +14,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use privreg_shared::protocol::PageLink;
 use privreg_shared::route::Endpoint;
 
-use crate::Daemon;
+use crate::daemon::Daemon;
 use crate::metrics::{self, Hidden, Latency};
 use crate::session::LINK_TTL;
 use crate::upstream::Health;
@@ -23,7 +23,7 @@ const CSS: &str = include_str!("page.css");
 
 /// One upstream's row.
 #[derive(Debug, Clone)]
-pub struct UpstreamRow {
+pub(crate) struct UpstreamRow {
     pub name: String,
     pub index: String,
     pub priority: i32,
@@ -33,7 +33,7 @@ pub struct UpstreamRow {
 
 /// Everything the page shows, gathered first so that rendering is a pure function.
 #[derive(Debug, Clone)]
-pub struct PageData {
+pub(crate) struct PageData {
     pub url: String,
     pub pid: u32,
     pub uptime: Duration,
@@ -99,7 +99,7 @@ fn stat(value: &str, label: &str) -> Markup {
 }
 
 /// The whole page.
-pub fn render(d: &PageData) -> Markup {
+pub(crate) fn render(d: &PageData) -> Markup {
     let failing = d
         .upstreams
         .iter()
@@ -349,16 +349,18 @@ const TEXT: &str = "text/plain; charset=utf-8";
 impl Daemon {
     /// Answers `/metrics`, `/-/`, `/-/open` and `/-/open/<nonce>` once the request has passed
     /// the gate (see `auth.rs`); `None` for every other endpoint.
-    pub async fn observe(
+    pub(crate) async fn observe(
         &self,
         endpoint: &Endpoint<'_>,
         method: &Method,
     ) -> Option<Response<Body>> {
         let get = method == Method::GET || method == Method::HEAD;
         Some(match endpoint {
-            Endpoint::Metrics if get => {
-                respond(StatusCode::OK, metrics::CONTENT_TYPE, self.metrics.encode())
-            }
+            Endpoint::Metrics if get => respond(
+                StatusCode::OK,
+                metrics::CONTENT_TYPE,
+                self.metrics().encode(),
+            ),
             Endpoint::Page if get => {
                 let html = render(&self.page_data().await).into_string();
                 let mut r = respond(StatusCode::OK, "text/html; charset=utf-8", html);
@@ -370,10 +372,10 @@ impl Daemon {
                 );
                 r
             }
-            Endpoint::PageLink if method == Method::POST => match self.sessions.new_link() {
+            Endpoint::PageLink if method == Method::POST => match self.sessions().new_link() {
                 Ok(nonce) => {
                     let link = PageLink {
-                        url: format!("{}/-/open/{nonce}", self.base_url),
+                        url: format!("{}/-/open/{nonce}", self.base_url()),
                         expires_in_secs: LINK_TTL.as_secs(),
                     };
                     let body = serde_json::to_vec(&link).expect("the link serialises");
@@ -385,7 +387,7 @@ impl Daemon {
                     format!("cannot make a link: {e}\n"),
                 ),
             },
-            Endpoint::PageOpen(nonce) if get => match self.sessions.redeem(nonce) {
+            Endpoint::PageOpen(nonce) if get => match self.sessions().redeem(nonce) {
                 Some(Ok(cookie)) => {
                     let mut r =
                         respond(StatusCode::SEE_OTHER, TEXT, "privreg's status page: /-/\n");
@@ -423,10 +425,10 @@ impl Daemon {
     }
 
     /// What the page shows, now.
-    pub async fn page_data(&self) -> PageData {
+    pub(crate) async fn page_data(&self) -> PageData {
         let rt = self.runtime();
-        let health = self.upstreams.health();
-        let latency = self.metrics.latency();
+        let health = self.upstreams().health();
+        let latency = self.metrics().latency();
         let upstreams = rt
             .config
             .upstreams
@@ -439,28 +441,28 @@ impl Daemon {
                 latency: latency.get(u.name.as_str()).cloned(),
             })
             .collect();
-        let root = self.cache.root().to_owned();
+        let root = self.cache().root().to_owned();
         let (cache_bytes, cache_files) = tokio::task::spawn_blocking(move || du(&root))
             .await
             .unwrap_or_default();
-        let (hits, misses) = self.upstreams.hits_and_misses();
+        let (hits, misses) = self.upstreams().hits_and_misses();
         PageData {
-            url: format!("{}/index/", self.base_url),
+            url: format!("{}/index/", self.base_url()),
             pid: std::process::id(),
-            uptime: self.started.elapsed().unwrap_or_default(),
-            config_dir: self.config_dir.clone(),
-            cache_dir: self.cache_dir.clone(),
+            uptime: self.started().elapsed().unwrap_or_default(),
+            config_dir: self.config_dir().to_owned(),
+            cache_dir: self.cache_dir().to_owned(),
             config_error: self.load_error(),
-            cache_write_error: self.cache.write_error(),
+            cache_write_error: self.cache().write_error(),
             upstreams,
             cache_bytes,
             cache_files,
             hits,
             misses,
-            revalidations: self.upstreams.revalidation_count(),
-            prefetches: self.prefetches.load(std::sync::atomic::Ordering::Relaxed),
-            upstream_requests: self.upstreams.request_count(),
-            decisions: self.metrics.recent_decisions(),
+            revalidations: self.upstreams().revalidation_count(),
+            prefetches: self.prefetch_count(),
+            upstream_requests: self.upstreams().request_count(),
+            decisions: self.metrics().recent_decisions(),
             now: epoch_secs(SystemTime::now()),
         }
     }

@@ -12,18 +12,17 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use privreg_shared::index::IndexLine;
 use semver::{Version, VersionReq};
 use tokio::sync::Semaphore;
 
-use crate::Daemon;
+use crate::daemon::Daemon;
 
 /// What the prefetcher knows of one crate: the requirements its dependents announced, and the
 /// versions whose dependencies were already followed.
 #[derive(Debug, Default)]
-pub struct Interest {
+pub(crate) struct Interest {
     reqs: Vec<VersionReq>,
     followed: HashSet<Version>,
     mentioned: bool,
@@ -33,7 +32,7 @@ impl Interest {
     /// Records that a dependent asked for the crate with `req` (`None`: a requirement that does
     /// not parse). True when the crate is worth a prefetch: first mentioned, or asked with a new
     /// requirement that may pick a version not followed yet.
-    pub fn mention(&mut self, req: Option<VersionReq>) -> bool {
+    pub(crate) fn mention(&mut self, req: Option<VersionReq>) -> bool {
         let first = !std::mem::replace(&mut self.mentioned, true);
         let new_req = match req {
             Some(r) if !self.reqs.contains(&r) => {
@@ -46,7 +45,7 @@ impl Interest {
     }
 
     /// The versions of `lines` to follow now: [`versions_to_follow`], less those followed before.
-    pub fn take<'a>(&mut self, lines: &'a [IndexLine], fallback: usize) -> Vec<&'a IndexLine> {
+    pub(crate) fn take<'a>(&mut self, lines: &'a [IndexLine], fallback: usize) -> Vec<&'a IndexLine> {
         versions_to_follow(lines, &self.reqs, fallback)
             .into_iter()
             .filter(|l| self.followed.insert(l.vers.clone()))
@@ -57,7 +56,7 @@ impl Interest {
 /// The versions whose dependencies cargo will want: per requirement, the newest version that is
 /// not yanked and matches it; with no requirement known, the newest `fallback` releases
 /// (pre-releases only when there is nothing else).
-pub fn versions_to_follow<'a>(
+pub(crate) fn versions_to_follow<'a>(
     lines: &'a [IndexLine],
     reqs: &[VersionReq],
     fallback: usize,
@@ -85,11 +84,11 @@ pub fn versions_to_follow<'a>(
 }
 
 /// Index files fetched for prefetching at the same time, at most.
-pub const PREFETCH_CONCURRENCY: usize = 16;
+pub(crate) const PREFETCH_CONCURRENCY: usize = 16;
 
 /// Starts the prefetcher; it runs until the daemon stops.
-pub fn start(daemon: Arc<Daemon>) {
-    let Some(mut rx) = daemon.prefetch_rx.lock().expect("prefetch lock").take() else {
+pub(crate) fn start(daemon: Arc<Daemon>) {
+    let Some(mut rx) = daemon.take_prefetch_queue() else {
         return;
     };
     tokio::spawn(async move {
@@ -107,14 +106,14 @@ pub fn start(daemon: Arc<Daemon>) {
             };
             let daemon = daemon.clone();
             tokio::spawn(async move {
-                daemon.prefetches.fetch_add(1, Ordering::Relaxed);
-                daemon.metrics.prefetch();
+                daemon.note_prefetch();
+                daemon.metrics().prefetch();
                 let (_, fetched) = daemon.gather(&krate).await;
                 // A fresh file announces nothing by itself; a requirement seen since it arrived
                 // may pick a version whose dependencies are not fetched yet.
                 for entry in fetched.iter().filter_map(|f| f.entry.as_ref()) {
                     if let Some(file) = &entry.file {
-                        daemon.upstreams.announce_dependencies(&krate, file);
+                        daemon.upstreams().announce_dependencies(&krate, file);
                     }
                 }
                 drop(permit);

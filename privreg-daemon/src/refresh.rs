@@ -15,19 +15,19 @@ use privreg_shared::CrateName;
 use privreg_shared::config::Upstream;
 use semver::Version;
 
-use crate::Daemon;
+use crate::daemon::Daemon;
 use crate::upstream::{Entry, Fetched};
 use privreg_shared::protocol::{FileReport, Outcome, RefreshReport, RefreshRequest};
 use privreg_shared::store::{Cache, UpstreamPath, upstream_dir_name};
 
 /// Largest request body accepted (a list of crate names).
-pub const MAX_REFRESH_BODY: usize = 1 << 20;
+pub(crate) const MAX_REFRESH_BODY: usize = 1 << 20;
 /// Index files revalidated at the same time, at most.
-pub const REFRESH_CONCURRENCY: usize = 16;
+pub(crate) const REFRESH_CONCURRENCY: usize = 16;
 
 /// Why a refresh request is refused (400).
 #[derive(Debug, thiserror::Error)]
-pub enum RefreshError {
+pub(crate) enum RefreshError {
     #[error("the body must be JSON like {{\"crates\": [\"serde\"]}}: {0}")]
     Body(#[from] serde_json::Error),
     #[error("{name:?} is not a crate name: {message}")]
@@ -35,7 +35,7 @@ pub enum RefreshError {
 }
 
 /// The crates whose index files are cached for `up` (by the names in the cache's layout).
-pub fn cached_index_files(cache: &Cache, up: &Upstream) -> Vec<CrateName> {
+pub(crate) fn cached_index_files(cache: &Cache, up: &Upstream) -> Vec<CrateName> {
     let root = cache
         .root()
         .join("upstreams")
@@ -80,7 +80,7 @@ fn versions(entry: Option<&Entry>) -> BTreeMap<Version, bool> {
 }
 
 /// Compares what was held before with what the upstream answered.
-pub fn compare(
+pub(crate) fn compare(
     krate: &CrateName,
     upstream: &str,
     before: Option<&Entry>,
@@ -135,14 +135,14 @@ pub fn compare(
 impl Daemon {
     /// Revalidates `crates` at every upstream (full fetches), or, when empty, every cached index
     /// file (conditional requests), and reports each file.
-    pub async fn refresh(&self, crates: &[CrateName]) -> RefreshReport {
+    pub(crate) async fn refresh(&self, crates: &[CrateName]) -> RefreshReport {
         let rt = self.runtime();
         let order = |name: &str| rt.config.upstreams.iter().position(|u| u.name == name);
         // Owned jobs: the futures below must not borrow (they run on the server's tasks).
         let mut jobs: Vec<(Upstream, CrateName, bool)> = Vec::new();
         if crates.is_empty() {
             for up in &rt.config.upstreams {
-                for krate in cached_index_files(&self.cache, up) {
+                for krate in cached_index_files(&self.cache(), up) {
                     jobs.push((up.clone(), krate, false));
                 }
             }
@@ -153,7 +153,7 @@ impl Daemon {
                 }
             }
         }
-        let upstreams = self.upstreams.clone();
+        let upstreams = self.upstreams().clone();
         let mut files: Vec<FileReport> = stream::iter(jobs)
             .map(move |(up, krate, unconditional)| {
                 let upstreams = upstreams.clone();
@@ -181,7 +181,7 @@ impl Daemon {
     }
 
     /// Answers `POST /-/refresh` with this body.
-    pub async fn refresh_request(&self, body: &[u8]) -> Result<RefreshReport, RefreshError> {
+    pub(crate) async fn refresh_request(&self, body: &[u8]) -> Result<RefreshReport, RefreshError> {
         let request: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
             RefreshRequest::default()
         } else {
@@ -238,7 +238,6 @@ mod tests {
         Fetched {
             entry: Some(e),
             error: None,
-            changed: true,
         }
     }
 
@@ -304,7 +303,6 @@ mod tests {
                 what: "the index file of foo".into(),
                 status: 500,
             }),
-            changed: false,
         };
         let r = compare(&k, "acme", Some(&before), &failed);
         assert_eq!(

@@ -10,12 +10,12 @@ use notify::{RecursiveMode, Watcher};
 use privreg_shared::config::{Config, ConfigError};
 use privreg_shared::pin::{PinError, Preferences};
 
-use crate::Daemon;
+use crate::daemon::Daemon;
 use crate::layered::Runtime;
 
 /// Why the configuration could not be loaded; each names its file and line.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum LoadError {
+pub(crate) enum LoadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -23,7 +23,7 @@ pub enum LoadError {
 }
 
 /// Reads `config.toml` and the pin files.
-pub fn load(config_dir: &Path, generation: u64) -> Result<Runtime, LoadError> {
+pub(crate) fn load(config_dir: &Path, generation: u64) -> Result<Runtime, LoadError> {
     let config = Config::load(config_dir)?;
     let pins = Preferences::load(config_dir)?;
     Ok(Runtime::new(config, Box::new(pins), generation))
@@ -43,9 +43,9 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 
 impl Daemon {
     /// Reloads from disk; on error keeps the configuration in force and records the error.
-    pub fn reload(&self) {
+    pub(crate) fn reload(&self) {
         let current = self.runtime();
-        match load(&self.config_dir, current.generation + 1) {
+        match load(&self.config_dir(), current.generation + 1) {
             Ok(rt) => {
                 for setting in restart_needed(&current.config, &rt.config) {
                     match setting {
@@ -56,7 +56,7 @@ impl Daemon {
                     }
                 }
                 self.swap_runtime(rt);
-                self.metrics.reloaded(true);
+                self.metrics().reloaded(true);
                 if self.set_load_error(None) {
                     tracing::info!("configuration fixed and reloaded");
                 } else {
@@ -66,7 +66,7 @@ impl Daemon {
             Err(e) => {
                 tracing::error!(error = %e, "configuration not reloaded; the last good one stays in force");
                 self.set_load_error(Some(e.to_string()));
-                self.metrics.reloaded(false);
+                self.metrics().reloaded(false);
             }
         }
     }
@@ -74,14 +74,14 @@ impl Daemon {
 
 /// Watches the config dir and reloads on every change (after 150 ms of quiet, so that an editor's
 /// burst of writes makes one reload). Runs until the daemon stops.
-pub fn watch(daemon: Arc<Daemon>) -> notify::Result<()> {
+pub(crate) fn watch(daemon: Arc<Daemon>) -> notify::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
             let _ = tx.try_send(());
         }
     })?;
-    watcher.watch(&daemon.config_dir, RecursiveMode::Recursive)?;
+    watcher.watch(&daemon.config_dir(), RecursiveMode::Recursive)?;
     tokio::spawn(async move {
         let _watcher = watcher;
         while rx.recv().await.is_some() {

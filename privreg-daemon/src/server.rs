@@ -12,9 +12,9 @@ use hyper_util::server::conn::auto;
 use privreg_shared::CrateName;
 use tokio::net::TcpListener;
 
-use crate::Daemon;
 use crate::api::MAX_API_BODY;
 use crate::auth::{self, Accept, Verdict};
+use crate::daemon::Daemon;
 use crate::download::DownloadError;
 use crate::download::View;
 use crate::layered::LayeredError;
@@ -138,11 +138,11 @@ impl Daemon {
                 .config
                 .upstreams
                 .iter()
-                .all(|u| self.upstreams.is_cached(u, rel)),
+                .all(|u| self.upstreams().is_cached(u, rel)),
             View::Upstream(name) => rt
                 .config
                 .upstream(name)
-                .is_some_and(|u| self.upstreams.is_cached(u, rel)),
+                .is_some_and(|u| self.upstreams().is_cached(u, rel)),
         };
         cache_header_value(hit)
     }
@@ -223,7 +223,7 @@ impl Daemon {
     }
 
     /// Answers one request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
         let started = std::time::Instant::now();
@@ -231,7 +231,8 @@ impl Daemon {
         tracing::debug!(%method, path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
         let (status, took) = (resp.status().as_u16(), started.elapsed());
         let bytes = hyper::body::Body::size_hint(resp.body()).exact();
-        self.metrics.served(&path, status, bytes.unwrap_or(0), took);
+        self.metrics()
+            .served(&path, status, bytes.unwrap_or(0), took);
         resp
     }
 
@@ -255,7 +256,7 @@ impl Daemon {
                         }
                     },
                 );
-                let login = format!("Cargo login_url=\"{}/-/login\"", self.base_url);
+                let login = format!("Cargo login_url=\"{}/-/login\"", self.base_url());
                 r.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_str(&login).expect("the login URL is a header value"),
@@ -331,7 +332,7 @@ impl Daemon {
             Endpoint::Policy(krate) => json(StatusCode::OK, &self.policy(&krate).await),
             Endpoint::Config => json(
                 StatusCode::OK,
-                &config_json(&self.base_url, view, self.auth_required()),
+                &config_json(&self.base_url(), view, self.auth_required()),
             ),
             Endpoint::Index(krate) => self.index(view, &krate, &req).await,
             Endpoint::Download {
@@ -399,7 +400,7 @@ impl Daemon {
 /// request head must arrive within `limits.header-read-timeout` (HTTP/1.1 waits between
 /// requests too), and a connection silent for `limits.idle-timeout` with no request in flight
 /// is closed.
-pub async fn serve(daemon: Arc<Daemon>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn serve(daemon: Arc<Daemon>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let limits = daemon.runtime().config.limits;

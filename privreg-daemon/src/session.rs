@@ -14,9 +14,9 @@ use privreg_shared::secrets::{SecretsError, generate_local_token};
 use sha2::{Digest, Sha256};
 
 /// How long a one-time link works.
-pub const LINK_TTL: Duration = Duration::from_secs(60);
+pub(crate) const LINK_TTL: Duration = Duration::from_secs(60);
 /// How long a page session lasts.
-pub const SESSION_TTL: Duration = Duration::from_secs(8 * 60 * 60);
+pub(crate) const SESSION_TTL: Duration = Duration::from_secs(8 * 60 * 60);
 /// Links not yet used, at most (the oldest is dropped first).
 const MAX_LINKS: usize = 8;
 /// Sessions, at most (the oldest is dropped first).
@@ -56,7 +56,7 @@ impl Bounded {
 }
 
 /// The status page's one-time links and sessions.
-pub struct PageSessions {
+pub(crate) struct PageSessions {
     cookie: String,
     links: std::sync::Mutex<Bounded>,
     sessions: std::sync::Mutex<Bounded>,
@@ -64,7 +64,7 @@ pub struct PageSessions {
 
 impl PageSessions {
     /// `port` goes into the cookie's name, so that two daemons on one machine keep apart.
-    pub fn new(port: u16) -> PageSessions {
+    pub(crate) fn new(port: u16) -> PageSessions {
         PageSessions {
             cookie: format!("privreg_page_{port}"),
             links: Default::default(),
@@ -72,12 +72,8 @@ impl PageSessions {
         }
     }
 
-    pub fn cookie_name(&self) -> &str {
-        &self.cookie
-    }
-
     /// A new nonce for `/-/open/<nonce>` (64 hex digits from the OS random source).
-    pub fn new_link(&self) -> Result<String, SecretsError> {
+    pub(crate) fn new_link(&self) -> Result<String, SecretsError> {
         self.new_link_at(Instant::now())
     }
 
@@ -92,7 +88,7 @@ impl PageSessions {
 
     /// Uses up a link: the `Set-Cookie` value of a new session, or `None` when the nonce is
     /// unknown, used already or expired.
-    pub fn redeem(&self, nonce: &str) -> Option<Result<String, SecretsError>> {
+    pub(crate) fn redeem(&self, nonce: &str) -> Option<Result<String, SecretsError>> {
         self.redeem_at(nonce, Instant::now())
     }
 
@@ -124,7 +120,7 @@ impl PageSessions {
     }
 
     /// Whether the request's `Cookie` headers hold a live session of ours.
-    pub fn has_session(&self, headers: &HeaderMap) -> bool {
+    pub(crate) fn has_session(&self, headers: &HeaderMap) -> bool {
         self.has_session_at(headers, Instant::now())
     }
 

@@ -10,14 +10,14 @@ use privreg_shared::protocol::{
     UpstreamStatus, VersionDecision,
 };
 
-use crate::Daemon;
+use crate::daemon::Daemon;
 use crate::layered::answer;
 use crate::upstream::Entry;
 
 impl Daemon {
-    pub fn status(&self) -> Status {
+    pub(crate) fn status(&self) -> Status {
         let rt = self.runtime();
-        let health = self.upstreams.health();
+        let health = self.upstreams().health();
         let upstreams = rt
             .config
             .upstreams
@@ -35,34 +35,34 @@ impl Daemon {
                 }
             })
             .collect();
-        let (cache_hits, cache_misses) = self.upstreams.hits_and_misses();
+        let (cache_hits, cache_misses) = self.upstreams().hits_and_misses();
         Status {
-            url: format!("{}/index/", self.base_url),
+            url: format!("{}/index/", self.base_url()),
             pid: std::process::id(),
-            uptime_secs: self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
-            config_dir: self.config_dir.clone(),
-            cache_dir: self.cache_dir.clone(),
+            uptime_secs: self.started().elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            config_dir: self.config_dir().to_owned(),
+            cache_dir: self.cache_dir().to_owned(),
             upstreams,
             config_error: self.load_error(),
             cache_write_error: self
-                .cache
+                .cache()
                 .write_error()
                 .map(|(at, error)| CacheWriteError { at, error }),
-            upstream_requests: self.upstreams.request_count(),
+            upstream_requests: self.upstreams().request_count(),
             cache_hits,
             cache_misses,
-            revalidations: self.upstreams.revalidation_count(),
-            prefetches: self.prefetches.load(std::sync::atomic::Ordering::Relaxed),
-            h2c_upgrades: self.h2c_upgrades.load(std::sync::atomic::Ordering::Relaxed),
+            revalidations: self.upstreams().revalidation_count(),
+            prefetches: self.prefetch_count(),
+            h2c_upgrades: self.h2c_upgrade_count(),
         }
     }
 
     /// Like `apt-cache policy`: every version from every upstream and what the policy made of it.
-    pub async fn policy(&self, krate: &CrateName) -> Policy {
+    pub(crate) async fn policy(&self, krate: &CrateName) -> Policy {
         let (rt, fetched) = self.gather(krate).await;
         let entries: Vec<Option<Arc<Entry>>> = fetched.iter().map(|f| f.entry.clone()).collect();
         let answers: Vec<Answer<'_>> = entries.iter().map(answer).collect();
-        let remembered = self.cache.served(krate);
+        let remembered = self.cache().served(krate);
         let result = policy::merge(krate, &rt.refs, &answers, rt.pins.as_ref(), &remembered);
         let upstreams: Vec<PolicyUpstream> = rt
             .refs

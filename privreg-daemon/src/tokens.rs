@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use privreg_shared::config::{KeyringChoice, Upstream};
 use privreg_shared::secrets::{self, Keyring, SecretsError, Token};
 
-pub struct Tokens {
+pub(crate) struct Tokens {
     choice: Mutex<KeyringChoice>,
     keyring: Mutex<Option<Keyring>>,
     /// By (upstream name, index URL): the token, or `None` when there is none.
@@ -16,7 +16,7 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    pub fn new(choice: KeyringChoice, keyring: Option<Keyring>) -> Tokens {
+    pub(crate) fn new(choice: KeyringChoice, keyring: Option<Keyring>) -> Tokens {
         Tokens {
             choice: Mutex::new(choice),
             keyring: Mutex::new(keyring),
@@ -25,7 +25,7 @@ impl Tokens {
     }
 
     /// Forgets every token (after a reload), and switches store if the config asks for another.
-    pub fn reset(&self, choice: KeyringChoice) {
+    pub(crate) fn reset(&self, choice: KeyringChoice) {
         let mut current = self.choice.lock().expect("tokens lock");
         if *current != choice {
             *current = choice;
@@ -35,7 +35,7 @@ impl Tokens {
     }
 
     /// Forgets one upstream's token, e.g. after it answered 401 or 403.
-    pub fn forget(&self, up: &Upstream) {
+    pub(crate) fn forget(&self, up: &Upstream) {
         self.known
             .lock()
             .expect("tokens lock")
@@ -77,7 +77,7 @@ impl Tokens {
     }
 
     /// The token to send to `up`, if any.
-    pub async fn get(&self, up: &Upstream) -> Option<Token> {
+    pub(crate) async fn get(&self, up: &Upstream) -> Option<Token> {
         let key = (up.name.to_string(), up.index.clone());
         if let Some(t) = self.known.lock().expect("tokens lock").get(&key) {
             return t.clone();
@@ -91,4 +91,4 @@ impl Tokens {
     }
 }
 
-pub use privreg_shared::http::authorization;
+pub(crate) use privreg_shared::http::authorization;

@@ -8,22 +8,22 @@ use privreg_shared::CrateName;
 use privreg_shared::policy;
 use sha2::{Digest, Sha256};
 
-use crate::Daemon;
+use crate::daemon::Daemon;
 use crate::layered::LayeredError;
 
 /// A served index body and its ETag.
-pub struct ViewBody {
+pub(crate) struct ViewBody {
     pub body: Bytes,
     pub etag: String,
 }
 
-pub fn etag_of(body: &[u8]) -> String {
+pub(crate) fn etag_of(body: &[u8]) -> String {
     format!("\"{}\"", &hex::encode(Sha256::digest(body))[..32])
 }
 
 impl Daemon {
     /// The index file of `krate` in upstream `name`'s own view.
-    pub async fn upstream_view(
+    pub(crate) async fn upstream_view(
         &self,
         name: &str,
         krate: &CrateName,
@@ -32,7 +32,7 @@ impl Daemon {
         let Some(up) = rt.config.upstream(name) else {
             return Err(LayeredError::NotFound(krate.clone()));
         };
-        let fetched = self.upstreams.index(up, krate).await;
+        let fetched = self.upstreams().index(up, krate).await;
         let Some(entry) = fetched.entry else {
             return Err(LayeredError::Unavailable {
                 krate: krate.clone(),

@@ -16,9 +16,9 @@ use crate::policy::UpstreamRef;
 pub const CONFIG_FILE: &str = "config.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 pub const DEFAULT_PRIORITY: i32 = 500;
-pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
+pub const DEFAULT_TTL: Duration = Duration::from_mins(2);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_STALE: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_STALE: Duration = Duration::from_hours(24);
 
 /// Bounds on what the daemon accepts and how hard it presses an upstream: `[limits]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl Default for Limits {
             max_header_size: 64 << 10,
             max_connections: 512,
             header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_mins(1),
         }
     }
 }
@@ -552,7 +552,7 @@ index = "sparse+http://127.0.0.1:2/index/"
         let names: Vec<_> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["acme", "crates-io"]);
         assert_eq!(c.upstreams[0].base.as_str(), "http://127.0.0.1:1/index/");
-        assert_eq!(c.upstreams[0].ttl, Duration::from_secs(120));
+        assert_eq!(c.upstreams[0].ttl, Duration::from_mins(2));
         assert_eq!(c.upstreams[1].priority, DEFAULT_PRIORITY);
         assert!(c.upstreams[0].publish);
         for listen in ["[::1]:7878", "127.0.0.2:7878", "127.0.0.1:7878"] {
@@ -574,7 +574,7 @@ index = "sparse+http://127.0.0.1:2/index/"
             max_header_size: 16 << 10,
             max_connections: 64,
             header_read_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_mins(2),
         };
         assert_eq!(c.limits, want);
         assert_eq!(c.upstreams[0].limits, want);

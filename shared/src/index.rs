@@ -272,7 +272,7 @@ impl IndexLine {
                 a.into_iter()
                     .chain(b)
                     .flatten()
-                    .map(|e| e.as_ref())
+                    .map(std::convert::AsRef::as_ref)
                     .collect()
             })
         });
@@ -633,7 +633,7 @@ mod tests {
         assert!(!out.contains("\"yanked\":false"));
     }
 
-    /// Found by fuzzing (fuzz/, `index_merge`): serde_json skips unknown fields without checking
+    /// Found by fuzzing (fuzz/, `index_merge`): `serde_json` skips unknown fields without checking
     /// what `Value` checks, so these lines parsed but `render` could not rewrite them and served
     /// them unchanged: not yanked by a negative pin, `registry` URLs kept.
     #[test]

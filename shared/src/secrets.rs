@@ -5,7 +5,7 @@
 //! [`Keyring::open`] picks the store from `config.toml`'s `keyring` ([`KeyringChoice`]):
 //!
 //! - `auto`: on Linux (and the BSDs) the Secret Service when one answers on the session bus
-//!   (gnome-keyring, KWallet, KeePassXC), else the kernel keyring (keyutils, Linux only); the
+//!   (gnome-keyring, `KWallet`, `KeePassXC`), else the kernel keyring (keyutils, Linux only); the
 //!   Keychain on macOS; the Credential Manager on Windows.
 //! - `secret-service` / `keyutils`: that store or an error, never a silent fallback.
 //!

@@ -91,8 +91,7 @@ impl Meta {
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A stored upstream file.
@@ -111,7 +110,7 @@ pub fn disk_usage(dir: &Path) -> (u64, u64) {
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(e.path()),
                 Ok(t) if t.is_file() => {
-                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                    bytes += e.metadata().map_or(0, |m| m.len());
                     files += 1;
                 }
                 _ => {}

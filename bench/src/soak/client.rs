@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 
 /// A request without a complete answer by then counts as an error.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Each connection's cycle: 6 index files, 2 missing crates, 2 downloads.
 const PATTERN: [Kind; 10] = [
     Kind::Index,
@@ -29,16 +29,16 @@ const PATTERN: [Kind; 10] = [
     Kind::Download,
 ];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     Index = 0,
     Missing = 1,
     Download = 2,
 }
 
-pub const KINDS: [Kind; 3] = [Kind::Index, Kind::Missing, Kind::Download];
+pub(super) const KINDS: [Kind; 3] = [Kind::Index, Kind::Missing, Kind::Download];
 
 impl Kind {
-    pub fn label(self) -> &'static str {
+    pub(super) fn label(self) -> &'static str {
         match self {
             Kind::Index => "cached index files (200, the body served at warm-up)",
             Kind::Missing => "index files of missing crates (404)",
@@ -47,25 +47,25 @@ impl Kind {
     }
 }
 
-pub enum Expect {
+pub(super) enum Expect {
     Body(Bytes),
     NotFound,
     Sha256(String),
 }
 
-pub struct Target {
+pub(super) struct Target {
     pub path: String,
     pub expect: Expect,
 }
 
 /// The targets of each kind, indexed by `Kind as usize`.
-pub struct Mix {
+pub(super) struct Mix {
     pub lists: [Vec<Target>; 3],
 }
 
 /// Requests, errors and latencies (µs) of one or more connections, by kind.
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(super) struct Tally {
     pub lat: [Vec<u32>; 3],
     pub requests: [u64; 3],
     pub errors: [u64; 3],
@@ -92,7 +92,7 @@ impl Tally {
         self.connects += o.connects;
     }
 
-    pub fn total_errors(&self) -> u64 {
+    pub(super) fn total_errors(&self) -> u64 {
         self.errors.iter().sum()
     }
 }
@@ -121,12 +121,12 @@ async fn get(send: &mut Sender, host: &str, path: &str) -> anyhow::Result<(u16, 
     Ok((status, body))
 }
 
-pub fn sha256_hex(data: &[u8]) -> String {
+pub(super) fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
 /// Why an answer is wrong, if it is.
-pub fn check(target: &Target, status: u16, body: &[u8]) -> Result<(), String> {
+pub(super) fn check(target: &Target, status: u16, body: &[u8]) -> Result<(), String> {
     match &target.expect {
         Expect::Body(want) => {
             if status != 200 {
@@ -214,7 +214,7 @@ async fn connection(
                 send = None;
             }
             Ok(Ok((status, body))) => {
-                let us = start.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                let us = start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                 t.lat[k].push(us);
                 if let Err(why) = check(target, status, &body) {
                     t.error(kind, format!("GET {}: {why}", target.path));
@@ -227,7 +227,7 @@ async fn connection(
 
 /// `conns` connections looping over `mix` for `secs`; returns what they counted and the seconds
 /// it took.
-pub async fn run_mix(
+pub(super) async fn run_mix(
     addr: SocketAddr,
     mix: Arc<Mix>,
     conns: usize,
@@ -246,7 +246,7 @@ pub async fn run_mix(
 }
 
 /// GETs every path once over `conns` keep-alive connections; the answers in the order of `paths`.
-pub async fn get_all(
+pub(super) async fn get_all(
     addr: SocketAddr,
     paths: Arc<Vec<String>>,
     conns: usize,
@@ -287,7 +287,7 @@ pub async fn get_all(
 
 /// Requests, errors and latency percentiles of one kind (or all).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub requests: u64,
     pub errors: u64,
     pub rps: f64,
@@ -295,7 +295,7 @@ pub struct Stats {
     pub p99_ms: f64,
 }
 
-pub fn stats(mut lat: Vec<u32>, requests: u64, errors: u64, secs: f64) -> Stats {
+pub(super) fn stats(mut lat: Vec<u32>, requests: u64, errors: u64, secs: f64) -> Stats {
     lat.sort_unstable();
     let pct = |p: f64| -> f64 {
         if lat.is_empty() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 /// The daemon's open files (`/proc/PID/fd` entries) by what they are.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Fds {
+pub(crate) struct Fds {
     pub total: usize,
     /// TCP connections to the upstream (the daemon's HTTP client pool).
     pub upstream: usize,
@@ -23,11 +23,11 @@ pub struct Fds {
 
 impl Fds {
     /// Everything but the connections to the upstream.
-    pub fn rest(&self) -> usize {
+    pub(crate) fn rest(&self) -> usize {
         self.total - self.upstream
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{} connections to the upstream, {} client connections, {} other sockets, {} files, {} other (epoll, eventfd, pipes, …)",
             self.upstream, self.clients, self.sockets, self.files, self.other
@@ -37,14 +37,14 @@ impl Fds {
 
 /// The daemon's resident memory and open files at one moment.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Usage {
+pub(crate) struct Usage {
     pub rss: u64,
     pub fds: Fds,
 }
 
 /// The ports that tell the daemon's sockets apart.
 #[derive(Debug, Clone, Copy)]
-pub struct Ports {
+pub(super) struct Ports {
     pub daemon: u16,
     pub upstream: u16,
 }
@@ -74,7 +74,7 @@ fn tcp_sockets(pid: u32) -> HashMap<u64, (u16, u16)> {
 }
 
 /// `VmRSS` and the open files; `None` once the process is gone.
-pub fn usage(pid: u32, ports: Ports) -> Option<Usage> {
+pub(super) fn usage(pid: u32, ports: Ports) -> Option<Usage> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = status
         .lines()
@@ -116,7 +116,7 @@ pub fn usage(pid: u32, ports: Ports) -> Option<Usage> {
 
 /// After the load: the daemon's usage once `ok` holds for it (the client sockets take a moment to
 /// close on its side), or after 5 s.
-pub fn settle(pid: u32, ports: Ports, ok: impl Fn(&Usage) -> bool) -> Option<Usage> {
+pub(super) fn settle(pid: u32, ports: Ports, ok: impl Fn(&Usage) -> bool) -> Option<Usage> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let u = usage(pid, ports)?;
@@ -128,13 +128,13 @@ pub fn settle(pid: u32, ports: Ports, ok: impl Fn(&Usage) -> bool) -> Option<Usa
 }
 
 /// Samples [`usage`] every second on its own thread until stopped.
-pub struct Sampler {
+pub(super) struct Sampler {
     stop: Arc<AtomicBool>,
     handle: std::thread::JoinHandle<Vec<(f64, Usage)>>,
 }
 
 impl Sampler {
-    pub fn start(pid: u32, ports: Ports) -> Sampler {
+    pub(super) fn start(pid: u32, ports: Ports) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -155,14 +155,14 @@ impl Sampler {
         Sampler { stop, handle }
     }
 
-    pub fn finish(self) -> Vec<(f64, Usage)> {
+    pub(super) fn finish(self) -> Vec<(f64, Usage)> {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().unwrap_or_default()
     }
 }
 
 /// The peak of each figure over the samples.
-pub fn peak(samples: &[(f64, Usage)]) -> Usage {
+pub(super) fn peak(samples: &[(f64, Usage)]) -> Usage {
     let max = |f: fn(&Usage) -> usize| samples.iter().map(|(_, u)| f(u)).max().unwrap_or(0);
     Usage {
         rss: samples.iter().map(|(_, u)| u.rss).max().unwrap_or(0),

@@ -19,7 +19,7 @@ pub(super) struct Validators {
 
 impl Validators {
     /// `ETag` and `Last-Modified`, when they are text.
-    pub fn from_headers(headers: &http::HeaderMap) -> Validators {
+    pub(super) fn from_headers(headers: &http::HeaderMap) -> Validators {
         let header = |name: http::HeaderName| {
             headers
                 .get(name)
@@ -73,7 +73,7 @@ pub(super) enum Answer {
 
 impl Answer {
     /// The `outcome` label of `privreg_upstream_requests_total`.
-    pub fn outcome(&self) -> &'static str {
+    pub(super) fn outcome(&self) -> &'static str {
         match self {
             Answer::Modified { .. } => "ok",
             Answer::NotModified(_) => "not_modified",

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 /// The client for upstream requests.
-pub fn http_client() -> reqwest::Client {
+pub(crate) fn http_client() -> reqwest::Client {
     privreg_shared::http::upstream_client()
         .pool_idle_timeout(Duration::from_secs(90))
         .build()

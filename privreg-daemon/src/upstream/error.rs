@@ -6,7 +6,7 @@ use privreg_shared::config::Upstream;
 
 /// Why an upstream gave no usable answer. Every variant names the upstream.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     #[error(
         "upstream {upstream} refused {what} with {status}: its token is missing or wrong (run `privreg login {upstream}`)"
     )]
@@ -86,11 +86,11 @@ pub enum FetchError {
 
 /// The longest `Retry-After` privreg honours; an upstream asking for more is asked again after
 /// this long.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 impl FetchError {
     /// The `outcome` label of `privreg_upstream_requests_total` for this failure.
-    pub fn metric_label(&self) -> &'static str {
+    pub(crate) fn metric_label(&self) -> &'static str {
         match self {
             FetchError::Auth { .. } => "auth_error",
             FetchError::Status { .. } => "status_error",
@@ -107,7 +107,7 @@ impl FetchError {
 
     /// Seconds to wait before asking again, when the upstream said so (429 or 503 with
     /// `Retry-After`).
-    pub fn retry_after(&self) -> Option<u64> {
+    pub(crate) fn retry_after(&self) -> Option<u64> {
         match self {
             FetchError::RetryLater { retry_after, .. } => Some(*retry_after),
             _ => None,
@@ -116,7 +116,7 @@ impl FetchError {
 
     /// The error for a failed request to `up` (`in_body`: while reading the body, after the
     /// headers came). The request's `timeout` bounds the body too, so a slow drip is a timeout.
-    pub fn from_reqwest(
+    pub(crate) fn from_reqwest(
         up: &Upstream,
         what: &str,
         e: &reqwest::Error,

@@ -23,18 +23,18 @@ impl Flight {
     /// The failure a caller that came at `start` shares instead of asking again (it is `now`):
     /// one that ended after the caller came (it queued behind that request), or one whose
     /// `Retry-After` still stands.
-    pub fn shared_failure(&self, start: Instant, now: Instant) -> Option<&FetchError> {
+    pub(super) fn shared_failure(&self, start: Instant, now: Instant) -> Option<&FetchError> {
         let (when, err) = self.failed.as_ref()?;
         (*when >= start || self.retry_at.is_some_and(|t| t > now)).then_some(err)
     }
 
     /// The request got a usable answer.
-    pub fn succeeded(&mut self) {
+    pub(super) fn succeeded(&mut self) {
         self.failed = None;
     }
 
     /// The request failed at `now` with `err`.
-    pub fn failed(&mut self, err: FetchError, now: Instant) {
+    pub(super) fn failed(&mut self, err: FetchError, now: Instant) {
         self.retry_at = err
             .retry_after()
             .map(|secs| now + Duration::from_secs(secs));
@@ -50,7 +50,7 @@ pub(super) struct Flights {
 
 impl Flights {
     /// The flight of `key`, to lock while asking the upstream for it.
-    pub fn of(&self, key: &Key) -> Arc<tokio::sync::Mutex<Flight>> {
+    pub(super) fn of(&self, key: &Key) -> Arc<tokio::sync::Mutex<Flight>> {
         self.flights
             .lock()
             .expect("flights lock")
@@ -69,7 +69,7 @@ pub(super) struct Permits {
 impl Permits {
     /// The semaphore of upstream `name`, allowing `limit` requests at once. A reload that
     /// changed the limit starts a fresh budget for new requests.
-    pub fn semaphore(&self, name: &str, limit: usize) -> Arc<tokio::sync::Semaphore> {
+    pub(super) fn semaphore(&self, name: &str, limit: usize) -> Arc<tokio::sync::Semaphore> {
         let mut map = self.in_flight.lock().expect("in-flight lock");
         let slot = map
             .entry(name.to_owned())

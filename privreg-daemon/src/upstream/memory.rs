@@ -16,7 +16,7 @@ use super::request::rel_url;
 
 /// One upstream file as privreg knows it.
 #[derive(Debug)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub meta: Meta,
     pub body: Bytes,
     /// The parsed index file, for present index entries.
@@ -121,7 +121,7 @@ pub(super) struct Memory {
 }
 
 impl Memory {
-    pub fn new(cache: Cache) -> Memory {
+    pub(super) fn new(cache: Cache) -> Memory {
         Memory {
             cache,
             entries: Mutex::default(),
@@ -151,7 +151,7 @@ impl Memory {
     }
 
     /// The entry in memory, else on disk (loaded into memory).
-    pub fn known(&self, up: &Upstream, rel: UpstreamPath<'_>, key: &Key) -> Option<Arc<Entry>> {
+    pub(super) fn known(&self, up: &Upstream, rel: UpstreamPath<'_>, key: &Key) -> Option<Arc<Entry>> {
         if let Some(e) = self.entries.lock().expect("memory lock").get(key) {
             return Some(e.clone());
         }
@@ -173,7 +173,7 @@ impl Memory {
 
     /// Records a usable answer for a file, given the entry held before: on disk (unless a 304
     /// left it as it was) and in memory. Returns the new entry and whether its body changed.
-    pub fn remember(
+    pub(super) fn remember(
         &self,
         up: &Upstream,
         rel: UpstreamPath<'_>,
@@ -205,7 +205,7 @@ impl Memory {
     /// Makes the entry in memory stale and without validators, so that the next request asks
     /// the upstream without conditions (some upstreams keep their ETag across a yank, and a 304
     /// would keep the old body).
-    pub fn invalidate(&self, key: &Key) {
+    pub(super) fn invalidate(&self, key: &Key) {
         if let Some(e) = self.entries.lock().expect("memory lock").get_mut(key) {
             let meta = Meta {
                 fetched: 0,
@@ -219,7 +219,7 @@ impl Memory {
 
     /// Puts an expired copy of `old` in memory so that the next fetch asks the upstream
     /// (`unconditional`: without its validators).
-    pub fn expire(&self, key: Key, old: &Entry, unconditional: bool) {
+    pub(super) fn expire(&self, key: Key, old: &Entry, unconditional: bool) {
         let mut meta = Meta {
             fetched: 0,
             ..old.meta.clone()
@@ -232,7 +232,7 @@ impl Memory {
 
     /// Puts `old` back when memory still holds the copy [`Memory::expire`] made of it (nothing
     /// new came in meanwhile).
-    pub fn restore(&self, key: Key, old: &Arc<Entry>) {
+    pub(super) fn restore(&self, key: Key, old: &Arc<Entry>) {
         let mut entries = self.entries.lock().expect("memory lock");
         if entries
             .get(&key)

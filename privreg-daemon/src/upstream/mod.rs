@@ -26,10 +26,10 @@ use classify::{Answer, Head};
 use flight::{Flights, Permits};
 use memory::{Key, Memory, fresh};
 
-pub use client::http_client;
-pub use error::{FetchError, MAX_RETRY_AFTER};
-pub use memory::Entry;
-pub use scope::RequestKind;
+pub(crate) use client::http_client;
+pub(crate) use error::FetchError;
+pub(crate) use memory::Entry;
+pub(crate) use scope::RequestKind;
 
 use crate::metrics::Metrics;
 use crate::tokens::{Tokens, authorization};
@@ -38,25 +38,23 @@ use privreg_shared::store::{self, Cache, Spool, UpstreamPath};
 /// The outcome of asking for a file: the best entry known (fresh, or the last good one when the
 /// upstream failed), and the failure if there was one.
 #[derive(Debug, Clone)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     pub entry: Option<Arc<Entry>>,
     pub error: Option<FetchError>,
-    /// This call received a new body from the upstream.
-    pub changed: bool,
 }
 
 /// How many of a crate's newest versions have their dependencies prefetched.
-pub const PREFETCH_VERSIONS: usize = 3;
+pub(crate) const PREFETCH_VERSIONS: usize = 3;
 
 /// Health of one upstream as last seen.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Health {
+pub(crate) struct Health {
     pub last_ok: Option<u64>,
     pub last_error: Option<String>,
     pub last_error_at: Option<u64>,
 }
 
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     client: reqwest::Client,
     pub tokens: Tokens,
     hits: AtomicU64,
@@ -81,7 +79,7 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(
+    pub(crate) fn new(
         cache: Cache,
         tokens: Tokens,
         prefetch: tokio::sync::mpsc::UnboundedSender<(CrateName, Option<String>)>,
@@ -106,18 +104,14 @@ impl Upstreams {
         }
     }
 
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
-
     /// Upstream requests made so far (for tests and metrics).
-    pub fn request_count(&self) -> u64 {
+    pub(crate) fn request_count(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
 
     /// Index and config files answered from the cache without asking the upstream, and those
     /// that needed an upstream request.
-    pub fn hits_and_misses(&self) -> (u64, u64) {
+    pub(crate) fn hits_and_misses(&self) -> (u64, u64) {
         (
             self.hits.load(Ordering::Relaxed),
             self.misses.load(Ordering::Relaxed),
@@ -125,13 +119,13 @@ impl Upstreams {
     }
 
     /// Background revalidations started so far.
-    pub fn revalidation_count(&self) -> u64 {
+    pub(crate) fn revalidation_count(&self) -> u64 {
         self.revalidations.load(Ordering::Relaxed)
     }
 
     /// Hands the dependencies of the versions of `krate` that cargo will want (see
     /// [`crate::prefetch`]) to the prefetcher, once per version and dependency requirement.
-    pub fn announce_dependencies(&self, krate: &CrateName, file: &IndexFile) {
+    pub(crate) fn announce_dependencies(&self, krate: &CrateName, file: &IndexFile) {
         let mut interest = self.interest.lock().expect("interest lock");
         let follow = interest
             .entry(krate.key())
@@ -160,7 +154,7 @@ impl Upstreams {
 
     /// Waits for a turn to send `up` a request (at most `limits.max-upstream-requests` in flight),
     /// for no longer than the upstream's `timeout`. Hold the permit until the body is read.
-    pub async fn permit(
+    pub(crate) async fn permit(
         &self,
         up: &Upstream,
         what: &str,
@@ -199,7 +193,7 @@ impl Upstreams {
 
     /// A request to `up` for `kind`, with its own token (and no other upstream's) where cargo
     /// would send it (see [`scope`]).
-    pub async fn request_to(
+    pub(crate) async fn request_to(
         &self,
         up: &Upstream,
         kind: RequestKind,
@@ -236,18 +230,18 @@ impl Upstreams {
         }
     }
 
-    pub fn health(&self) -> HashMap<String, Health> {
+    pub(crate) fn health(&self) -> HashMap<String, Health> {
         self.health.lock().expect("health lock").clone()
     }
 
     /// Forgets what is cached for a file so that the next request asks the upstream, without
     /// conditions.
-    pub fn invalidate(&self, up: &Upstream, rel: UpstreamPath<'_>) {
+    pub(crate) fn invalidate(&self, up: &Upstream, rel: UpstreamPath<'_>) {
         self.memory.invalidate(&memory::key(up, rel));
     }
 
     /// Whether an answer for this file is held, in memory or on disk, fresh or not.
-    pub fn is_cached(&self, up: &Upstream, rel: UpstreamPath<'_>) -> bool {
+    pub(crate) fn is_cached(&self, up: &Upstream, rel: UpstreamPath<'_>) -> bool {
         let key = memory::key(up, rel);
         self.memory.known(up, rel, &key).is_some()
     }
@@ -256,7 +250,7 @@ impl Upstreams {
     /// refresh`): a conditional request, or a full one when `unconditional` (some upstreams keep
     /// their ETag across a yank). Returns the entry held before and the outcome. When the
     /// upstream fails, the cached copy keeps its freshness and is served as before.
-    pub async fn revalidate_now(
+    pub(crate) async fn revalidate_now(
         &self,
         up: &Upstream,
         rel: UpstreamPath<'_>,
@@ -280,7 +274,7 @@ impl Upstreams {
     /// the upstream's `stale` bound past its `ttl`) also at once, with one revalidation started in
     /// the background; else with a conditional request. Concurrent callers for the same file
     /// share one upstream request.
-    pub async fn fetch(self: &Arc<Self>, up: &Upstream, rel: UpstreamPath<'_>) -> Fetched {
+    pub(crate) async fn fetch(self: &Arc<Self>, up: &Upstream, rel: UpstreamPath<'_>) -> Fetched {
         let key = memory::key(up, rel);
         if let Some(e) = self.memory.known(up, rel, &key) {
             if fresh(&e, up.ttl) {
@@ -289,7 +283,6 @@ impl Upstreams {
                 return Fetched {
                     entry: Some(e),
                     error: None,
-                    changed: false,
                 };
             }
             if fresh(&e, up.ttl.saturating_add(up.stale)) {
@@ -299,7 +292,6 @@ impl Upstreams {
                 return Fetched {
                     entry: Some(e),
                     error: None,
-                    changed: false,
                 };
             }
         }
@@ -346,14 +338,12 @@ impl Upstreams {
             return Fetched {
                 entry: Some(e.clone()),
                 error: None,
-                changed: false,
             };
         }
         if let Some(err) = flight.shared_failure(start, Instant::now()) {
             return Fetched {
                 entry: cached,
                 error: Some(err.clone()),
-                changed: false,
             };
         }
         let (asked, kind) = (Instant::now(), crate::metrics::file_kind(rel));
@@ -377,7 +367,6 @@ impl Upstreams {
                 Fetched {
                     entry: Some(entry),
                     error: None,
-                    changed,
                 }
             }
             Err(err) => {
@@ -388,7 +377,6 @@ impl Upstreams {
                 Fetched {
                     entry: cached,
                     error: Some(err),
-                    changed: false,
                 }
             }
         }
@@ -465,13 +453,13 @@ impl Upstreams {
         }
     }
 
-    pub fn transport_error(&self, up: &Upstream, what: &str, e: reqwest::Error) -> FetchError {
+    pub(crate) fn transport_error(&self, up: &Upstream, what: &str, e: reqwest::Error) -> FetchError {
         FetchError::from_reqwest(up, what, &e, false)
     }
 
     /// Downloads `url` from `up` (at most `limits.max-crate-size` bytes) into `spool`, a chunk at
     /// a time as it arrives.
-    pub async fn download(
+    pub(crate) async fn download(
         &self,
         up: &Upstream,
         url: url::Url,
@@ -508,7 +496,7 @@ impl Upstreams {
     }
 
     /// Records for `privreg status` that `up` answered well just now.
-    pub fn note_ok(&self, up: &Upstream) {
+    pub(crate) fn note_ok(&self, up: &Upstream) {
         self.health
             .lock()
             .expect("health lock")
@@ -518,7 +506,7 @@ impl Upstreams {
     }
 
     /// Records for `privreg status` that a request to `up` failed just now, and why.
-    pub fn note_error(&self, up: &Upstream, error: &str) {
+    pub(crate) fn note_error(&self, up: &Upstream, error: &str) {
         let mut health = self.health.lock().expect("health lock");
         let h = health.entry(up.name.to_string()).or_default();
         h.last_error = Some(error.to_owned());
@@ -526,7 +514,7 @@ impl Upstreams {
     }
 
     /// The index file of `krate` at `up` (see [`Upstreams::fetch`]).
-    pub async fn index(self: &Arc<Self>, up: &Upstream, krate: &CrateName) -> Fetched {
+    pub(crate) async fn index(self: &Arc<Self>, up: &Upstream, krate: &CrateName) -> Fetched {
         self.fetch(up, UpstreamPath::Index(krate)).await
     }
 }

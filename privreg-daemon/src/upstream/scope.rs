@@ -12,7 +12,7 @@ use privreg_shared::store::UpstreamPath;
 
 /// What a request to an upstream is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestKind {
+pub(crate) enum RequestKind {
     /// Its `config.json`.
     Config,
     /// An index file.
@@ -27,7 +27,7 @@ pub enum RequestKind {
 
 impl RequestKind {
     /// The kind of request for an index-side file.
-    pub fn of(rel: UpstreamPath<'_>) -> RequestKind {
+    pub(crate) fn of(rel: UpstreamPath<'_>) -> RequestKind {
         match rel {
             UpstreamPath::Config => RequestKind::Config,
             UpstreamPath::Index(_) => RequestKind::Index,
@@ -37,7 +37,7 @@ impl RequestKind {
 
 /// Whether a request of `kind` carries the upstream's token, given whether the upstream requires
 /// authentication (as far as is known: see [`says_auth_required`]).
-pub fn carries_token(kind: RequestKind, auth_required: bool) -> bool {
+pub(super) fn carries_token(kind: RequestKind, auth_required: bool) -> bool {
     match kind {
         RequestKind::Owner => true,
         RequestKind::Config | RequestKind::Index | RequestKind::Download | RequestKind::Search => {
@@ -48,7 +48,7 @@ pub fn carries_token(kind: RequestKind, auth_required: bool) -> bool {
 
 /// What to do after an upstream refused a request that went without the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(super) enum Refused {
     /// Nothing more: the refusal stands.
     Stands,
     /// The registry requires authentication (cargo's probe: a 401 for `config.json`): note
@@ -61,7 +61,7 @@ pub enum Refused {
 
 /// What an answer with `status` to a request of `kind` means when it went without the token
 /// (`sent_token` false): only a 401 is a request for authentication, as in cargo.
-pub fn refused(kind: RequestKind, status: u16, sent_token: bool) -> Refused {
+pub(super) fn refused(kind: RequestKind, status: u16, sent_token: bool) -> Refused {
     match kind {
         _ if status != 401 || sent_token => Refused::Stands,
         RequestKind::Config => Refused::AuthRequired,
@@ -71,7 +71,7 @@ pub fn refused(kind: RequestKind, status: u16, sent_token: bool) -> Refused {
 }
 
 /// Whether an upstream's `config.json` says `"auth-required": true` (unreadable: no).
-pub fn says_auth_required(config_json: &[u8]) -> bool {
+pub(super) fn says_auth_required(config_json: &[u8]) -> bool {
     privreg_shared::protocol::RegistryConfig::parse(config_json).is_ok_and(|c| c.auth_required)
 }
 

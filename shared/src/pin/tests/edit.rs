@@ -282,7 +282,7 @@ fn small_files_exhaustively() {
         "Package: b",
     ];
     let summary =
-        |f: &PinFile| -> Vec<String> { f.stanzas.iter().map(|s| s.to_string()).collect() };
+        |f: &PinFile| -> Vec<String> { f.stanzas.iter().map(std::string::ToString::to_string).collect() };
     let mut valid = 0;
     for len in 0..=5u32 {
         for mut n in 0..ALPHABET.len().pow(len) {

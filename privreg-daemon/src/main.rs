@@ -1,11 +1,37 @@
 //! `privreg-daemon`: the per-developer registry daemon (foreground; logs to stderr).
+//!
+//! privreg's daemon: a layered, cached sparse registry in front of several upstreams.
+//!
+//! The policy is pure (`privreg_shared::policy`); this crate adds the network at the edges:
+//! [`upstream`] talks to upstreams, [`privreg_shared::store`] keeps their answers on disk, [`layered`] merges,
+//! [`download`] verifies crates, and [`server`] answers cargo.
+
+mod api;
+mod auth;
+mod body;
+mod conns;
+mod daemon;
+mod download;
+mod h2c;
+mod layered;
+mod metrics;
+mod page;
+mod prefetch;
+mod refresh;
+mod reload;
+mod server;
+mod session;
+mod status;
+mod tokens;
+mod upstream;
+mod view;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::daemon::Daemon;
 use anyhow::Context;
 use clap::Parser;
-use privreg_daemon::Daemon;
 use privreg_shared::paths;
 use privreg_shared::protocol::DaemonState;
 use privreg_shared::secrets::{EntryName, Keyring, SecretStore};
@@ -112,7 +138,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         paths::config_dir(args.config_dir).context("no config directory; pass --config-dir")?;
     let cache_dir =
         paths::cache_dir(args.cache_dir).context("no cache directory; pass --cache-dir")?;
-    let runtime = privreg_daemon::reload::load(&config_dir, 1)?;
+    let runtime = crate::reload::load(&config_dir, 1)?;
     let config = runtime.config.clone();
     raise_open_files(config.limits.max_connections);
     // With `auth = true` the keyring must answer and hold the local token; without, upstream
@@ -148,10 +174,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         local_token,
         keyring,
     ));
-    privreg_daemon::reload::watch(daemon.clone()).context("cannot watch the config directory")?;
-    privreg_daemon::prefetch::start(daemon.clone());
+    crate::reload::watch(daemon.clone()).context("cannot watch the config directory")?;
+    crate::prefetch::start(daemon.clone());
     // Temp files a crash left behind are never read; clear them away.
-    let cache = daemon.cache.clone();
+    let cache = daemon.cache().clone();
     tokio::task::spawn_blocking(move || {
         let removed = cache.sweep_temp();
         if removed > 0 {
@@ -167,7 +193,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     privreg_shared::store::write_atomic(&state, &info.to_bytes())?;
     tracing::info!(url = %format!("{base_url}/index/"), upstreams = %upstreams.join(", "), "privreg-daemon listening");
 
-    privreg_daemon::server::serve(daemon, listener, shutdown_signal()).await;
+    crate::server::serve(daemon, listener, shutdown_signal()).await;
     let _ = std::fs::remove_file(&state);
     tracing::info!("stopped");
     Ok(())
