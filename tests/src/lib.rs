@@ -647,21 +647,34 @@ pub fn locked_packages(project: &Path) -> Vec<(String, String)> {
 }
 
 /// The OS keyring these tests run against, from `PRIVREG_TEST_KEYRING` (`keyutils` or
-/// `secret-service`, set by `tests/support/keyrings.sh`). `None` (and a line saying the test is
-/// skipped) when unset, so that plain `cargo test` passes on a machine without a keyring session.
-pub fn test_keyring(test: &str) -> Option<privreg_shared::config::KeyringChoice> {
+/// `secret-service`, set by `tests/support/keyrings.sh`). Panics, saying how to provide one, when
+/// it is unset: a test that cannot run fails rather than passing without having run.
+pub fn test_keyring(test: &str) -> privreg_shared::config::KeyringChoice {
     use privreg_shared::config::KeyringChoice;
     match std::env::var("PRIVREG_TEST_KEYRING").ok().as_deref() {
-        Some("keyutils") => Some(KeyringChoice::Keyutils),
-        Some("secret-service") => Some(KeyringChoice::SecretService),
-        None | Some("") => {
-            eprintln!(
-                "skipping {test}: PRIVREG_TEST_KEYRING is not set (run under tests/support/keyrings.sh)"
-            );
-            None
-        }
+        Some("keyutils") => KeyringChoice::Keyutils,
+        Some("secret-service") => KeyringChoice::SecretService,
+        None | Some("") => panic!(
+            "{test} needs an OS keyring and PRIVREG_TEST_KEYRING: run it under \
+             `tests/support/keyrings.sh keyutils -- cargo test …` (Debian package keyutils) or \
+             `tests/support/keyrings.sh secret-service -- cargo test …` (dbus-daemon, dbus-bin, \
+             gnome-keyring, libsecret-tools); tests/run.sh does both"
+        ),
         Some(other) => panic!("PRIVREG_TEST_KEYRING={other:?}: use keyutils or secret-service"),
     }
+}
+
+/// `program`'s path on `PATH`; panics, naming the Debian package to install, when it is missing
+/// (a test that needs it fails rather than passing without having checked anything).
+pub fn require_tool(program: &str, package: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{program} not found on PATH: install Debian's {package} (tests/run.sh does)")
+        })
 }
 
 /// The `keyring = …` value for a choice.

@@ -20,10 +20,7 @@ fn provider_config(privreg: &Privreg) -> String {
 
 #[test]
 fn cargo_reaches_an_authenticated_daemon_through_the_provider() {
-    let Some(store) = test_keyring("cargo_reaches_an_authenticated_daemon_through_the_provider")
-    else {
-        return;
-    };
+    let store = test_keyring("cargo_reaches_an_authenticated_daemon_through_the_provider");
     let mut public = Registry::start(RegistryOpts::default());
     public.publish(Pkg::new("pubdep", "1.0.0").lib("pub fn name() -> &'static str { \"pubdep\" }"));
     let mut privreg = Privreg::new(&format!(
@@ -117,9 +114,7 @@ fn cargo_reaches_an_authenticated_daemon_through_the_provider() {
 
 #[test]
 fn each_upstream_gets_its_own_token_and_nobody_else_does() {
-    let Some(store) = test_keyring("each_upstream_gets_its_own_token_and_nobody_else_does") else {
-        return;
-    };
+    let store = test_keyring("each_upstream_gets_its_own_token_and_nobody_else_does");
     let mut public = Registry::start(RegistryOpts {
         watch: vec!["pubdep".into()],
         ..RegistryOpts::default()

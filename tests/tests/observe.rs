@@ -206,10 +206,7 @@ fn check_conventions(s: &Scrape, text: &str) {
 
 #[test]
 fn metrics_count_requests_cache_upstreams_policy_and_reloads() {
-    let Some(store) = test_keyring("metrics_count_requests_cache_upstreams_policy_and_reloads")
-    else {
-        return;
-    };
+    let store = test_keyring("metrics_count_requests_cache_upstreams_policy_and_reloads");
     let mut s = setup(store);
 
     // The local token guards /metrics: as cargo sends it, or as a scraper's bearer token.
@@ -417,10 +414,7 @@ fn request_status(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]
 
 #[test]
 fn status_page_opens_once_through_its_link_in_a_real_browser() {
-    let Some(store) = test_keyring("status_page_opens_once_through_its_link_in_a_real_browser")
-    else {
-        return;
-    };
+    let store = test_keyring("status_page_opens_once_through_its_link_in_a_real_browser");
     let mut s = setup(store);
     // Something to show: a resolution (upstreams contacted, the pin blocking crates-io's
     // acme-core), then acme failing, then a broken pin file in force.
