@@ -282,5 +282,9 @@ fn a_full_disk_serves_without_caching_and_says_so() {
     assert_eq!(p.get("/index/la/te/later").status, 200);
     let out = p.cli_ok(&["status"]);
     assert!(!out.contains("cannot be written"), "{out}");
-    p.terminate();
+    assert!(
+        p.terminate(),
+        "the daemon did not exit cleanly on SIGTERM:\n{}",
+        p.log()
+    );
 }
