@@ -234,7 +234,8 @@ impl Registry {
         r["cksum"].as_str().expect("cksum").to_owned()
     }
 
-    /// `ok`, `500`, `503`, `hang` or `slow`, for the crates named in [`RegistryOpts::watch`].
+    /// `ok`, `500`, `503`, `hang`, `slow` or `hold` (answer nothing until the next mode), for the
+    /// crates named in [`RegistryOpts::watch`].
     pub fn mode(&mut self, mode: &str) {
         self.command(serde_json::json!({ "mode": mode }));
     }
@@ -494,6 +495,41 @@ impl Privreg {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A counter or gauge from `/metrics` (summed over its label sets; 0 when absent). `token`:
+    /// the daemon's local token when it runs with `auth = true`.
+    pub fn metric(&self, name: &str, token: Option<&str>) -> f64 {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| ("Authorization", b))
+            .into_iter()
+            .collect();
+        let r = http_get(&self.addr, "/metrics", &headers).expect("request to /metrics");
+        assert_eq!(r.status, 200, "/metrics: {}", r.text());
+        r.text()
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// How many times the daemon has reloaded its config and pins (good or not): the generation
+    /// of what is in force. Read it before a change, then [`Privreg::wait_reload`].
+    pub fn reloads(&self, token: Option<&str>) -> u64 {
+        self.metric("privreg_config_reloads_total", token) as u64
+    }
+
+    /// Waits until the daemon has reloaded since `before` (from [`Privreg::reloads`], read before
+    /// the change). The bound only turns a reload that never comes into a failure with the log.
+    pub fn wait_reload(&self, before: u64, token: Option<&str>, what: &str) {
+        self.within(60.0, &format!("a reload after {what}"), |p| {
+            p.reloads(token) > before
+        });
     }
 
     pub fn write_config(&self, config_toml: &str) {

@@ -234,7 +234,7 @@ fn a_token_never_follows_a_redirect_to_another_host() {
             ),
     )
     .unwrap();
-    privreg.within(2.0, "the reload", |p| {
+    privreg.within(60.0, "the reload", |p| {
         p.log().contains("configuration reloaded")
     });
     let r = privreg.get("/index/ac/me/acme-core");

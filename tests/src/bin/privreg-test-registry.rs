@@ -7,9 +7,11 @@
 //! reads JSON commands from stdin, one per line, answering each with one JSON line:
 //! - `{"publish":{"name":…,"vers":…,"deps":[{"name":…,"req":…,"registry":null|"alternative"}],
 //!   "yanked":false,"lib":"…rust source…"}}` → `{"cksum":…}`
-//! - `{"mode":"ok"|"500"|"503"|"hang"|"slow"|"redirect BASE"}` → `{"ok":true}`: how the index
-//!   files of the crates named in `--watch` (and `config.json`) are answered from now on (`slow`:
-//!   after 500 ms; `redirect BASE`: 302 to BASE followed by the same path).
+//! - `{"mode":"ok"|"500"|"503"|"hang"|"slow"|"hold"|"redirect BASE"}` → `{"ok":true}`: how the
+//!   index files of the crates named in `--watch` (and `config.json`) are answered from now on
+//!   (`slow`: after 500 ms; `hold`: not until the mode changes, then as the new mode says — a
+//!   request in flight for as long as a test needs, released by an event rather than a clock;
+//!   `redirect BASE`: 302 to BASE followed by the same path).
 //! - `{"requests":true}` → `{"requests":[{"path":…,"if_none_match":…,"if_modified_since":…,
 //!   "authorization":…}]}`: every request for those files so far.
 //!
@@ -23,6 +25,9 @@ use std::sync::{Arc, Mutex};
 use cargo_test_support::registry::{
     Dependency, Package, RegistryBuilder, Request, Response, Token,
 };
+
+/// The `hold` mode's number.
+const HOLD: u8 = 6;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,7 +139,12 @@ fn main() {
             if auth && req.authorization.as_deref() != Some(token.as_str()) {
                 return server.unauthorized(req);
             }
-            match mode.load(Ordering::SeqCst) {
+            let mut m = mode.load(Ordering::SeqCst);
+            while m == HOLD {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                m = mode.load(Ordering::SeqCst);
+            }
+            match m {
                 1 => server.internal_server_error(req),
                 2 => Response {
                     code: 503,
@@ -226,6 +236,7 @@ fn main() {
                     "503" => 2,
                     "hang" => 3,
                     "slow" => 4,
+                    "hold" => HOLD,
                     m if m.starts_with("redirect ") => {
                         *redirect_to.lock().expect("redirect lock") =
                             m["redirect ".len()..].to_owned();
