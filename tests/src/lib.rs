@@ -163,6 +163,9 @@ pub struct RegistryOpts {
     /// Crates whose index files (and the registry's `config.json`) obey [`Registry::mode`] and
     /// are recorded for [`Registry::requests`].
     pub watch: Vec<String>,
+    /// `NAME@VER[@VER…]`: crates whose owners, yank and unyank really work and are recorded for
+    /// [`Registry::api_requests`] (cargo's server only answers "ok" to them otherwise).
+    pub api: Vec<String>,
 }
 
 impl Registry {
@@ -178,6 +181,9 @@ impl Registry {
         }
         if !opts.watch.is_empty() {
             cmd.args(["--watch", &opts.watch.join(",")]);
+        }
+        if !opts.api.is_empty() {
+            cmd.args(["--api", &opts.api.join(",")]);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -245,6 +251,13 @@ impl Registry {
     pub fn requests(&mut self) -> Vec<serde_json::Value> {
         let r = self.command(serde_json::json!({ "requests": true }));
         r["requests"].as_array().expect("requests").clone()
+    }
+
+    /// The owners, yank and unyank requests so far for the crates in [`RegistryOpts::api`]
+    /// (`method`, `path`, `authorization`, `body`).
+    pub fn api_requests(&mut self) -> Vec<serde_json::Value> {
+        let r = self.command(serde_json::json!({ "api": true }));
+        r["api"].as_array().expect("api").clone()
     }
 
     fn registry_root(&self) -> PathBuf {

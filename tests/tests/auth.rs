@@ -124,6 +124,7 @@ fn each_upstream_gets_its_own_token_and_nobody_else_does() {
         alternative: true,
         auth_required: true,
         watch: vec!["acme-core".into()],
+        ..RegistryOpts::default()
     });
     acme.publish(
         Pkg::new("acme-core", "0.2.0")
@@ -205,6 +206,7 @@ fn a_token_never_follows_a_redirect_to_another_host() {
         alternative: true,
         auth_required: true,
         watch: vec!["acme-core".into()],
+        ..RegistryOpts::default()
     });
     acme.publish(Pkg::new("acme-core", "0.2.0"));
     let mut privreg = Privreg::new(&format!(
