@@ -256,3 +256,29 @@ fn a_token_never_follows_a_redirect_to_another_host() {
     );
     assert!(files_holding(privreg.root(), &acme.token).is_empty());
 }
+
+/// DESIGN: "an upstream's token goes to its index and downloads only when its `config.json` says
+/// `auth-required: true`, and to its `api` for API calls; never anywhere else."
+#[test]
+fn an_upstream_token_stays_off_an_index_that_does_not_require_it() {
+    let mut acme = Registry::start(RegistryOpts {
+        alternative: true,
+        watch: vec!["acme-core".into()],
+        ..RegistryOpts::default()
+    });
+    acme.publish(Pkg::new("acme-core", "0.2.0"));
+    let mut privreg = Privreg::new(&format!(
+        "auth = false\n\n[upstreams.acme]\nindex = \"{}\"\n",
+        acme.index
+    ));
+    // A token for API calls (publish, yank, owners); acme's index is public.
+    privreg.env("PRIVREG_TOKEN_ACME", &acme.token);
+    privreg.spawn().unwrap();
+    assert_eq!(privreg.get("/index/ac/me/acme-core").status, 200);
+    let seen = acme.requests();
+    assert!(!seen.is_empty(), "acme was not asked");
+    assert!(
+        seen.iter().all(|r| r["authorization"].is_null()),
+        "the token went to an index that does not require it: {seen:?}"
+    );
+}
