@@ -443,7 +443,7 @@ fn dependencies_are_prefetched_so_cargo_finds_them_warm() {
 
     // One request for `top` makes the daemon fetch `mid`, and through it `leaf`, by itself.
     assert_eq!(privreg.get("/index/3/t/top").status, 200);
-    privreg.within(10.0, "prefetch of mid and leaf", |_| {
+    privreg.within(60.0, "prefetch of mid and leaf", |_| {
         let paths: Vec<String> = reg
             .requests()
             .iter()
@@ -501,12 +501,12 @@ fn prefetch_follows_the_versions_the_requirements_pick() {
     // `top` wants mid ^1: mid 1.1.0's dependency is fetched ahead of cargo, 1.0.0's and 2.0.0's
     // are not (the three newest versions would have fetched all of them).
     assert_eq!(privreg.get("/index/3/t/top").status, 200);
-    privreg.within(10.0, "prefetch of mid and leaf-b", |_| {
+    privreg.within(60.0, "prefetch of mid and leaf-b", |_| {
         fetched(&mut reg).contains(&"/index/le/af/leaf-b".to_owned())
     });
     // Then `second` wants mid ^2: mid's file is fresh, and 2.0.0's dependency follows.
     assert_eq!(privreg.get("/index/se/co/second").status, 200);
-    privreg.within(10.0, "prefetch of leaf-c", |_| {
+    privreg.within(60.0, "prefetch of leaf-c", |_| {
         fetched(&mut reg).contains(&"/index/le/af/leaf-c".to_owned())
     });
 

@@ -161,7 +161,7 @@ impl Daemon {
     /// line, as failing when `failing` (nothing answered well since).
     fn wait_for_error(&self, cell: &str, text: &str, failing: bool) {
         self.p
-            .within(20.0, &format!("{cell}: status shows {text:?}"), |_| {
+            .within(60.0, &format!("{cell}: status shows {text:?}"), |_| {
                 self.last_error().contains(text)
             });
         let out = self.p.cli_ok(&["status"]);
