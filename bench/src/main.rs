@@ -54,6 +54,10 @@ struct Args {
     /// synthetic registry (unless --mirror is given). Makes no assertion on time.
     #[arg(long)]
     quick: bool,
+    /// Fail instead of leaving out the nginx comparison when nginx is missing or does not start
+    /// (tests/run.sh, and so CI, passes it).
+    #[arg(long)]
+    require_nginx: bool,
     /// Use the synthetic registry (200 generated crates, made in a temp dir) instead of the mirror.
     #[arg(long)]
     synthetic: bool,
@@ -315,6 +319,10 @@ fn main() -> anyhow::Result<()> {
     };
     let dependencies = mirror::dependencies(&mirror)?;
     let nginx = load::find_nginx();
+    anyhow::ensure!(
+        nginx.is_some() || !args.require_nginx,
+        "--require-nginx: nginx is not installed (`apt-get install -y nginx-light`)"
+    );
     let env = Env {
         cargo: &cargo,
         daemon_bin: &daemon_bin,
@@ -330,6 +338,7 @@ fn main() -> anyhow::Result<()> {
         connections: args.connections,
         secs: args.load_secs,
         nginx: nginx.as_deref().map(|n| (n, mirror.as_path())),
+        require_nginx: args.require_nginx,
     };
     let mut suites = Vec::new();
     let local_name = format!(

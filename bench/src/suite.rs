@@ -35,6 +35,8 @@ pub(crate) struct LoadCfg<'a> {
     pub secs: f64,
     /// nginx binary and the directory it serves (the mirror), when nginx is installed.
     pub nginx: Option<(&'a Path, &'a Path)>,
+    /// nginx that does not start is an error rather than a note (`--require-nginx`).
+    pub require_nginx: bool,
 }
 
 /// One timed run.
@@ -278,6 +280,9 @@ pub(crate) fn run(
     let nginx = match load_cfg.and_then(|l| l.nginx) {
         Some((bin, root)) => match Nginx::start(bin, root, env.work) {
             Ok(n) => Some(n),
+            Err(e) if load_cfg.is_some_and(|l| l.require_nginx) => {
+                return Err(e.context("nginx could not start (--require-nginx)"));
+            }
             Err(e) => {
                 ctx.res.notes.push(format!("nginx could not start: {e:#}"));
                 None

@@ -283,21 +283,20 @@ impl FaultProxy {
         }
     }
 
-    /// Like [`FaultProxy::settled`], and no new request for `path` came in for half a second
-    /// (a background request of the client may still be on its way).
-    pub fn quiet(&mut self, path: &str, secs: u64) -> Vec<Hit> {
+    /// Waits (at most `secs`, a bound that only turns "never" into a failure) until at least `n`
+    /// requests for `path` came and every one is done; returns them.
+    pub fn completed(&mut self, path: &str, n: usize, secs: u64) -> Vec<Hit> {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let before = self.settled(path, secs);
-            std::thread::sleep(Duration::from_millis(500));
-            let after = self.hits_for(path);
-            if after.len() == before.len() && after.iter().all(|h| h.done) {
-                return after;
+            let hits = self.hits_for(path);
+            if hits.len() >= n && hits.iter().all(|h| h.done) {
+                return hits;
             }
             assert!(
                 Instant::now() < deadline,
-                "requests for {path} keep coming after {secs}s: {after:?}"
+                "not {n} finished requests for {path} after {secs}s: {hits:?}"
             );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

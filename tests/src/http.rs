@@ -24,7 +24,8 @@ impl HttpResponse {
 }
 
 /// `GET path` with extra headers; the response is read to the end (`Connection: close`). A body
-/// shorter than its `Content-Length` (the server went away mid-answer) is an error.
+/// shorter than its `Content-Length`, or a chunked body without its last chunk (the server went
+/// away mid-answer), is an error.
 pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<HttpResponse> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -59,7 +60,7 @@ pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Re
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if chunked {
-        body = dechunk(&body);
+        body = dechunk(&body)?;
     } else if let Some(want) = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
@@ -79,17 +80,55 @@ pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Re
     })
 }
 
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
+/// The body of a chunked transfer; an error unless it ends with the last (zero-size) chunk and
+/// every chunk arrived whole (a cut-off transfer is what curl reports as an error too).
+fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let cut = |what: String| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, what);
     let mut out = Vec::new();
-    while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
+    loop {
+        let pos = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| cut(format!("chunked body cut off after {} bytes", out.len())))?;
+        let line = String::from_utf8_lossy(&data[..pos]);
+        // A chunk size may carry extensions after `;`.
+        let hex = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(hex, 16)
+            .map_err(|_| std::io::Error::other(format!("bad chunk size line {line:?}")))?;
         let start = pos + 2;
-        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
-        data = &data[(start + size + 2).min(data.len())..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if data.len() < start + size + 2 {
+            return Err(cut(format!(
+                "chunked body cut off inside a chunk of {size} bytes (after {} bytes)",
+                out.len()
+            )));
+        }
+        if &data[start + size..start + size + 2] != b"\r\n" {
+            return Err(std::io::Error::other("a chunk does not end with CRLF"));
+        }
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dechunk;
+
+    #[test]
+    fn whole_chunked_bodies_are_read() {
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap(),
+            b"abcde"
+        );
+    }
+
+    #[test]
+    fn cut_off_chunked_bodies_are_errors() {
+        for cut in [&b"3\r\nabc\r\n"[..], b"3\r\nab", b"3\r\nabc\r\n2\r\n", b""] {
+            assert!(dechunk(cut).is_err(), "{:?}", String::from_utf8_lossy(cut));
+        }
+    }
 }

@@ -165,6 +165,9 @@ pub struct RegistryOpts {
     /// Crates whose index files (and the registry's `config.json`) obey [`Registry::mode`] and
     /// are recorded for [`Registry::requests`].
     pub watch: Vec<String>,
+    /// `NAME@VER[@VER…]`: crates whose owners, yank and unyank really work and are recorded for
+    /// [`Registry::api_requests`] (cargo's server only answers "ok" to them otherwise).
+    pub api: Vec<String>,
 }
 
 impl Registry {
@@ -180,6 +183,9 @@ impl Registry {
         }
         if !opts.watch.is_empty() {
             cmd.args(["--watch", &opts.watch.join(",")]);
+        }
+        if !opts.api.is_empty() {
+            cmd.args(["--api", &opts.api.join(",")]);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -236,7 +242,8 @@ impl Registry {
         r["cksum"].as_str().expect("cksum").to_owned()
     }
 
-    /// `ok`, `500`, `503`, `hang` or `slow`, for the crates named in [`RegistryOpts::watch`].
+    /// `ok`, `500`, `503`, `hang`, `slow` or `hold` (answer nothing until the next mode), for the
+    /// crates named in [`RegistryOpts::watch`].
     pub fn mode(&mut self, mode: &str) {
         self.command(serde_json::json!({ "mode": mode }));
     }
@@ -246,6 +253,13 @@ impl Registry {
     pub fn requests(&mut self) -> Vec<serde_json::Value> {
         let r = self.command(serde_json::json!({ "requests": true }));
         r["requests"].as_array().expect("requests").clone()
+    }
+
+    /// The owners, yank and unyank requests so far for the crates in [`RegistryOpts::api`]
+    /// (`method`, `path`, `authorization`, `body`).
+    pub fn api_requests(&mut self) -> Vec<serde_json::Value> {
+        let r = self.command(serde_json::json!({ "api": true }));
+        r["api"].as_array().expect("api").clone()
     }
 
     fn registry_root(&self) -> PathBuf {
@@ -517,6 +531,41 @@ impl Privreg {
         }
     }
 
+    /// A counter or gauge from `/metrics` (summed over its label sets; 0 when absent). `token`:
+    /// the daemon's local token when it runs with `auth = true`.
+    pub fn metric(&self, name: &str, token: Option<&str>) -> f64 {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| ("Authorization", b))
+            .into_iter()
+            .collect();
+        let r = http_get(&self.addr, "/metrics", &headers).expect("request to /metrics");
+        assert_eq!(r.status, 200, "/metrics: {}", r.text());
+        r.text()
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// How many times the daemon has reloaded its config and pins (good or not): the generation
+    /// of what is in force. Read it before a change, then [`Privreg::wait_reload`].
+    pub fn reloads(&self, token: Option<&str>) -> u64 {
+        self.metric("privreg_config_reloads_total", token) as u64
+    }
+
+    /// Waits until the daemon has reloaded since `before` (from [`Privreg::reloads`], read before
+    /// the change). The bound only turns a reload that never comes into a failure with the log.
+    pub fn wait_reload(&self, before: u64, token: Option<&str>, what: &str) {
+        self.within(60.0, &format!("a reload after {what}"), |p| {
+            p.reloads(token) > before
+        });
+    }
+
     pub fn write_config(&self, config_toml: &str) {
         std::fs::write(self.config_dir.join("config.toml"), config_toml)
             .expect("write config.toml");
@@ -668,21 +717,34 @@ pub fn locked_packages(project: &Path) -> Vec<(String, String)> {
 }
 
 /// The OS keyring these tests run against, from `PRIVREG_TEST_KEYRING` (`keyutils` or
-/// `secret-service`, set by `tests/support/keyrings.sh`). `None` (and a line saying the test is
-/// skipped) when unset, so that plain `cargo test` passes on a machine without a keyring session.
-pub fn test_keyring(test: &str) -> Option<privreg_shared::config::KeyringChoice> {
+/// `secret-service`, set by `tests/support/keyrings.sh`). Panics, saying how to provide one, when
+/// it is unset: a test that cannot run fails rather than passing without having run.
+pub fn test_keyring(test: &str) -> privreg_shared::config::KeyringChoice {
     use privreg_shared::config::KeyringChoice;
     match std::env::var("PRIVREG_TEST_KEYRING").ok().as_deref() {
-        Some("keyutils") => Some(KeyringChoice::Keyutils),
-        Some("secret-service") => Some(KeyringChoice::SecretService),
-        None | Some("") => {
-            eprintln!(
-                "skipping {test}: PRIVREG_TEST_KEYRING is not set (run under tests/support/keyrings.sh)"
-            );
-            None
-        }
+        Some("keyutils") => KeyringChoice::Keyutils,
+        Some("secret-service") => KeyringChoice::SecretService,
+        None | Some("") => panic!(
+            "{test} needs an OS keyring and PRIVREG_TEST_KEYRING: run it under \
+             `tests/support/keyrings.sh keyutils -- cargo test …` (Debian package keyutils) or \
+             `tests/support/keyrings.sh secret-service -- cargo test …` (dbus-daemon, dbus-bin, \
+             gnome-keyring, libsecret-tools); tests/run.sh does both"
+        ),
         Some(other) => panic!("PRIVREG_TEST_KEYRING={other:?}: use keyutils or secret-service"),
     }
+}
+
+/// `program`'s path on `PATH`; panics, naming the Debian package to install, when it is missing
+/// (a test that needs it fails rather than passing without having checked anything).
+pub fn require_tool(program: &str, package: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{program} not found on PATH: install Debian's {package} (tests/run.sh does)")
+        })
 }
 
 /// The `keyring = …` value for a choice.

@@ -20,10 +20,7 @@ fn provider_config(privreg: &Privreg) -> String {
 
 #[test]
 fn cargo_reaches_an_authenticated_daemon_through_the_provider() {
-    let Some(store) = test_keyring("cargo_reaches_an_authenticated_daemon_through_the_provider")
-    else {
-        return;
-    };
+    let store = test_keyring("cargo_reaches_an_authenticated_daemon_through_the_provider");
     let mut public = Registry::start(RegistryOpts::default());
     public.publish(Pkg::new("pubdep", "1.0.0").lib("pub fn name() -> &'static str { \"pubdep\" }"));
     let mut privreg = Privreg::new(&format!(
@@ -117,9 +114,7 @@ fn cargo_reaches_an_authenticated_daemon_through_the_provider() {
 
 #[test]
 fn each_upstream_gets_its_own_token_and_nobody_else_does() {
-    let Some(store) = test_keyring("each_upstream_gets_its_own_token_and_nobody_else_does") else {
-        return;
-    };
+    let store = test_keyring("each_upstream_gets_its_own_token_and_nobody_else_does");
     let mut public = Registry::start(RegistryOpts {
         watch: vec!["pubdep".into()],
         ..RegistryOpts::default()
@@ -129,6 +124,7 @@ fn each_upstream_gets_its_own_token_and_nobody_else_does() {
         alternative: true,
         auth_required: true,
         watch: vec!["acme-core".into()],
+        ..RegistryOpts::default()
     });
     acme.publish(
         Pkg::new("acme-core", "0.2.0")
@@ -210,6 +206,7 @@ fn a_token_never_follows_a_redirect_to_another_host() {
         alternative: true,
         auth_required: true,
         watch: vec!["acme-core".into()],
+        ..RegistryOpts::default()
     });
     acme.publish(Pkg::new("acme-core", "0.2.0"));
     let mut privreg = Privreg::new(&format!(
@@ -239,7 +236,7 @@ fn a_token_never_follows_a_redirect_to_another_host() {
             ),
     )
     .unwrap();
-    privreg.within(2.0, "the reload", |p| {
+    privreg.within(60.0, "the reload", |p| {
         p.log().contains("configuration reloaded")
     });
     let r = privreg.get("/index/ac/me/acme-core");
@@ -258,4 +255,30 @@ fn a_token_never_follows_a_redirect_to_another_host() {
         "{seen:?}"
     );
     assert!(files_holding(privreg.root(), &acme.token).is_empty());
+}
+
+/// DESIGN: "an upstream's token goes to its index and downloads only when its `config.json` says
+/// `auth-required: true`, and to its `api` for API calls; never anywhere else."
+#[test]
+fn an_upstream_token_stays_off_an_index_that_does_not_require_it() {
+    let mut acme = Registry::start(RegistryOpts {
+        alternative: true,
+        watch: vec!["acme-core".into()],
+        ..RegistryOpts::default()
+    });
+    acme.publish(Pkg::new("acme-core", "0.2.0"));
+    let mut privreg = Privreg::new(&format!(
+        "auth = false\n\n[upstreams.acme]\nindex = \"{}\"\n",
+        acme.index
+    ));
+    // A token for API calls (publish, yank, owners); acme's index is public.
+    privreg.env("PRIVREG_TOKEN_ACME", &acme.token);
+    privreg.spawn().unwrap();
+    assert_eq!(privreg.get("/index/ac/me/acme-core").status, 200);
+    let seen = acme.requests();
+    assert!(!seen.is_empty(), "acme was not asked");
+    assert!(
+        seen.iter().all(|r| r["authorization"].is_null()),
+        "the token went to an index that does not require it: {seen:?}"
+    );
 }

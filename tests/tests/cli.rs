@@ -207,10 +207,7 @@ fn upstream_add_says_why_an_upstream_cannot_be_added() {
 
 #[test]
 fn login_and_logout_through_the_keyring_with_env_precedence() {
-    let Some(choice) = test_keyring("login_and_logout_through_the_keyring_with_env_precedence")
-    else {
-        return;
-    };
+    let choice = test_keyring("login_and_logout_through_the_keyring_with_env_precedence");
     let reg = Registry::start(RegistryOpts {
         auth_required: true,
         ..RegistryOpts::default()
@@ -292,9 +289,7 @@ fn login_and_logout_through_the_keyring_with_env_precedence() {
 
 #[test]
 fn init_creates_once_and_never_overwrites() {
-    let Some(choice) = test_keyring("init_creates_once_and_never_overwrites") else {
-        return;
-    };
+    let choice = test_keyring("init_creates_once_and_never_overwrites");
     let s = Setup::new(None);
     let entry = EntryName::local_token(&s.config);
     let _forget = Forget(choice, vec![entry.clone()]);
@@ -416,9 +411,7 @@ fn mode(p: &Path) -> u32 {
 
 #[test]
 fn doctor_reports_a_broken_setup_with_fixes() {
-    let Some(choice) = test_keyring("doctor_reports_a_broken_setup_with_fixes") else {
-        return;
-    };
+    let choice = test_keyring("doctor_reports_a_broken_setup_with_fixes");
     let mut stopped = Registry::start(RegistryOpts::default());
     let stopped_url = stopped.index.clone();
     stopped.stop();

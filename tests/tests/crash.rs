@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use privreg_tests::kellnr::Kellnr;
-use privreg_tests::{Pkg, Privreg, Sandbox, files_under, http_get};
+use privreg_tests::{HttpResponse, Pkg, Privreg, Sandbox, files_under, http_get, stderr};
 use sha2::{Digest, Sha256};
 
 /// A small xorshift generator; the seed is printed so that a failure can be replayed.
@@ -99,22 +99,48 @@ fn sigkill_at_random_moments_never_damages_the_cache() {
     for round in 0..iterations {
         privreg.spawn().expect("the daemon starts after a kill");
         let stop = Arc::new(AtomicBool::new(false));
+        // Set just before the kill: a request that fails after this may have been cut off by the
+        // kill; one that fails before it is a failure of a healthy daemon.
+        let dying = Arc::new(AtomicBool::new(false));
         let clients: Vec<_> = (0..4)
             .map(|c| {
-                let (addr, stop, crates, violations, checked) = (
+                let (addr, stop, dying, crates, violations, checked) = (
                     privreg.addr.clone(),
                     stop.clone(),
+                    dying.clone(),
                     crates.clone(),
                     violations.clone(),
                     checked.clone(),
                 );
                 let mut rng = Rng(seed ^ ((round * 8 + c) as u64 + 1));
                 std::thread::spawn(move || {
+                    // A transport error is expected only once the kill is under way; an answer
+                    // that came whole must be a 200 whenever it came.
+                    let check = |what: &str, r: &std::io::Result<HttpResponse>| match r {
+                        Ok(r) if r.status == 200 => true,
+                        Ok(r) => {
+                            violations.lock().unwrap().push(format!(
+                                "round {round}: {what} answered {}: {}",
+                                r.status,
+                                r.text()
+                            ));
+                            false
+                        }
+                        Err(e) => {
+                            if !dying.load(Ordering::SeqCst) {
+                                violations.lock().unwrap().push(format!(
+                                    "round {round}: {what} failed before the kill: {e}"
+                                ));
+                            }
+                            false
+                        }
+                    };
                     while !stop.load(Ordering::Relaxed) {
                         let (name, cksum) = &crates[rng.below(crates.len() as u64) as usize];
                         let index = format!("/index/cr/as/{name}");
-                        if let Ok(r) = http_get(&addr, &index, &[])
-                            && r.status == 200
+                        let r = http_get(&addr, &index, &[]);
+                        if check(&index, &r)
+                            && let Ok(r) = r
                             && !r
                                 .text()
                                 .lines()
@@ -126,8 +152,9 @@ fn sigkill_at_random_moments_never_damages_the_cache() {
                                 .push(format!("round {round}: bad index body for {name}"));
                         }
                         let dl = format!("/dl/{name}/1.0.0/{cksum}");
-                        if let Ok(r) = http_get(&addr, &dl, &[])
-                            && r.status == 200
+                        let r = http_get(&addr, &dl, &[]);
+                        if check(&dl, &r)
+                            && let Ok(r) = r
                         {
                             checked.fetch_add(1, Ordering::Relaxed);
                             if sha256_hex(&r.body) != *cksum {
@@ -141,21 +168,30 @@ fn sigkill_at_random_moments_never_damages_the_cache() {
                 })
             })
             .collect();
-        // Now and then real cargo is fetching too when the kill comes.
+        // Now and then real cargo is fetching too when the kill comes. It must succeed unless
+        // the kill cut it off (then it failed after `dying` was set).
         let cargo = (round % 10 == 0).then(|| {
-            let (index, deps) = (privreg.index_url(), deps.clone());
+            let (index, deps, dying, violations) =
+                (privreg.index_url(), deps.clone(), dying.clone(), violations.clone());
             std::thread::spawn(move || {
                 let sb = Sandbox::new();
                 sb.write_cargo_config(&format!(
                     "[source.crates-io]\nreplace-with = \"privreg\"\n\n[registries.privreg]\nindex = \"{index}\"\n\n[net]\nretry = 0\n"
                 ));
                 let app = sb.project("app", &deps, "fn main() {}");
-                let _ = sb.cargo(&app, &["fetch"]);
+                let out = sb.cargo(&app, &["fetch"]);
+                if !out.status.success() && !dying.load(Ordering::SeqCst) {
+                    violations.lock().unwrap().push(format!(
+                        "round {round}: cargo fetch failed before the kill:\n{}",
+                        stderr(&out)
+                    ));
+                }
             })
         });
         std::thread::sleep(Duration::from_millis(
             5 + rng.below(if cargo.is_some() { 400 } else { 80 }),
         ));
+        dying.store(true, Ordering::SeqCst);
         privreg.kill9();
         stop.store(true, Ordering::Relaxed);
         for c in clients {
@@ -195,8 +231,20 @@ fn sigkill_at_random_moments_never_damages_the_cache() {
     let leftover = cached[1].with_file_name(".tmp-left-by-a-crash");
     std::fs::write(&leftover, b"partial").unwrap();
     privreg.kill9();
+    // The log is appended to across restarts: earlier sweeps are in it already.
+    const SWEPT: &str = "removed temp files left by an earlier crash";
+    let sweeps = privreg.log().matches(SWEPT).count();
     privreg.spawn().unwrap();
-    privreg.within(5.0, "the start-up sweep", |_| !leftover.exists());
+    // The sweep runs in the background after start and logs what it removed: wait for its line
+    // (the bound is only there to fail with the log rather than hang).
+    privreg.within(60.0, "the start-up sweep's log line", |p| {
+        p.log().matches(SWEPT).count() > sweeps
+    });
+    assert!(
+        !leftover.exists(),
+        "the start-up sweep left {}",
+        leftover.display()
+    );
     let damaged = cached[0]
         .file_stem()
         .unwrap()

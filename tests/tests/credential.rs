@@ -23,17 +23,13 @@ enum Store {
 }
 
 impl Store {
-    fn from_env(test: &str) -> Option<Store> {
-        match std::env::var("PRIVREG_TEST_KEYRING").ok().as_deref() {
-            Some("keyutils") => Some(Store::Keyutils),
-            Some("secret-service") => Some(Store::SecretService),
-            None | Some("") => {
-                eprintln!(
-                    "skipping {test}: PRIVREG_TEST_KEYRING is not set (run under tests/support/keyrings.sh)"
-                );
-                None
-            }
-            Some(other) => panic!("PRIVREG_TEST_KEYRING={other:?}: use keyutils or secret-service"),
+    /// Panics (saying what to run) when `PRIVREG_TEST_KEYRING` is unset.
+    fn from_env(test: &str) -> Store {
+        use privreg_shared::config::KeyringChoice;
+        match privreg_tests::test_keyring(test) {
+            KeyringChoice::Keyutils => Store::Keyutils,
+            KeyringChoice::SecretService => Store::SecretService,
+            KeyringChoice::Auto => unreachable!("test_keyring names one store"),
         }
     }
 
@@ -277,9 +273,7 @@ fn login_publish_logout(store: Store, index: &str, token: &str, published: impl 
 
 #[test]
 fn cargo_login_publish_logout_through_the_keyring() {
-    let Some(store) = Store::from_env("cargo_login_publish_logout_through_the_keyring") else {
-        return;
-    };
+    let store = Store::from_env("cargo_login_publish_logout_through_the_keyring");
     let reg = Registry::start(RegistryOpts {
         auth_required: true,
         alternative: true,
@@ -293,9 +287,7 @@ fn cargo_login_publish_logout_through_the_keyring() {
 
 #[test]
 fn cargo_login_publish_logout_with_kellnr() {
-    let Some(store) = Store::from_env("cargo_login_publish_logout_with_kellnr") else {
-        return;
-    };
+    let store = Store::from_env("cargo_login_publish_logout_with_kellnr");
     let kellnr = privreg_tests::kellnr::Kellnr::start(true, None);
     let addr = format!("127.0.0.1:{}", kellnr.port);
     login_publish_logout(store, &kellnr.index(), &kellnr.token, || {
@@ -340,9 +332,7 @@ fn get_request(index_url: &str) -> String {
 
 #[test]
 fn provider_returns_the_local_token_for_daemon_urls() {
-    let Some(store) = Store::from_env("provider_returns_the_local_token_for_daemon_urls") else {
-        return;
-    };
+    let store = Store::from_env("provider_returns_the_local_token_for_daemon_urls");
     let sb = Sandbox::new();
     // `listen` names one address; `daemon.json` another (as when `listen` uses port 0).
     let dirs = Dirs::new(

@@ -216,8 +216,10 @@ fn revalidates_after_ttl_and_answers_304_when_unchanged() {
         ..RegistryOpts::default()
     });
     reg.publish(Pkg::new("foo", "1.0.0"));
-    // `stale = "0s"`: past its ttl a file is revalidated before it is served.
-    let privreg = Privreg::start(&one_upstream(&reg, "ttl = \"1s\"\nstale = \"0s\"\n"));
+    // `stale = "0s"`: past its ttl a file is revalidated before it is served. The ttl runs out by
+    // a config change (waited for through the reload counter), not by the clock: an hour is
+    // "within the ttl" however slow the machine, and `0s` is "past it" at once.
+    let privreg = Privreg::start(&one_upstream(&reg, "ttl = \"1h\"\nstale = \"0s\"\n"));
     let first = privreg.get("/index/3/f/foo");
     assert_eq!(first.status, 200);
     let etag = first.header("etag").unwrap().to_owned();
@@ -230,7 +232,9 @@ fn revalidates_after_ttl_and_answers_304_when_unchanged() {
     // After the ttl: a conditional request upstream, with the validators the upstream sent
     // (cargo's test server sends a quoted ETag it never matches and a non-standard date).
     reg.publish(Pkg::new("foo", "1.1.0"));
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let before = privreg.reloads(None);
+    privreg.write_config(&one_upstream(&reg, "ttl = \"0s\"\nstale = \"0s\"\n"));
+    privreg.wait_reload(before, None, "the ttl set to 0s");
     let changed = http_get(&privreg.addr, "/index/3/f/foo", &[("If-None-Match", &etag)]).unwrap();
     assert_eq!(changed.status, 200);
     assert!(changed.text().contains("1.1.0"));
@@ -259,7 +263,9 @@ fn concurrent_requests_for_one_file_make_one_upstream_request() {
         ..RegistryOpts::default()
     });
     reg.publish(Pkg::new("foo", "1.0.0"));
-    reg.mode("slow");
+    // The upstream holds the request until every caller is known to be waiting for it (the
+    // daemon counted its cache miss), then is released: no window of time decides the outcome.
+    reg.mode("hold");
     let privreg = Privreg::start(&one_upstream(&reg, ""));
     let addr = privreg.addr.clone();
     let handles: Vec<_> = (0..16)
@@ -268,6 +274,15 @@ fn concurrent_requests_for_one_file_make_one_upstream_request() {
             std::thread::spawn(move || http_get(&addr, "/index/3/f/foo", &[]).unwrap().status)
         })
         .collect();
+    privreg.within(30.0, "16 callers waiting on the upstream", |p| {
+        status_counter(p, "cache_misses") >= 16
+    });
+    assert_eq!(
+        reg.requests().len(),
+        1,
+        "one upstream request for 16 callers"
+    );
+    reg.mode("ok");
     let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(reg.requests().len(), 1);
@@ -332,8 +347,15 @@ fn an_unparsable_upstream_line_is_skipped_and_logged() {
 }
 
 fn upstream_requests(privreg: &Privreg) -> u64 {
+    status_counter(privreg, "upstream_requests")
+}
+
+/// A counter from `/-/status`.
+fn status_counter(privreg: &Privreg, name: &str) -> u64 {
     let status: serde_json::Value = serde_json::from_slice(&privreg.get("/-/status").body).unwrap();
-    status["upstream_requests"].as_u64().unwrap()
+    status[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("/-/status has no {name}: {status}"))
 }
 
 #[test]
@@ -343,15 +365,19 @@ fn stale_files_are_served_at_once_and_revalidated_once_in_the_background() {
         ..RegistryOpts::default()
     });
     reg.publish(Pkg::new("foo", "1.0.0"));
-    let privreg = Privreg::start(&one_upstream(&reg, "ttl = \"3s\"\nstale = \"1h\"\n"));
+    let privreg = Privreg::start(&one_upstream(&reg, "ttl = \"1h\"\nstale = \"1h\"\n"));
     assert_eq!(privreg.get("/index/3/f/foo").status, 200);
     assert_eq!(reg.requests().len(), 1);
 
     reg.publish(Pkg::new("foo", "1.1.0"));
-    reg.mode("slow");
-    // A ttl of 3 s leaves the checks below well inside the revalidated copy's freshness.
-    std::thread::sleep(std::time::Duration::from_millis(3100));
-    // Past the ttl: every caller gets the cached body without waiting for the slow upstream…
+    // The upstream holds every request until released: the revalidation is in flight for as long
+    // as the reads below take, however slow the machine.
+    reg.mode("hold");
+    // Past the ttl (now 0s, by a reload rather than a clock), well within `stale`.
+    let before = privreg.reloads(None);
+    privreg.write_config(&one_upstream(&reg, "ttl = \"0s\"\nstale = \"1h\"\n"));
+    privreg.wait_reload(before, None, "the ttl set to 0s");
+    // Every caller gets the cached body without waiting for the held upstream…
     let addr = privreg.addr.clone();
     let bodies: Vec<String> = (0..8)
         .map(|_| {
@@ -368,15 +394,22 @@ fn stale_files_are_served_at_once_and_revalidated_once_in_the_background() {
             .all(|b| b.contains("1.0.0") && !b.contains("1.1.0")),
         "{bodies:?}"
     );
-    // …and one background request brings the new version in.
-    privreg.within(10.0, "the background revalidation", |p| {
-        p.get("/index/3/f/foo").text().contains("1.1.0")
-    });
+    // …and those eight stale reads started one revalidation, still held upstream.
+    privreg.within(
+        30.0,
+        "the background revalidation reaches the upstream",
+        |_| reg.requests().len() >= 2,
+    );
     assert_eq!(
         reg.requests().len(),
         2,
         "one revalidation for many stale reads"
     );
+    // Released, it brings the new version in.
+    reg.mode("ok");
+    privreg.within(30.0, "the background revalidation", |p| {
+        p.get("/index/3/f/foo").text().contains("1.1.0")
+    });
 }
 
 #[test]
@@ -410,7 +443,7 @@ fn dependencies_are_prefetched_so_cargo_finds_them_warm() {
 
     // One request for `top` makes the daemon fetch `mid`, and through it `leaf`, by itself.
     assert_eq!(privreg.get("/index/3/t/top").status, 200);
-    privreg.within(10.0, "prefetch of mid and leaf", |_| {
+    privreg.within(60.0, "prefetch of mid and leaf", |_| {
         let paths: Vec<String> = reg
             .requests()
             .iter()
@@ -468,12 +501,12 @@ fn prefetch_follows_the_versions_the_requirements_pick() {
     // `top` wants mid ^1: mid 1.1.0's dependency is fetched ahead of cargo, 1.0.0's and 2.0.0's
     // are not (the three newest versions would have fetched all of them).
     assert_eq!(privreg.get("/index/3/t/top").status, 200);
-    privreg.within(10.0, "prefetch of mid and leaf-b", |_| {
+    privreg.within(60.0, "prefetch of mid and leaf-b", |_| {
         fetched(&mut reg).contains(&"/index/le/af/leaf-b".to_owned())
     });
     // Then `second` wants mid ^2: mid's file is fresh, and 2.0.0's dependency follows.
     assert_eq!(privreg.get("/index/se/co/second").status, 200);
-    privreg.within(10.0, "prefetch of leaf-c", |_| {
+    privreg.within(60.0, "prefetch of leaf-c", |_| {
         fetched(&mut reg).contains(&"/index/le/af/leaf-c".to_owned())
     });
 

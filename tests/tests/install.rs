@@ -5,7 +5,7 @@
 //! with `auth = true` and the credential provider. A second run changes nothing; `--uninstall`
 //! leaves the user's cargo config byte for byte as it was and stops the daemon; `--purge` also
 //! removes privreg's files and tokens. The generated systemd unit and launchd agent are checked
-//! too (with `systemd-analyze verify` where it exists).
+//! too (`systemd-analyze verify`; a missing systemd-analyze or shellcheck fails the test).
 //!
 //! The build is incremental: install.sh gets `--debug`, `CARGO_TARGET_DIR` = this workspace's
 //! target dir and `--build-cargo-home` = the real cargo home (its crate cache, `--offline`), so no
@@ -202,9 +202,7 @@ fn snapshot(h: &Home) -> Vec<(PathBuf, Option<Vec<u8>>)> {
 
 #[test]
 fn install_build_reinstall_uninstall() {
-    let Some(keyring) = test_keyring("install_build_reinstall_uninstall") else {
-        return;
-    };
+    let keyring = test_keyring("install_build_reinstall_uninstall");
     // The harness builds the workspace's binaries now, not between the two install.sh runs
     // (which share the target dir): the second run then finds the same binary and keeps the
     // daemon running.
@@ -397,38 +395,31 @@ fn service_files_are_generated_and_valid() {
     }
     let unit_file = dir.path().join("privreg.service");
     std::fs::write(&unit_file, &unit).unwrap();
-    let has_analyze = Command::new("systemd-analyze")
-        .arg("--version")
+    let analyze = privreg_tests::require_tool("systemd-analyze", "systemd");
+    // A private runtime dir lets `--user` verification run without a user manager.
+    let runtime = dir.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let out = Command::new(analyze)
+        .args(["--user", "verify"])
+        .arg(&unit_file)
+        .env("XDG_RUNTIME_DIR", &runtime)
         .output()
-        .is_ok_and(|o| o.status.success());
-    if has_analyze {
-        // A private runtime dir lets `--user` verification run without a user manager.
-        let runtime = dir.path().join("runtime");
-        std::fs::create_dir(&runtime).unwrap();
-        std::fs::set_permissions(
-            &runtime,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
         .unwrap();
-        let out = Command::new("systemd-analyze")
-            .args(["--user", "verify"])
-            .arg(&unit_file)
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "systemd-analyze verify:\n{}",
-            stderr(&out)
-        );
-        assert!(
-            !stderr(&out).contains("privreg.service"),
-            "systemd-analyze complains:\n{}",
-            stderr(&out)
-        );
-    } else {
-        eprintln!("systemd-analyze not found: the unit's content is checked, not verified");
-    }
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify:\n{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("privreg.service"),
+        "systemd-analyze complains:\n{}",
+        stderr(&out)
+    );
 
     let plist = run(&["service", "plist"]);
     for needle in [
@@ -462,15 +453,13 @@ fn service_files_are_generated_and_valid() {
 
 #[test]
 fn install_sh_passes_shellcheck() {
-    match Command::new("shellcheck")
+    let out = Command::new(privreg_tests::require_tool("shellcheck", "shellcheck"))
         .arg(repo().join("install.sh"))
         .output()
-    {
-        Ok(out) => assert!(
-            out.status.success(),
-            "shellcheck install.sh:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        ),
-        Err(_) => eprintln!("skipping: shellcheck not found (tests/run.sh installs it)"),
-    }
+        .expect("run shellcheck");
+    assert!(
+        out.status.success(),
+        "shellcheck install.sh:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

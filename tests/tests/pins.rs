@@ -32,9 +32,25 @@ fn setup() -> Setup {
 }
 
 impl Setup {
-    /// Waits (at most 2 s) until `privreg status` reports a config or pin error (non-zero exit).
+    /// Runs `change` (an edit of the config dir) and waits for the daemon's reload after it (its
+    /// `privreg_config_reloads_total` moving past the count read before the change).
+    fn change<T>(&self, what: &str, change: impl FnOnce() -> T) -> T {
+        let before = self.privreg.reloads(None);
+        let out = change();
+        self.privreg.wait_reload(before, None, what);
+        out
+    }
+
+    /// `privreg pin …` (which must succeed), then waits for the reload it causes.
+    fn pin(&self, args: &[&str]) -> String {
+        self.change(&format!("privreg {args:?}"), || self.privreg.cli_ok(args))
+    }
+
+    /// After a reload: `privreg status` reports a config or pin error (non-zero exit). Editors
+    /// and `privreg pin` may write in steps, each a reload, so the last step's reload may follow;
+    /// the bound is generous and only turns "never" into a failure.
     fn status_reports_an_error(&self) {
-        self.privreg.within(2.0, "the error shows in status", |p| {
+        self.privreg.within(30.0, "the error shows in status", |p| {
             !p.cli(&["status"]).status.success()
         });
     }
@@ -54,9 +70,10 @@ impl Setup {
             .1)
     }
 
-    /// Waits (at most 2 s) until the daemon's index for `path` satisfies `check`.
+    /// After a reload ([`Setup::change`]): the daemon's index for `path` satisfies `check` (as
+    /// for [`Setup::status_reports_an_error`], a later step's reload may still be on its way).
     fn index_becomes(&self, path: &str, what: &str, check: impl Fn(u16, &str) -> bool) {
-        self.privreg.within(2.0, what, |p| {
+        self.privreg.within(30.0, what, |p| {
             let r = p.get(path);
             check(r.status, &r.text())
         });
@@ -72,7 +89,7 @@ fn never_guards_a_private_name_and_takes_effect_while_running() {
         "1.0.0"
     );
 
-    s.privreg.cli_ok(&[
+    s.pin(&[
         "pin",
         "add",
         "--package",
@@ -98,7 +115,7 @@ fn never_guards_a_private_name_and_takes_effect_while_running() {
     // Removing the pin admits it again.
     let list = s.privreg.cli_ok(&["pin", "list"]);
     assert!(list.starts_with("1  preferences:1"), "{list}");
-    s.privreg.cli_ok(&["pin", "remove", "1"]);
+    s.pin(&["pin", "remove", "1"]);
     s.index_becomes("/index/ac/me/acme-old", "removing the pin", |st, _| {
         st == 200
     });
@@ -113,7 +130,7 @@ fn a_negative_pin_yanks_softly() {
     s.sb.cargo_ok(&app, &["generate-lockfile"]);
     assert!(locked_packages(&app).contains(&("openssl".into(), "0.10.66".into())));
 
-    s.privreg.cli_ok(&[
+    s.pin(&[
         "pin",
         "add",
         "--package",
@@ -149,7 +166,7 @@ fn a_hold_lists_only_the_held_versions() {
         s.public.publish(Pkg::new("tokio", v));
     }
     assert_eq!(s.resolve("tokio = \"1\"\n", "tokio").unwrap(), "1.39.0");
-    s.privreg.cli_ok(&[
+    s.pin(&[
         "pin",
         "add",
         "--package",
@@ -191,7 +208,7 @@ fn a_pin_admits_a_shadowed_upstream_and_a_broken_pin_file_changes_nothing() {
         "{policy}"
     );
 
-    s.privreg.cli_ok(&[
+    s.pin(&[
         "pin",
         "add",
         "--package",
@@ -209,11 +226,13 @@ fn a_pin_admits_a_shadowed_upstream_and_a_broken_pin_file_changes_nothing() {
     // A broken pin file: the last good pins stay in force and the error is reported.
     let prefs = s.privreg.config_dir.join("preferences");
     let good = std::fs::read_to_string(&prefs).unwrap();
-    std::fs::write(
-        &prefs,
-        format!("{good}\nPackage: serde\nPin: registry crates-io\nPin-Priority: 0\n"),
-    )
-    .unwrap();
+    s.change("a broken pin file", || {
+        std::fs::write(
+            &prefs,
+            format!("{good}\nPackage: serde\nPin: registry crates-io\nPin-Priority: 0\n"),
+        )
+        .unwrap();
+    });
     s.status_reports_an_error();
     let status = s.privreg.cli(&["status"]);
     let out = String::from_utf8_lossy(&status.stdout);
@@ -224,8 +243,10 @@ fn a_pin_admits_a_shadowed_upstream_and_a_broken_pin_file_changes_nothing() {
     assert_eq!(s.resolve("serde = \"1\"\n", "serde").unwrap(), "1.0.210");
 
     // Fixed: the error clears.
-    std::fs::write(&prefs, &good).unwrap();
-    s.privreg.within(2.0, "the error clears", |p| {
+    s.change("the fixed pin file", || {
+        std::fs::write(&prefs, &good).unwrap()
+    });
+    s.privreg.within(30.0, "the error clears", |p| {
         p.cli(&["status"]).status.success()
     });
 }
@@ -233,7 +254,7 @@ fn a_pin_admits_a_shadowed_upstream_and_a_broken_pin_file_changes_nothing() {
 #[test]
 fn pin_add_refuses_an_invalid_stanza_and_writes_nothing() {
     let s = setup();
-    s.privreg.cli_ok(&[
+    s.pin(&[
         "pin",
         "add",
         "--package",
@@ -291,18 +312,24 @@ fn config_changes_apply_while_running_and_a_broken_config_changes_nothing() {
     let good = std::fs::read_to_string(&path)
         .unwrap()
         .replace("priority = 600", "priority = 400");
-    std::fs::write(&path, &good).unwrap();
+    s.change("the new priorities", || {
+        std::fs::write(&path, &good).unwrap()
+    });
     s.index_becomes("/index/se/rd/serde", "the new priorities", |_, body| {
         body.contains("1.0.210")
     });
     assert_eq!(s.resolve("serde = \"1\"\n", "serde").unwrap(), "1.0.210");
 
     // A broken config.toml: the last good one stays in force, the error names file and line.
-    std::fs::write(
-        &path,
-        format!("{good}\n[upstreams.extra]\nindex = \"sparse+http://127.0.0.1:1/\"\nbogus = 1\n"),
-    )
-    .unwrap();
+    s.change("a broken config.toml", || {
+        std::fs::write(
+            &path,
+            format!(
+                "{good}\n[upstreams.extra]\nindex = \"sparse+http://127.0.0.1:1/\"\nbogus = 1\n"
+            ),
+        )
+        .unwrap();
+    });
     s.status_reports_an_error();
     let out = String::from_utf8_lossy(&s.privreg.cli(&["status"]).stdout).into_owned();
     assert!(

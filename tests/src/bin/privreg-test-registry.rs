@@ -7,11 +7,19 @@
 //! reads JSON commands from stdin, one per line, answering each with one JSON line:
 //! - `{"publish":{"name":…,"vers":…,"deps":[{"name":…,"req":…,"registry":null|"alternative"}],
 //!   "yanked":false,"lib":"…rust source…"}}` → `{"cksum":…}`
-//! - `{"mode":"ok"|"500"|"503"|"hang"|"slow"|"redirect BASE"}` → `{"ok":true}`: how the index
-//!   files of the crates named in `--watch` (and `config.json`) are answered from now on (`slow`:
-//!   after 500 ms; `redirect BASE`: 302 to BASE followed by the same path).
+//! - `{"mode":"ok"|"500"|"503"|"hang"|"slow"|"hold"|"redirect BASE"}` → `{"ok":true}`: how the
+//!   index files of the crates named in `--watch` (and `config.json`) are answered from now on
+//!   (`slow`: after 500 ms; `hold`: not until the mode changes, then as the new mode says — a
+//!   request in flight for as long as a test needs, released by an event rather than a clock;
+//!   `redirect BASE`: 302 to BASE followed by the same path).
 //! - `{"requests":true}` → `{"requests":[{"path":…,"if_none_match":…,"if_modified_since":…,
 //!   "authorization":…}]}`: every request for those files so far.
+//! - `{"api":true}` → `{"api":[{"method":…,"path":…,"authorization":…,"body":…}]}`: every
+//!   owners, yank and unyank request for the crates named in `--api` so far.
+//!
+//! `--api NAME@VER[@VER…],…`: cargo's server only answers "ok" to owners, yank and unyank; for
+//! these crates and versions they work instead (with the registry's token): owners are kept
+//! (`cargo owner --list` shows them), and a yank or unyank rewrites the version's index line.
 //!
 //! It exits when stdin closes.
 
@@ -23,6 +31,9 @@ use std::sync::{Arc, Mutex};
 use cargo_test_support::registry::{
     Dependency, Package, RegistryBuilder, Request, Response, Token,
 };
+
+/// The `hold` mode's number.
+const HOLD: u8 = 6;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +71,7 @@ enum Command {
     Publish(Publish),
     Mode(String),
     Requests(serde::de::IgnoredAny),
+    Api(serde::de::IgnoredAny),
 }
 
 fn index_path(name: &str) -> String {
@@ -75,6 +87,7 @@ fn index_path(name: &str) -> String {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut root, mut alternative, mut auth, mut faults) = (None, false, false, Vec::new());
+    let mut api_crates: Vec<String> = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--root" => root = args.next().map(PathBuf::from),
@@ -82,6 +95,14 @@ fn main() {
             "--auth-required" => auth = true,
             "--watch" => {
                 faults = args
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect()
+            }
+            "--api" => {
+                api_crates = args
                     .next()
                     .unwrap_or_default()
                     .split(',')
@@ -134,7 +155,12 @@ fn main() {
             if auth && req.authorization.as_deref() != Some(token.as_str()) {
                 return server.unauthorized(req);
             }
-            match mode.load(Ordering::SeqCst) {
+            let mut m = mode.load(Ordering::SeqCst);
+            while m == HOLD {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                m = mode.load(Ordering::SeqCst);
+            }
+            match m {
                 1 => server.internal_server_error(req),
                 2 => Response {
                     code: 503,
@@ -161,6 +187,90 @@ fn main() {
                 _ => server.index(req),
             }
         });
+    }
+    let api_seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let index_root = root.join("cit/registry").join(if alternative {
+        "alternative-registry"
+    } else {
+        "registry"
+    });
+    for spec in api_crates.iter().filter(|c| !c.is_empty()) {
+        let mut parts = spec.split('@');
+        let name = parts.next().expect("crate name").to_owned();
+        let owners: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(vec!["first-owner".into()]));
+        let record = {
+            let (api_seen, token) = (api_seen.clone(), token.clone());
+            move |req: &Request| -> bool {
+                api_seen.lock().expect("api lock").push(serde_json::json!({
+                    "method": req.method,
+                    "path": req.url.path(),
+                    "authorization": req.authorization,
+                    "body": req.body.as_deref().map(String::from_utf8_lossy),
+                }));
+                req.authorization.as_deref() == Some(token.as_str())
+            }
+        };
+        let rec = record.clone();
+        builder = builder.add_responder(format!("/api/v1/crates/{name}/owners"), move |req, server| {
+            if !rec(req) {
+                return server.unauthorized(req);
+            }
+            let mut owners = owners.lock().expect("owners lock");
+            let users: Vec<String> = req
+                .body
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                .and_then(|v| serde_json::from_value(v["users"].clone()).ok())
+                .unwrap_or_default();
+            let body = match req.method.to_ascii_lowercase().as_str() {
+                "get" => serde_json::json!({ "users": owners
+                    .iter()
+                    .enumerate()
+                    .map(|(i, login)| serde_json::json!({ "id": i + 1, "login": login, "name": null }))
+                    .collect::<Vec<_>>() }),
+                "put" => {
+                    owners.extend(users.iter().cloned());
+                    serde_json::json!({ "ok": true, "msg": format!("added {}", users.join(", ")) })
+                }
+                _ => {
+                    owners.retain(|o| !users.contains(o));
+                    serde_json::json!({ "ok": true, "msg": format!("removed {}", users.join(", ")) })
+                }
+            };
+            Response {
+                code: 200,
+                headers: vec![],
+                body: body.to_string().into_bytes(),
+            }
+        });
+        for vers in parts {
+            for (action, yanked) in [("yank", true), ("unyank", false)] {
+                let rec = record.clone();
+                let (file, vers) = (index_root.join(index_path(&name)), vers.to_owned());
+                builder = builder.add_responder(
+                    format!("/api/v1/crates/{name}/{vers}/{action}"),
+                    move |req, server| {
+                        if !rec(req) {
+                            return server.unauthorized(req);
+                        }
+                        let text = std::fs::read_to_string(&file).expect("index file");
+                        let lines: Vec<String> = text
+                            .lines()
+                            .map(|l| {
+                                let mut v: serde_json::Value =
+                                    serde_json::from_str(l).expect("index line");
+                                if v["vers"] == vers.as_str() {
+                                    v["yanked"] = yanked.into();
+                                }
+                                v.to_string()
+                            })
+                            .collect();
+                        std::fs::write(&file, lines.join("\n") + "\n").expect("write index");
+                        server.ok(req)
+                    },
+                );
+            }
+        }
     }
     let registry = builder.build();
     let out = std::io::stdout();
@@ -215,6 +325,10 @@ fn main() {
                 let cksum = pkg.publish();
                 reply(serde_json::json!({ "cksum": cksum }));
             }
+            Command::Api(_) => {
+                let seen = api_seen.lock().expect("api lock").clone();
+                reply(serde_json::json!({ "api": seen }));
+            }
             Command::Requests(_) => {
                 let seen = seen.lock().expect("seen lock").clone();
                 reply(serde_json::json!({ "requests": seen }));
@@ -226,6 +340,7 @@ fn main() {
                     "503" => 2,
                     "hang" => 3,
                     "slow" => 4,
+                    "hold" => HOLD,
                     m if m.starts_with("redirect ") => {
                         *redirect_to.lock().expect("redirect lock") =
                             m["redirect ".len()..].to_owned();
