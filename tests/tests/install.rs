@@ -92,18 +92,23 @@ impl Home {
     }
 
     fn install_sh(&self, args: &[&str]) -> Output {
-        let target = bin_dir().parent().expect("target dir").to_owned();
         let build_home = env_dir("CARGO_HOME", ".cargo");
+        let mut cmd = self.install_sh_command(args);
+        cmd.arg("--build-cargo-home").arg(build_home);
+        cmd.output().expect("run install.sh")
+    }
+
+    /// install.sh as the user runs it (building with the sandbox's own CARGO_HOME and config).
+    fn install_sh_command(&self, args: &[&str]) -> Command {
+        let target = bin_dir().parent().expect("target dir").to_owned();
         let mut cmd = Command::new("sh");
         self.env(&mut cmd)
             .arg(repo().join("install.sh"))
             .args(args)
-            .arg("--build-cargo-home")
-            .arg(build_home)
             .env("CARGO_TARGET_DIR", target)
             .current_dir(&self.sb.root)
             .stdin(std::process::Stdio::null());
-        cmd.output().expect("run install.sh")
+        cmd
     }
 
     fn install_sh_ok(&self, args: &[&str]) -> String {
@@ -321,6 +326,11 @@ fn install_build_reinstall_uninstall() {
     assert_eq!(h.pid(), Some(pid));
     assert!(daemon_alive(pid));
 
+    // Repair never depends on the thing being repaired: with the daemon killed, install.sh run
+    // as the user runs it (cargo's own config, which now sends crates-io to the dead daemon)
+    // builds around it and leaves a daemon that answers.
+    let pid = repair_after_kill(&h, &flags, pid);
+
     // Uninstall: cargo's config byte for byte as the user had it, the daemon stopped.
     let said = h.install_sh_ok(&["--uninstall"]);
     assert!(said.contains("stopped the background daemon"), "{said}");
@@ -358,6 +368,77 @@ fn install_build_reinstall_uninstall() {
     );
 }
 
+/// Kills the daemon with SIGKILL, runs install.sh without `--build-cargo-home` (bounded: it must
+/// never hang on the dead daemon), and checks that it built around the daemon, started a new one
+/// that answers, and that cargo builds through it. Returns the new daemon's pid.
+fn repair_after_kill(h: &Home, flags: &[&str], pid: u32) -> u32 {
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while daemon_alive(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGKILL did not end {pid}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The user's crate cache is the one that built this workspace (so --offline finds every
+    // crate); the sandbox's own is put back afterwards.
+    let registry = h.sb.cargo_home.join("registry");
+    let aside = h.sb.cargo_home.join("registry.sandbox");
+    if registry.exists() {
+        std::fs::rename(&registry, &aside).unwrap();
+    }
+    std::os::unix::fs::symlink(env_dir("CARGO_HOME", ".cargo").join("registry"), &registry)
+        .unwrap();
+    let mut child = h
+        .install_sh_command(flags)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run install.sh");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("install.sh hung with the daemon killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().expect("install.sh output");
+    std::fs::remove_file(&registry).unwrap();
+    if aside.exists() {
+        std::fs::rename(&aside, &registry).unwrap();
+    }
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "repair failed:\n{text}");
+    assert!(
+        text.contains("no daemon answers; building privreg around it"),
+        "{text}"
+    );
+    let new_pid = h.pid().expect("a pid file");
+    assert_ne!(new_pid, pid);
+    assert!(daemon_alive(new_pid));
+    assert!(h.privreg_ok(&["status"]).contains("hits:"));
+    // cargo's config still sends crates-io through privreg, and that works again.
+    let cargo_config = std::fs::read_to_string(h.cargo_config()).unwrap();
+    assert!(cargo_config.contains("[source.crates-io]\nreplace-with = \"privreg\"\n"));
+    let project = h.sb.root.join("app");
+    let mut cargo = h.sb.cargo_command(&project, &["run", "--quiet"]);
+    cargo
+        .env("PATH", h.path())
+        .env("PRIVREG_CONFIG_DIR", &h.config)
+        .env("PRIVREG_CACHE_DIR", &h.cache);
+    let run = cargo.output().expect("run cargo");
+    assert!(
+        run.status.success(),
+        "cargo after the repair:\n{}\n--- daemon log:\n{}",
+        stderr(&run),
+        h.daemon_log()
+    );
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "answer 42\n");
+    new_pid
+}
+
 #[test]
 fn service_files_are_generated_and_valid() {
     let dir = tempdir();
@@ -389,12 +470,41 @@ fn service_files_are_generated_and_valid() {
         "\nRestart=on-failure\n",
         "PRIVREG_LOG=",
         "journalctl --user -u privreg",
-        "[Install]\nWantedBy=default.target\n",
+        "\nRequires=privreg.socket\nAfter=privreg.socket\n",
     ] {
         assert!(unit.contains(needle), "{needle:?} missing:\n{unit}");
     }
+    assert!(
+        !unit.contains("[Install]"),
+        "the socket starts the service, not login:\n{unit}"
+    );
     let unit_file = dir.path().join("privreg.service");
     std::fs::write(&unit_file, &unit).unwrap();
+    // The socket unit listens on config.toml's `listen`.
+    std::fs::create_dir_all(dir.path().join("my config")).unwrap();
+    std::fs::write(
+        dir.path().join("my config/config.toml"),
+        "listen = \"127.0.0.1:7979\"\n",
+    )
+    .unwrap();
+    let socket = {
+        let out = Command::new(bin("privreg"))
+            .args(["service", "socket"])
+            .env("PRIVREG_CONFIG_DIR", dir.path().join("my config"))
+            .env("PRIVREG_CACHE_DIR", dir.path().join("cache%1"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for needle in [
+        "[Socket]\nListenStream=127.0.0.1:7979\n",
+        "[Install]\nWantedBy=sockets.target\n",
+    ] {
+        assert!(socket.contains(needle), "{needle:?} missing:\n{socket}");
+    }
+    let socket_file = dir.path().join("privreg.socket");
+    std::fs::write(&socket_file, &socket).unwrap();
     let analyze = privreg_tests::require_tool("systemd-analyze", "systemd");
     // A private runtime dir lets `--user` verification run without a user manager.
     let runtime = dir.path().join("runtime");
@@ -406,6 +516,7 @@ fn service_files_are_generated_and_valid() {
     .unwrap();
     let out = Command::new(analyze)
         .args(["--user", "verify"])
+        .arg(&socket_file)
         .arg(&unit_file)
         .env("XDG_RUNTIME_DIR", &runtime)
         .output()
@@ -416,7 +527,7 @@ fn service_files_are_generated_and_valid() {
         stderr(&out)
     );
     assert!(
-        !stderr(&out).contains("privreg.service"),
+        !stderr(&out).contains("privreg.service") && !stderr(&out).contains("privreg.socket"),
         "systemd-analyze complains:\n{}",
         stderr(&out)
     );
