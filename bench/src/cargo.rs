@@ -56,7 +56,11 @@ pub(crate) struct Sandbox {
 
 impl Sandbox {
     /// `dependencies`: the body of the manifest's `[dependencies]` table.
-    pub(crate) fn new(parent: &Path, dependencies: &str, source: Source<'_>) -> anyhow::Result<Sandbox> {
+    pub(crate) fn new(
+        parent: &Path,
+        dependencies: &str,
+        source: Source<'_>,
+    ) -> anyhow::Result<Sandbox> {
         let dir = tempfile::Builder::new()
             .prefix("sandbox-")
             .tempdir_in(parent)?;

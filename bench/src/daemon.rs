@@ -54,7 +54,11 @@ pub(crate) struct DaemonOpts<'a> {
 
 impl Daemon {
     /// Starts a daemon with a fresh (empty) cache under `parent` and waits until it is healthy.
-    pub(crate) fn start(bin: &Path, parent: &Path, opts: &DaemonOpts<'_>) -> anyhow::Result<Daemon> {
+    pub(crate) fn start(
+        bin: &Path,
+        parent: &Path,
+        opts: &DaemonOpts<'_>,
+    ) -> anyhow::Result<Daemon> {
         let dir = tempfile::Builder::new()
             .prefix("daemon-")
             .tempdir_in(parent)?;

@@ -28,9 +28,10 @@ aws-sdk-s3 = "1"
 
 /// The default mirror directory: `$XDG_CACHE_HOME/privreg-bench/mirror-v1`, else under `~/.cache`.
 pub(crate) fn default_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME").map_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache")
-        }, PathBuf::from);
+    let base = std::env::var_os("XDG_CACHE_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache"),
+        PathBuf::from,
+    );
     base.join("privreg-bench").join("mirror-v1")
 }
 

@@ -332,7 +332,12 @@ pub(crate) fn write(path: &Path, block: &str) -> anyhow::Result<()> {
 
 /// Puts `block` (which starts with `begin` and ends with `end`) in place of what `path` has
 /// between those markers, keeping the rest of the file; appends it if they are missing.
-pub(crate) fn write_between(path: &Path, begin: &str, end: &str, block: &str) -> anyhow::Result<()> {
+pub(crate) fn write_between(
+    path: &Path,
+    begin: &str,
+    end: &str,
+    block: &str,
+) -> anyhow::Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
     let new = match (old.find(begin), old.find(end)) {
         (Some(b), Some(e)) if b < e => {

@@ -165,7 +165,13 @@ fn private_upstreams_get_their_own_view_and_leave_without_a_trace() {
         install(&file(), Some(original), &wanted(URL, &private), None).unwrap();
     let doc: DocumentMut = installed.parse().unwrap();
     let at = |p: &[&str]| {
-        value_at(&doc, &p.iter().map(std::string::ToString::to_string).collect::<Vec<_>>()).map(plain)
+        value_at(
+            &doc,
+            &p.iter()
+                .map(std::string::ToString::to_string)
+                .collect::<Vec<_>>(),
+        )
+        .map(plain)
     };
     let text = |v: &str| Some(plain(&Value::from(v)));
     assert_eq!(

@@ -222,7 +222,10 @@ impl DaemonClient {
     }
 
     /// `POST /-/refresh`.
-    pub(crate) async fn refresh(&self, request: &RefreshRequest) -> Result<RefreshReport, DaemonError> {
+    pub(crate) async fn refresh(
+        &self,
+        request: &RefreshRequest,
+    ) -> Result<RefreshReport, DaemonError> {
         let path = "/-/refresh";
         let req = self
             .request(Method::POST, path)

@@ -359,10 +359,12 @@ fn check_cargo(r: &mut Report, config: Option<&Config>, addr: Option<&str>) {
 
 /// cargo can run the credential provider.
 fn check_credential_provider(r: &mut Report) {
-    if let Some(p) = on_path("cargo-credential-privreg") { r.ok(format!(
-        "cargo-credential-privreg is on PATH ({})",
-        p.display()
-    )); } else {
+    if let Some(p) = on_path("cargo-credential-privreg") {
+        r.ok(format!(
+            "cargo-credential-privreg is on PATH ({})",
+            p.display()
+        ));
+    } else {
         let dir = default_daemon()
             .ok()
             .and_then(|d| d.parent().map(Path::to_owned))
@@ -372,8 +374,9 @@ fn check_credential_provider(r: &mut Report) {
                 "export PATH={}:\"$PATH\"   (in your shell's profile)",
                 sh(&d)
             ),
-            None => "./install.sh (it installs cargo-credential-privreg with cargo install)"
-                .to_owned(),
+            None => {
+                "./install.sh (it installs cargo-credential-privreg with cargo install)".to_owned()
+            }
         };
         r.fail(
             "cargo-credential-privreg is not on PATH, so cargo cannot get the local token",

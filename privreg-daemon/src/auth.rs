@@ -38,7 +38,10 @@ pub(crate) enum Accept {
 }
 
 /// What a request for `parsed` (with `method`) may present (see [`Accept`]).
-pub(crate) fn accept_for<E>(parsed: &Result<(View<'_>, Endpoint<'_>), E>, method: &Method) -> Accept {
+pub(crate) fn accept_for<E>(
+    parsed: &Result<(View<'_>, Endpoint<'_>), E>,
+    method: &Method,
+) -> Accept {
     match parsed {
         Ok((_, Endpoint::Metrics)) => Accept::TokenOrBearer,
         Ok((_, Endpoint::Page)) if method == Method::GET || method == Method::HEAD => {

@@ -44,7 +44,12 @@ pub(crate) enum DownloadError {
 
 /// Expands an upstream's `dl` template for one crate (cargo's rules: markers, else
 /// `/{crate}/{version}/download` appended).
-pub(crate) fn dl_url(dl: &str, krate: &str, version: &str, cksum: &str) -> Result<url::Url, String> {
+pub(crate) fn dl_url(
+    dl: &str,
+    krate: &str,
+    version: &str,
+    cksum: &str,
+) -> Result<url::Url, String> {
     const MARKERS: [&str; 5] = [
         "{crate}",
         "{version}",

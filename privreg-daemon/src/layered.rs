@@ -27,7 +27,11 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
-    pub(crate) fn new(config: Config, pins: Box<dyn PinRules + Send + Sync>, generation: u64) -> Runtime {
+    pub(crate) fn new(
+        config: Config,
+        pins: Box<dyn PinRules + Send + Sync>,
+        generation: u64,
+    ) -> Runtime {
         let refs = config.upstreams.iter().map(Upstream::policy_ref).collect();
         let mut layered_keys: HashSet<String> = config
             .upstreams

@@ -45,7 +45,11 @@ impl Interest {
     }
 
     /// The versions of `lines` to follow now: [`versions_to_follow`], less those followed before.
-    pub(crate) fn take<'a>(&mut self, lines: &'a [IndexLine], fallback: usize) -> Vec<&'a IndexLine> {
+    pub(crate) fn take<'a>(
+        &mut self,
+        lines: &'a [IndexLine],
+        fallback: usize,
+    ) -> Vec<&'a IndexLine> {
         versions_to_follow(lines, &self.reqs, fallback)
             .into_iter()
             .filter(|l| self.followed.insert(l.vers.clone()))

@@ -400,7 +400,11 @@ impl Daemon {
 /// request head must arrive within `limits.header-read-timeout` (HTTP/1.1 waits between
 /// requests too), and a connection silent for `limits.idle-timeout` with no request in flight
 /// is closed.
-pub(crate) async fn serve(daemon: Arc<Daemon>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn serve(
+    daemon: Arc<Daemon>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let limits = daemon.runtime().config.limits;

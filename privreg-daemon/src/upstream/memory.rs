@@ -151,7 +151,12 @@ impl Memory {
     }
 
     /// The entry in memory, else on disk (loaded into memory).
-    pub(super) fn known(&self, up: &Upstream, rel: UpstreamPath<'_>, key: &Key) -> Option<Arc<Entry>> {
+    pub(super) fn known(
+        &self,
+        up: &Upstream,
+        rel: UpstreamPath<'_>,
+        key: &Key,
+    ) -> Option<Arc<Entry>> {
         if let Some(e) = self.entries.lock().expect("memory lock").get(key) {
             return Some(e.clone());
         }

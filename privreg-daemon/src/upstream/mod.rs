@@ -453,7 +453,12 @@ impl Upstreams {
         }
     }
 
-    pub(crate) fn transport_error(&self, up: &Upstream, what: &str, e: reqwest::Error) -> FetchError {
+    pub(crate) fn transport_error(
+        &self,
+        up: &Upstream,
+        what: &str,
+        e: reqwest::Error,
+    ) -> FetchError {
         FetchError::from_reqwest(up, what, &e, false)
     }
 

@@ -100,7 +100,10 @@ fn the_design_example_parses() {
     assert_eq!(s.tier(), Tier::NamedWithVersion);
     assert_eq!(s.priority, PinPriority::Value(600));
     assert_eq!(
-        s.selectors.version.as_ref().map(std::string::ToString::to_string),
+        s.selectors
+            .version
+            .as_ref()
+            .map(std::string::ToString::to_string),
         Some(">=1.0.200".into())
     );
     let s = &f.stanzas[2];

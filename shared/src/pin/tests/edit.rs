@@ -281,8 +281,12 @@ fn small_files_exhaustively() {
         "  cont",
         "Package: b",
     ];
-    let summary =
-        |f: &PinFile| -> Vec<String> { f.stanzas.iter().map(std::string::ToString::to_string).collect() };
+    let summary = |f: &PinFile| -> Vec<String> {
+        f.stanzas
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect()
+    };
     let mut valid = 0;
     for len in 0..=5u32 {
         for mut n in 0..ALPHABET.len().pow(len) {
