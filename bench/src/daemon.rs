@@ -1,6 +1,7 @@
 //! privreg-daemon as a child process with its own config and cache directories, and the small
 //! blocking HTTP client the bench uses for `/-/health` and `/-/status`.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -70,7 +71,7 @@ impl Daemon {
             opts.upstream
         );
         if let Some(ttl) = opts.ttl {
-            config.push_str(&format!("ttl = \"{ttl}\"\n"));
+            let _ = writeln!(config, "ttl = \"{ttl}\"");
         }
         std::fs::write(config_dir.join("config.toml"), config)?;
         let log = dir.path().join("daemon.log");
@@ -109,7 +110,10 @@ impl Daemon {
             }
             if let Ok(data) = std::fs::read(&info) {
                 let v: serde_json::Value = serde_json::from_slice(&data)?;
-                self.addr = v["addr"].as_str().context("daemon.json: addr")?.to_owned();
+                v["addr"]
+                    .as_str()
+                    .context("daemon.json: addr")?
+                    .clone_into(&mut self.addr);
                 if http_get(&self.addr, "/-/health").is_ok_and(|(s, _)| s == 200) {
                     return Ok(());
                 }

@@ -99,7 +99,7 @@ async fn connection(
         let resp = send.send_request(req).await?;
         let ok = resp.status() == http::StatusCode::OK;
         let body = resp.into_body().collect().await?;
-        lat.push(start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        lat.push(u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX));
         if !ok || body.to_bytes().is_empty() {
             errors += 1;
         }
@@ -138,6 +138,11 @@ pub(crate) async fn run(
         if all.is_empty() {
             return f64::NAN;
         }
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "`p` is in [0, 1], so the rounded index is in 0..len"
+        )]
         let idx = ((all.len() as f64 - 1.0) * p).round() as usize;
         f64::from(all[idx]) / 1000.0
     };

@@ -174,7 +174,8 @@ fn software(cargo: &Cargo, nginx: Option<&Path>, daemon_bin: &Path) -> String {
     );
     if let Some(n) = nginx {
         let v = output(&n.to_string_lossy(), &["-v"]);
-        s.push_str(&format!(", {}", v.trim_start_matches("nginx version: ")));
+        s.push_str(", ");
+        s.push_str(v.trim_start_matches("nginx version: "));
     }
     s
 }

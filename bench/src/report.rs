@@ -360,7 +360,9 @@ pub(crate) fn machine() -> String {
                 .find(|l| l.starts_with("MemTotal:"))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
-        .map_or("?".into(), |kb| format!("{:.1} GiB", kb as f64 / 1048576.0));
+        .map_or("?".into(), |kb| {
+            format!("{:.1} GiB", kb as f64 / 1_048_576.0)
+        });
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {

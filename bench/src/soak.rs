@@ -216,7 +216,8 @@ impl SoakResult {
 
     /// Connections to the upstream at the end may be at most this many (see [`FD_SLACK`]).
     fn upstream_bound(&self) -> usize {
-        (self.warm.fds.upstream as u64).max(self.upstream_in_flight) as usize + FD_SLACK
+        let in_flight = usize::try_from(self.upstream_in_flight).expect("a count of connections");
+        self.warm.fds.upstream.max(in_flight) + FD_SLACK
     }
 
     fn upstream_ok(&self) -> bool {
@@ -547,7 +548,8 @@ pub(crate) fn run(
     let samples = sampler.finish();
     let upstream_seen = upstream.counters.take();
     let upstream_in_flight = warm_seen.max_in_flight.max(upstream_seen.max_in_flight);
-    let bound = (warm.fds.upstream as u64).max(upstream_in_flight) as usize + FD_SLACK;
+    let in_flight = usize::try_from(upstream_in_flight).expect("a count of connections");
+    let bound = warm.fds.upstream.max(in_flight) + FD_SLACK;
     let end = settle(pid, ports, |u| {
         u.fds.rest() <= warm.fds.rest() + FD_SLACK && u.fds.upstream <= bound
     })

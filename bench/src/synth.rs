@@ -2,6 +2,7 @@
 //! `--quick` in CI): `COUNT` small crates in a dependency tree, three versions each, with real
 //! `.crate` archives, laid out like the real mirror (see `mirror.rs`).
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
@@ -48,7 +49,7 @@ fn crate_file(name: &str, vers: &str, deps: &[String]) -> anyhow::Result<Vec<u8>
         "[package]\nname = \"{name}\"\nversion = \"{vers}\"\nedition = \"2021\"\n\n[dependencies]\n"
     );
     for d in deps {
-        manifest.push_str(&format!("{d} = \"1\"\n"));
+        let _ = writeln!(manifest, "{d} = \"1\"");
     }
     let files = [
         ("Cargo.toml", manifest),

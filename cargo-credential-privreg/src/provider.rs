@@ -143,7 +143,7 @@ pub(crate) fn perform<S: SecretStore + ?Sized>(
                 let token = store
                     .get(&EntryName::local_token(&setup.config_dir))
                     .map_err(other)?;
-                Ok(get_response(token))
+                Ok(get_response(&token))
             }
             Action::Login(_) | Action::Logout => Err(format!(
                 "{} is served by the local privreg daemon, whose local token is managed by \
@@ -161,7 +161,7 @@ pub(crate) fn perform<S: SecretStore + ?Sized>(
         Action::Get(_) => {
             let store = open().map_err(other)?;
             match store.get(&entry) {
-                Ok(token) => Ok(get_response(token)),
+                Ok(token) => Ok(get_response(&token)),
                 Err(SecretsError::NoEntry { .. }) => Err(Error::NotFound),
                 Err(e) => Err(other(e)),
             }
@@ -185,7 +185,7 @@ pub(crate) fn perform<S: SecretStore + ?Sized>(
     }
 }
 
-fn get_response(token: Token) -> CredentialResponse {
+fn get_response(token: &Token) -> CredentialResponse {
     CredentialResponse::Get {
         token: Secret::from(token.expose().to_owned()),
         cache: CacheControl::Session,

@@ -505,7 +505,7 @@ pub(crate) fn check(index_url: &str, private: &[Private]) -> anyhow::Result<Opti
     Ok((!wrong.is_empty()).then(|| format!("{}: {}", file.display(), wrong.join("; "))))
 }
 
-pub(crate) fn run(dirs: &Dirs, args: CargoConfigArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(dirs: &Dirs, args: &CargoConfigArgs) -> anyhow::Result<ExitCode> {
     if args.uninstall {
         return run_uninstall(dirs);
     }
@@ -584,7 +584,7 @@ pub(crate) fn reinstall_if_installed(dirs: &Dirs) -> anyhow::Result<()> {
     run_uninstall(dirs)?;
     run(
         dirs,
-        CargoConfigArgs {
+        &CargoConfigArgs {
             install: true,
             uninstall: false,
         },

@@ -181,7 +181,7 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn run(dirs: &Dirs, args: InitArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(dirs: &Dirs, args: &InitArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&dirs.config)
         .with_context(|| format!("cannot create {}", dirs.config.display()))?;
     let config_path = dirs.config.join(CONFIG_FILE);
@@ -267,7 +267,7 @@ mod tests {
             .lines()
             .skip_while(|l| !l.starts_with("# [upstreams.acme]"))
             .take_while(|l| !l.is_empty() && *l != "#")
-            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .flat_map(|l| [l.trim_start_matches("# "), "\n"])
             .collect();
         let c = Config::parse(Path::new("example"), &example).unwrap();
         assert_eq!(c.upstreams[0].priority, 600);
@@ -304,7 +304,7 @@ mod tests {
             .lines()
             .skip_while(|l| !l.starts_with("# Examples"))
             .skip(2)
-            .map(|l| format!("{}\n", l.trim_start_matches('#').trim_start()))
+            .flat_map(|l| [l.trim_start_matches('#').trim_start(), "\n"])
             .collect();
         let f = privreg_shared::pin::PinFile::parse("examples", examples).unwrap();
         assert_eq!(f.stanzas.len(), 3);

@@ -205,7 +205,7 @@ pub fn open_keyring(dirs: &Dirs) -> anyhow::Result<(Keyring, Config)> {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let dirs = Dirs::new(&cli)?;
     match cli.command {
-        Command::Init(args) => init::run(&dirs, args),
+        Command::Init(args) => init::run(&dirs, &args),
         Command::Login { name } => login::login(&dirs, &name),
         Command::Logout { name } => login::logout(&dirs, &name),
         Command::PurgeTokens => login::purge(&dirs),
@@ -215,7 +215,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) if args.open => page::open(&dirs, args.print).await,
         Command::Status(_) => report::status(&dirs).await,
         Command::Doctor => doctor::run(&dirs).await,
-        Command::CargoConfig(args) => cargo_config::run(&dirs, args),
+        Command::CargoConfig(args) => cargo_config::run(&dirs, &args),
         Command::Verify => {
             let report = privreg_shared::store::Cache::new(&dirs.cache).verify();
             for path in &report.dropped {

@@ -59,7 +59,7 @@ pub(crate) async fn policy(dirs: &Dirs, krate: &str) -> anyhow::Result<ExitCode>
         if let Some(w) = &v.winner {
             state = format!("{state} (served from {w})");
         } else if v.yanked && v.state == VersionState::Served {
-            state = "served, yanked".to_owned();
+            "served, yanked".clone_into(&mut state);
         }
         let stanza = v
             .stanza

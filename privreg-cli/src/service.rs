@@ -2,6 +2,7 @@
 //! service — the systemd user unit and the launchd agent (generated here so that tests can check
 //! them), privreg's directories, and a wait for the daemon's `/-/health`.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -174,8 +175,10 @@ pub(crate) fn plist(daemon: &Path, config_dir: &Path, cache_dir: &Path) -> Strin
         cache_dir.to_string_lossy(),
     ]
     .iter()
-    .map(|a| format!("        <string>{}</string>\n", xml(a)))
-    .collect();
+    .fold(String::new(), |mut args, a| {
+        let _ = writeln!(args, "        <string>{}</string>", xml(a));
+        args
+    });
     let log = xml(&cache_dir.join("daemon.log").to_string_lossy());
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>

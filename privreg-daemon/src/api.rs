@@ -159,16 +159,15 @@ impl Daemon {
     async fn api_base(&self, up: &Upstream) -> Result<url::Url, ApiResponse> {
         let fetched = self.upstreams().fetch(up, UpstreamPath::Config).await;
         let Some(entry) = fetched.entry else {
-            return Err(fetched
-                .error
-                .as_ref()
-                .map(upstream_failed)
-                .unwrap_or_else(|| {
+            return Err(fetched.error.as_ref().map_or_else(
+                || {
                     ApiResponse::error(
                         StatusCode::BAD_GATEWAY,
                         format!("upstream {} has no config.json", up.name),
                     )
-                }));
+                },
+                upstream_failed,
+            ));
         };
         api_base_url(&up.name, &entry.body)
     }
@@ -198,12 +197,11 @@ impl Daemon {
         let req = self
             .upstreams()
             .request_to(up, kind, method, url)
-            .await
-            .timeout(up.timeout.max(Duration::from_secs(60)))
+            .timeout(up.timeout.max(Duration::from_mins(1)))
             .body(body);
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return upstream_failed(&self.upstreams().transport_error(up, &what, e)),
+            Err(e) => return upstream_failed(&FetchError::from_reqwest(up, &what, &e, false)),
         };
         let status =
             StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -221,7 +219,7 @@ impl Daemon {
                 content_type,
                 body,
             },
-            Err(e) => upstream_failed(&self.upstreams().transport_error(up, &what, e)),
+            Err(e) => upstream_failed(&FetchError::from_reqwest(up, &what, &e, false)),
         }
     }
 

@@ -133,7 +133,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_body_yields_the_file_in_chunks() {
-        let data: Vec<u8> = (0..(CHUNK * 2 + 17)).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..(CHUNK * 2 + 17))
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect();
         let mut body = Body::File(FileBody::new(file_with(&data), data.len() as u64));
         assert_eq!(
             hyper::body::Body::size_hint(&body).exact(),

@@ -367,7 +367,7 @@ mod tests {
 
     #[test]
     fn idle_deadline_counts_from_the_last_activity_unless_a_request_is_in_flight() {
-        let idle = Duration::from_secs(60);
+        let idle = Duration::from_mins(1);
         assert_eq!(
             idle_left(1_000, 0, idle, 11_000),
             Some(Duration::from_secs(50))
@@ -384,7 +384,7 @@ mod tests {
         let _req = busy.request();
         let idle = conns.admit().unwrap();
         let (idle_io, _peer) = tokio::io::duplex(64);
-        let mut idle_io = Io::new(idle_io, idle, Duration::from_secs(60));
+        let mut idle_io = Io::new(idle_io, idle, Duration::from_mins(1));
         assert_eq!(conns.open(), 2);
         let newcomer = conns.admit().unwrap();
         assert_eq!(conns.open(), 2);

@@ -130,7 +130,7 @@ impl Daemon {
         let data = self.upstreams().download(&up, url, &what, &mut spool).await;
         let outcome = data
             .as_ref()
-            .map_or_else(FetchError::metric_label, |_| "ok");
+            .map_or_else(FetchError::metric_label, |()| "ok");
         let took = asked.elapsed();
         self.metrics().upstream(&up.name, "download", outcome, took);
         data?;
@@ -186,8 +186,7 @@ impl Daemon {
                 let Some(entry) = fetched.entry else {
                     return Err(fetched
                         .error
-                        .map(DownloadError::Upstream)
-                        .unwrap_or_else(not_served));
+                        .map_or_else(not_served, DownloadError::Upstream));
                 };
                 let file = entry.file.as_ref().ok_or_else(not_served)?;
                 let up_ref = up.policy_ref();
@@ -208,13 +207,13 @@ impl Daemon {
     ) -> Result<url::Url, DownloadError> {
         let fetched = self.upstreams().fetch(up, UpstreamPath::Config).await;
         let Some(entry) = fetched.entry else {
-            return Err(fetched
-                .error
-                .map(DownloadError::Upstream)
-                .unwrap_or_else(|| DownloadError::BadDl {
+            return Err(fetched.error.map_or_else(
+                || DownloadError::BadDl {
                     upstream: up.name.to_string(),
                     message: "config.json is missing".into(),
-                }));
+                },
+                DownloadError::Upstream,
+            ));
         };
         let config: serde_json::Value =
             serde_json::from_slice(&entry.body).map_err(|e| DownloadError::BadDl {

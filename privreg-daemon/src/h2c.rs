@@ -16,7 +16,7 @@
 //!
 //! Frames are passed on whole, but never buffered beyond the maximum frame size the server
 //! advertises (the default, [`MAX_FRAME_SIZE`]): a client declaring a larger frame is handed
-//! straight to hyper, which answers GOAWAY with FRAME_SIZE_ERROR and closes, as it does for
+//! straight to hyper, which answers GOAWAY with `FRAME_SIZE_ERROR` and closes, as it does for
 //! prior-knowledge HTTP/2.
 //!
 //! The frame and header encodings are pure functions, pinned by the tests below against RFC 7541's
@@ -46,7 +46,7 @@ pub(crate) const MAX_FIRST_BODY: usize = 16 << 10;
 /// most two connections); index answers come from memory and need no more to keep cargo busy.
 pub(crate) const MAX_STREAMS: u32 = 32;
 
-/// SETTINGS_MAX_FRAME_SIZE as both the upgrade's SETTINGS (empty: the default) and hyper's own
+/// `SETTINGS_MAX_FRAME_SIZE` as both the upgrade's SETTINGS (empty: the default) and hyper's own
 /// (its default) advertise it: the largest frame a client may send.
 pub(crate) const MAX_FRAME_SIZE: usize = 16 << 10;
 
@@ -81,7 +81,7 @@ pub(crate) fn offered<B>(req: &Request<B>) -> bool {
 }
 
 /// The flow-control window the client gives stream 1, from its `HTTP2-Settings` header (RFC 7540
-/// §3.2.1: the payload of a SETTINGS frame in base64url): its SETTINGS_INITIAL_WINDOW_SIZE, and
+/// §3.2.1: the payload of a SETTINGS frame in base64url): its `SETTINGS_INITIAL_WINDOW_SIZE`, and
 /// never more than the connection's initial window (65,535). `None` when the header is not a
 /// valid SETTINGS payload: then the offer is declined.
 pub(crate) fn stream_one_window(settings: &[u8]) -> Option<u32> {
@@ -102,7 +102,9 @@ pub(crate) fn stream_one_window(settings: &[u8]) -> Option<u32> {
         nbits += 6;
         if nbits >= 8 {
             nbits -= 8;
-            payload.push((bits >> nbits) as u8);
+            payload.push(
+                u8::try_from(bits >> nbits).expect("`bits` keeps under 8 bits above `nbits`"),
+            );
             bits &= (1 << nbits) - 1;
         }
     }
@@ -134,6 +136,11 @@ fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
 }
 
 /// An HPACK integer with an `n`-bit prefix; `high` holds the bits above the prefix.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "`n` is at most 8, so each byte pushed fits: the prefix's maximum, a value below it, \
+              or a 7-bit group"
+)]
 fn hpack_int(out: &mut Vec<u8>, n: u8, high: u8, mut value: usize) {
     let max = (1usize << n) - 1;
     if value < max {
@@ -201,7 +208,7 @@ pub(crate) fn first_frames(status: StatusCode, headers: &HeaderMap, body: &[u8])
 
 /// Client-to-server bytes, with what the HTTP/2 server must not see taken out: the client's
 /// first SETTINGS acknowledgement (it answers [`first_frames`]'s SETTINGS), any frame on
-/// stream 1, and connection WINDOW_UPDATE credit up to the first body's length. Pure: feed
+/// stream 1, and connection `WINDOW_UPDATE` credit up to the first body's length. Pure: feed
 /// bytes in, take the bytes to pass on out.
 #[derive(Debug, Default)]
 pub(crate) struct InboundFilter {
@@ -447,7 +454,7 @@ mod tests {
     use super::*;
 
     fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        hex::encode(b)
     }
 
     #[test]

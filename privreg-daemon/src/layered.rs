@@ -81,7 +81,7 @@ pub(crate) enum LayeredError {
 }
 
 /// The policy's view of what an upstream entry says.
-pub(crate) fn answer(entry: &Option<Arc<Entry>>) -> Answer<'_> {
+pub(crate) fn answer(entry: Option<&Arc<Entry>>) -> Answer<'_> {
     match entry {
         Some(e) => match &e.file {
             Some(f) => Answer::Has(f),
@@ -143,7 +143,7 @@ impl Daemon {
         {
             return Ok(m);
         }
-        let answers: Vec<Answer<'_>> = entries.iter().map(answer).collect();
+        let answers: Vec<Answer<'_>> = entries.iter().map(Option::as_ref).map(answer).collect();
         let remembered = self.cache().served(krate);
         let merged = match policy::merge(krate, &rt.refs, &answers, rt.pins.as_ref(), &remembered) {
             Ok(m) => m,
@@ -213,8 +213,8 @@ mod tests {
         Config::parse(std::path::Path::new("config.toml"), text).unwrap()
     }
 
-    fn entry(rev: u64) -> Option<Arc<Entry>> {
-        Some(Arc::new(Entry {
+    fn entry(rev: u64) -> Arc<Entry> {
+        Arc::new(Entry {
             meta: Meta {
                 present: false,
                 etag: None,
@@ -224,7 +224,7 @@ mod tests {
             body: Bytes::new(),
             file: None,
             rev,
-        }))
+        })
     }
 
     fn failed(upstream: &str) -> Fetched {
@@ -240,14 +240,14 @@ mod tests {
 
     #[test]
     fn the_merge_is_kept_until_an_entry_or_the_configuration_changes() {
-        let key = fingerprint(1, &[entry(3), None, entry(8)]);
+        let key = fingerprint(1, &[Some(entry(3)), None, Some(entry(8))]);
         assert_eq!(key, (1, vec![3, 0, 8]));
-        assert_eq!(key, fingerprint(1, &[entry(3), None, entry(8)]));
+        assert_eq!(key, fingerprint(1, &[Some(entry(3)), None, Some(entry(8))]));
         for other in [
-            fingerprint(2, &[entry(3), None, entry(8)]),
-            fingerprint(1, &[entry(4), None, entry(8)]),
-            fingerprint(1, &[entry(3), entry(1), entry(8)]),
-            fingerprint(1, &[entry(3), None]),
+            fingerprint(2, &[Some(entry(3)), None, Some(entry(8))]),
+            fingerprint(1, &[Some(entry(4)), None, Some(entry(8))]),
+            fingerprint(1, &[Some(entry(3)), Some(entry(1)), Some(entry(8))]),
+            fingerprint(1, &[Some(entry(3)), None]),
         ] {
             assert_ne!(key, other);
         }
@@ -273,7 +273,7 @@ mod tests {
             let unavailable: Vec<String> = unavailable.iter().map(|&n| n.to_owned()).collect();
             unavailable_errors(&fetched, &config.upstreams, &unavailable)
                 .iter()
-                .map(|e| e.to_string())
+                .map(ToString::to_string)
                 .collect::<Vec<_>>()
         };
         let said = |n: &str| format!("upstream {n} answered 500 for x");

@@ -41,6 +41,10 @@ use privreg_shared::secrets::{EntryName, Keyring, SecretStore};
 /// Example: privreg-daemon --config-dir ~/.config/privreg --cache-dir ~/.cache/privreg
 #[derive(Parser)]
 #[command(version)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "clap prints these comments as the --help text, where backticks would show"
+)]
 struct Args {
     /// Directory holding config.toml and the pin files [env: PRIVREG_CONFIG_DIR]
     #[arg(long)]
@@ -51,9 +55,9 @@ struct Args {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PRIVREG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -144,7 +144,7 @@ mod tests {
             .collect()
     }
 
-    fn vers(picked: Vec<&IndexLine>) -> Vec<String> {
+    fn vers(picked: &[&IndexLine]) -> Vec<String> {
         picked.iter().map(|l| l.vers.to_string()).collect()
     }
 
@@ -163,12 +163,12 @@ mod tests {
             ("0.9.0", false),
         ]);
         assert_eq!(
-            vers(versions_to_follow(&ls, &[], 3)),
+            vers(&versions_to_follow(&ls, &[], 3)),
             ["2.0.0", "1.5.0", "1.0.0"]
         );
         let pre = lines(&[("0.1.0-alpha.1", false), ("0.1.0-alpha.2", false)]);
         assert_eq!(
-            vers(versions_to_follow(&pre, &[], 3)),
+            vers(&versions_to_follow(&pre, &[], 3)),
             ["0.1.0-alpha.2", "0.1.0-alpha.1"]
         );
     }
@@ -183,10 +183,10 @@ mod tests {
             ("1.0.0", false),
             ("2.0.0-beta.1", false),
         ]);
-        assert_eq!(vers(versions_to_follow(&ls, &[req("^0.3")], 3)), ["0.3.4"]);
+        assert_eq!(vers(&versions_to_follow(&ls, &[req("^0.3")], 3)), ["0.3.4"]);
         // Yanked versions are not picked; two requirements that pick one version give it once.
         assert_eq!(
-            vers(versions_to_follow(
+            vers(&versions_to_follow(
                 &ls,
                 &[req("^0.4"), req(">=0.4, <0.5"), req("*")],
                 3
@@ -195,7 +195,7 @@ mod tests {
         );
         // Pre-releases only for a requirement that names one.
         assert_eq!(
-            vers(versions_to_follow(&ls, &[req("^2.0.0-beta.1")], 3)),
+            vers(&versions_to_follow(&ls, &[req("^2.0.0-beta.1")], 3)),
             ["2.0.0-beta.1"]
         );
         assert!(versions_to_follow(&ls, &[req("^5")], 3).is_empty());
@@ -211,13 +211,13 @@ mod tests {
             !i.mention(None),
             "an unparsable requirement after the first"
         );
-        assert_eq!(vers(i.take(&ls, 3)), ["1.2.0"]);
+        assert_eq!(vers(&i.take(&ls, 3)), ["1.2.0"]);
         assert!(i.take(&ls, 3).is_empty(), "followed already");
         assert!(i.mention(Some(req("^2"))), "a new requirement");
-        assert_eq!(vers(i.take(&ls, 3)), ["2.0.0"]);
+        assert_eq!(vers(&i.take(&ls, 3)), ["2.0.0"]);
 
         let mut unknown = Interest::default();
         assert!(unknown.mention(None));
-        assert_eq!(vers(unknown.take(&ls, 2)), ["2.0.0", "1.2.0"]);
+        assert_eq!(vers(&unknown.take(&ls, 2)), ["2.0.0", "1.2.0"]);
     }
 }

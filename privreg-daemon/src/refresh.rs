@@ -142,7 +142,7 @@ impl Daemon {
         let mut jobs: Vec<(Upstream, CrateName, bool)> = Vec::new();
         if crates.is_empty() {
             for up in &rt.config.upstreams {
-                for krate in cached_index_files(&self.cache(), up) {
+                for krate in cached_index_files(self.cache(), up) {
                     jobs.push((up.clone(), krate, false));
                 }
             }
@@ -207,19 +207,20 @@ mod tests {
     use bytes::Bytes;
     use privreg_shared::index::IndexFile;
     use privreg_shared::store::{Meta, Stored};
+    use std::fmt::Write as _;
     use std::sync::Arc;
 
     const CK: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn entry(lines: &[(&str, bool)], present: bool, rev: u64) -> Arc<Entry> {
-        let body: String = lines
-            .iter()
-            .map(|(v, y)| {
-                format!(
-                    "{{\"name\":\"foo\",\"vers\":\"{v}\",\"deps\":[],\"cksum\":\"{CK}\",\"features\":{{}},\"yanked\":{y}}}\n"
-                )
-            })
-            .collect();
+        let body = lines.iter().fold(String::new(), |mut body, (v, y)| {
+            writeln!(
+                body,
+                "{{\"name\":\"foo\",\"vers\":\"{v}\",\"deps\":[],\"cksum\":\"{CK}\",\"features\":{{}},\"yanked\":{y}}}"
+            )
+            .unwrap();
+            body
+        });
         let body = Bytes::from(body);
         Arc::new(Entry {
             meta: Meta {

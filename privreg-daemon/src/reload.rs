@@ -45,14 +45,13 @@ impl Daemon {
     /// Reloads from disk; on error keeps the configuration in force and records the error.
     pub(crate) fn reload(&self) {
         let current = self.runtime();
-        match load(&self.config_dir(), current.generation + 1) {
+        match load(self.config_dir(), current.generation + 1) {
             Ok(rt) => {
                 for setting in restart_needed(&current.config, &rt.config) {
-                    match setting {
-                        "listen" => {
-                            tracing::warn!(listen = %rt.config.listen, "`listen` changed; restart the daemon to apply it");
-                        }
-                        _ => tracing::warn!("`{setting}` changed; restart the daemon to apply it"),
+                    if setting == "listen" {
+                        tracing::warn!(listen = %rt.config.listen, "`listen` changed; restart the daemon to apply it");
+                    } else {
+                        tracing::warn!("`{setting}` changed; restart the daemon to apply it");
                     }
                 }
                 self.swap_runtime(rt);
@@ -81,7 +80,7 @@ pub(crate) fn watch(daemon: Arc<Daemon>) -> notify::Result<()> {
             let _ = tx.try_send(());
         }
     })?;
-    watcher.watch(&daemon.config_dir(), RecursiveMode::Recursive)?;
+    watcher.watch(daemon.config_dir(), RecursiveMode::Recursive)?;
     tokio::spawn(async move {
         let _watcher = watcher;
         while rx.recv().await.is_some() {

@@ -66,7 +66,10 @@ fn layered_error(e: &LayeredError) -> Response<Body> {
     match e {
         LayeredError::NotFound(_) => text(StatusCode::NOT_FOUND, e.to_string()),
         LayeredError::Unavailable { errors, .. } => {
-            let wait = errors.iter().filter_map(|e| e.retry_after()).max();
+            let wait = errors
+                .iter()
+                .filter_map(crate::upstream::FetchError::retry_after)
+                .max();
             unavailable(e.to_string(), wait.unwrap_or(1).max(1))
         }
     }
@@ -228,7 +231,7 @@ impl Daemon {
         let method = req.method().clone();
         let started = std::time::Instant::now();
         let resp = self.route(req).await;
-        tracing::debug!(%method, path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+        tracing::debug!(%method, path, status = resp.status().as_u16(), micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "request");
         let (status, took) = (resp.status().as_u16(), started.elapsed());
         let bytes = hyper::body::Body::size_hint(resp.body()).exact();
         self.metrics()
@@ -332,7 +335,7 @@ impl Daemon {
             Endpoint::Policy(krate) => json(StatusCode::OK, &self.policy(&krate).await),
             Endpoint::Config => json(
                 StatusCode::OK,
-                &config_json(&self.base_url(), view, self.auth_required()),
+                &config_json(self.base_url(), view, self.auth_required()),
             ),
             Endpoint::Index(krate) => self.index(view, &krate, &req).await,
             Endpoint::Download {
@@ -343,8 +346,9 @@ impl Daemon {
             Endpoint::Metrics | Endpoint::Page | Endpoint::PageLink | Endpoint::PageOpen(_) => {
                 unreachable!("answered by observe")
             }
-            Endpoint::Refresh => unreachable!("answered above"),
-            Endpoint::Health | Endpoint::Login | Endpoint::Api(_) => unreachable!("answered above"),
+            Endpoint::Refresh | Endpoint::Health | Endpoint::Login | Endpoint::Api(_) => {
+                unreachable!("answered above")
+            }
         }
     }
 }

@@ -14,9 +14,9 @@ use privreg_shared::secrets::{SecretsError, generate_local_token};
 use sha2::{Digest, Sha256};
 
 /// How long a one-time link works.
-pub(crate) const LINK_TTL: Duration = Duration::from_secs(60);
+pub(crate) const LINK_TTL: Duration = Duration::from_mins(1);
 /// How long a page session lasts.
-pub(crate) const SESSION_TTL: Duration = Duration::from_secs(8 * 60 * 60);
+pub(crate) const SESSION_TTL: Duration = Duration::from_hours(8);
 /// Links not yet used, at most (the oldest is dropped first).
 const MAX_LINKS: usize = 8;
 /// Sessions, at most (the oldest is dropped first).
@@ -67,8 +67,8 @@ impl PageSessions {
     pub(crate) fn new(port: u16) -> PageSessions {
         PageSessions {
             cookie: format!("privreg_page_{port}"),
-            links: Default::default(),
-            sessions: Default::default(),
+            links: std::sync::Mutex::default(),
+            sessions: std::sync::Mutex::default(),
         }
     }
 

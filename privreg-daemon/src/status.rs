@@ -39,7 +39,7 @@ impl Daemon {
         Status {
             url: format!("{}/index/", self.base_url()),
             pid: std::process::id(),
-            uptime_secs: self.started().elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            uptime_secs: self.started().elapsed().map_or(0, |d| d.as_secs()),
             config_dir: self.config_dir().to_owned(),
             cache_dir: self.cache_dir().to_owned(),
             upstreams,
@@ -61,7 +61,7 @@ impl Daemon {
     pub(crate) async fn policy(&self, krate: &CrateName) -> Policy {
         let (rt, fetched) = self.gather(krate).await;
         let entries: Vec<Option<Arc<Entry>>> = fetched.iter().map(|f| f.entry.clone()).collect();
-        let answers: Vec<Answer<'_>> = entries.iter().map(answer).collect();
+        let answers: Vec<Answer<'_>> = entries.iter().map(Option::as_ref).map(answer).collect();
         let remembered = self.cache().served(krate);
         let result = policy::merge(krate, &rt.refs, &answers, rt.pins.as_ref(), &remembered);
         let upstreams: Vec<PolicyUpstream> = rt
@@ -71,13 +71,13 @@ impl Daemon {
             .map(|(u, f)| {
                 let claim = rt.pins.claim(krate, u);
                 PolicyUpstream {
-                    name: u.name.to_string(),
+                    name: u.name.as_str().to_owned(),
                     priority: u.priority,
                     claim: claim
                         .as_ref()
                         .map_or(u.priority.to_string(), |m| m.priority.to_string()),
                     claim_stanza: claim.map(|m| m.stanza.to_string()),
-                    answer: match answer(&f.entry) {
+                    answer: match answer(f.entry.as_ref()) {
                         Answer::Has(file) => format!("has {} versions", file.lines.len()),
                         Answer::Absent => "absent".to_owned(),
                         Answer::Error => "error".to_owned(),

@@ -77,7 +77,7 @@ impl Tokens {
     }
 
     /// The token to send to `up`, if any.
-    pub(crate) async fn get(&self, up: &Upstream) -> Option<Token> {
+    pub(crate) fn get(&self, up: &Upstream) -> Option<Token> {
         let key = (up.name.to_string(), up.index.clone());
         if let Some(t) = self.known.lock().expect("tokens lock").get(&key) {
             return t.clone();

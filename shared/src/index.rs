@@ -248,7 +248,7 @@ impl IndexLine {
         type Features<'a> =
             std::collections::HashMap<std::borrow::Cow<'a, str>, Vec<std::borrow::Cow<'a, str>>>;
         #[derive(Deserialize)]
-        struct Deps<'a> {
+        struct Line<'a> {
             #[serde(default, borrow)]
             deps: Vec<DepFields<'a>>,
             #[serde(default, borrow)]
@@ -256,7 +256,7 @@ impl IndexLine {
             #[serde(default, borrow)]
             features2: Features<'a>,
         }
-        let Ok(d) = serde_json::from_str::<Deps<'_>>(self.raw()) else {
+        let Ok(d) = serde_json::from_str::<Line<'_>>(self.raw()) else {
             return Vec::new();
         };
         let optional: Vec<&str> = d
@@ -348,10 +348,12 @@ impl IndexFile {
 
     fn parse_lines(body: Bytes, krate: Option<&CrateName>) -> IndexFile {
         let mut file = IndexFile {
-            body: body.clone(),
             canonical: body.ends_with(b"\n") || body.is_empty(),
+            body,
             ..IndexFile::default()
         };
+        // A second handle on the same bytes, to slice lines from while `file` grows.
+        let body = file.body.clone();
         let mut start = 0;
         let mut number = 0;
         while start < body.len() {

@@ -56,6 +56,7 @@ impl CrateName {
     }
 
     /// The lower-cased name, as cargo uses it in index paths.
+    #[must_use]
     pub fn lower(&self) -> CrateName {
         CrateName(self.0.to_ascii_lowercase())
     }

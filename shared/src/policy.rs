@@ -173,6 +173,14 @@ fn claim_of(pin: Option<&PinMatch>, up: &UpstreamRef) -> Option<i32> {
     }
 }
 
+/// A version's candidate in [`merge`]: its priority, upstream, line and decision.
+struct Candidate {
+    prio: i32,
+    upstream: usize,
+    line: usize,
+    decision: usize,
+}
+
 /// Merges the upstreams' answers for `krate`. `answers[i]` belongs to `upstreams[i]`.
 /// `remembered` holds the checksum served earlier for each version (rule 8).
 pub fn merge(
@@ -222,13 +230,6 @@ pub fn merge(
         ..Merged::default()
     };
 
-    // Candidates per version: (priority, upstream, line).
-    struct Candidate {
-        prio: i32,
-        upstream: usize,
-        line: usize,
-        decision: usize,
-    }
     let mut by_version: BTreeMap<Version, Vec<Candidate>> = BTreeMap::new();
     for (u, answer) in answers.iter().enumerate() {
         let Answer::Has(file) = answer else { continue };

@@ -358,7 +358,9 @@ pub struct Keyring {
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keyring").field("kind", &self.kind).finish()
+        f.debug_struct("Keyring")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 

@@ -147,7 +147,7 @@ impl Cache {
     pub fn new(cache_dir: &Path) -> Cache {
         Cache {
             root: cache_dir.join(Self::VERSION_DIR),
-            write_error: Default::default(),
+            write_error: std::sync::Arc::default(),
         }
     }
 

@@ -214,7 +214,7 @@ async fn connection(
                 send = None;
             }
             Ok(Ok((status, body))) => {
-                let us = start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                let us = u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
                 t.lat[k].push(us);
                 if let Err(why) = check(target, status, &body) {
                     t.error(kind, format!("GET {}: {why}", target.path));
@@ -301,6 +301,11 @@ pub(super) fn stats(mut lat: Vec<u32>, requests: u64, errors: u64, secs: f64) ->
         if lat.is_empty() {
             return f64::NAN;
         }
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "`p` is in [0, 1], so the rounded index is in 0..len"
+        )]
         let idx = ((lat.len() as f64 - 1.0) * p).round() as usize;
         f64::from(lat[idx]) / 1000.0
     };

@@ -13,7 +13,10 @@ pub(super) async fn read_limited(
     up: &Upstream,
     what: &str,
 ) -> Result<Bytes, FetchError> {
-    let mut body = BytesMut::with_capacity(resp.content_length().map_or(0, |l| l as usize));
+    let mut body = BytesMut::with_capacity(
+        resp.content_length()
+            .map_or(0, |l| usize::try_from(l).unwrap_or(0)),
+    );
     read_limited_into(resp, limit, up, what, |chunk| body.extend_from_slice(chunk)).await?;
     // Cached bodies live long: keep no spare capacity from growing the buffer.
     if body.capacity() > body.len() + body.len() / 8 {

@@ -86,7 +86,7 @@ pub(crate) enum FetchError {
 
 /// The longest `Retry-After` privreg honours; an upstream asking for more is asked again after
 /// this long.
-pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_mins(5);
 
 impl FetchError {
     /// The `outcome` label of `privreg_upstream_requests_total` for this failure.

@@ -48,6 +48,10 @@ pub(crate) const PREFETCH_VERSIONS: usize = 3;
 
 /// Health of one upstream as last seen.
 #[derive(Debug, Clone, Default, serde::Serialize)]
+#[allow(
+    clippy::struct_field_names,
+    reason = "the field names are the keys of the status document"
+)]
 pub(crate) struct Health {
     pub last_ok: Option<u64>,
     pub last_error: Option<String>,
@@ -193,7 +197,7 @@ impl Upstreams {
 
     /// A request to `up` for `kind`, with its own token (and no other upstream's) where cargo
     /// would send it (see [`scope`]).
-    pub(crate) async fn request_to(
+    pub(crate) fn request_to(
         &self,
         up: &Upstream,
         kind: RequestKind,
@@ -201,11 +205,11 @@ impl Upstreams {
         url: url::Url,
     ) -> reqwest::RequestBuilder {
         let token = scope::carries_token(kind, self.auth_required(up));
-        self.request_with(up, method, url, token).await
+        self.request_with(up, method, url, token)
     }
 
     /// A request to `up`, with its own token if `token` (and it has one).
-    async fn request_with(
+    fn request_with(
         &self,
         up: &Upstream,
         method: http::Method,
@@ -215,7 +219,7 @@ impl Upstreams {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut req = self.client.request(method, url);
         if token
-            && let Some(token) = self.tokens.get(up).await
+            && let Some(token) = self.tokens.get(up)
             && let Some(value) = authorization(&token)
         {
             req = req.header(http::header::AUTHORIZATION, value);
@@ -411,7 +415,7 @@ impl Upstreams {
                 }
             }
         }
-        if self.tokens.get(up).await.is_none() {
+        if self.tokens.get(up).is_none() {
             return first;
         }
         self.attempt(up, rel, cached, true).await
@@ -428,7 +432,6 @@ impl Upstreams {
         let url = request::file_url(up, rel);
         let mut req = self
             .request_with(up, http::Method::GET, url.clone(), token)
-            .await
             .timeout(up.timeout);
         for (name, value) in request::conditional_headers(cached.map(|c| &c.meta)) {
             req = req.header(name, value);
@@ -439,7 +442,7 @@ impl Upstreams {
         let resp = req
             .send()
             .await
-            .map_err(|e| self.transport_error(up, &what, e))?;
+            .map_err(|e| FetchError::from_reqwest(up, &what, &e, false))?;
         let held_body = cached.is_some_and(|c| c.meta.present);
         let status = resp.status().as_u16();
         match classify::head(up, &what, rel, status, resp.headers(), held_body)? {
@@ -451,15 +454,6 @@ impl Upstreams {
             Head::NotModified(validators) => Ok(Answer::NotModified(validators)),
             Head::Absent => Ok(Answer::Absent),
         }
-    }
-
-    pub(crate) fn transport_error(
-        &self,
-        up: &Upstream,
-        what: &str,
-        e: reqwest::Error,
-    ) -> FetchError {
-        FetchError::from_reqwest(up, what, &e, false)
     }
 
     /// Downloads `url` from `up` (at most `limits.max-crate-size` bytes) into `spool`, a chunk at
@@ -474,12 +468,11 @@ impl Upstreams {
         let _permit = self.permit(up, what).await?;
         let resp = self
             .request_to(up, RequestKind::Download, http::Method::GET, url)
-            .await
             // `timeout` bounds the whole download, body included, as it does index files.
             .timeout(up.timeout)
             .send()
             .await
-            .map_err(|e| self.transport_error(up, what, e));
+            .map_err(|e| FetchError::from_reqwest(up, what, &e, false));
         let result = match resp {
             Err(e) => Err(e),
             Ok(resp) => match resp.status().as_u16() {
@@ -491,7 +484,7 @@ impl Upstreams {
             },
         };
         match &result {
-            Ok(_) => self.note_ok(up),
+            Ok(()) => self.note_ok(up),
             Err(e) => {
                 self.refused(up, e);
                 self.note_error(up, &e.to_string());

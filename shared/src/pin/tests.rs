@@ -64,14 +64,14 @@ fn v(s: &str) -> Version {
     s.parse().unwrap()
 }
 
-fn at(file: &str, line: usize, priority: PinPriority) -> Option<PinMatch> {
-    Some(PinMatch {
+fn at(file: &str, line: usize, priority: PinPriority) -> PinMatch {
+    PinMatch {
         priority,
         stanza: StanzaRef {
             file: file.into(),
             line,
         },
-    })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -467,7 +467,7 @@ fn a_star_stanza_loses_to_a_named_one_regardless_of_order() {
     let public = up("crates-io", "index.public.example", 500);
     let corp = up("corp", "cargo.acme.example", 600);
     let (serde, tokio) = (name("serde"), name("tokio"));
-    let p = |l, n| at("preferences", l, PinPriority::Value(n));
+    let p = |l, n| Some(at("preferences", l, PinPriority::Value(n)));
     assert_eq!(prefs.claim(&serde, &public), p(9, 700));
     assert_eq!(prefs.claim(&serde, &corp), p(13, 50));
     assert_eq!(prefs.claim(&tokio, &public), p(1, 100));
@@ -505,15 +505,15 @@ fn earlier_files_win_within_a_tier() {
     let serde = name("serde");
     assert_eq!(
         prefs.claim(&serde, &u),
-        at("preferences", 5, PinPriority::Value(1))
+        Some(at("preferences", 5, PinPriority::Value(1)))
     );
     assert_eq!(
         prefs.prio(&serde, &u, &v("1.0.0")),
-        at("preferences.d/20-b.pref", 1, PinPriority::Value(3))
+        Some(at("preferences.d/20-b.pref", 1, PinPriority::Value(3)))
     );
     assert_eq!(
         prefs.prio(&serde, &u, &v("1.0.0-rc.1")),
-        at("preferences", 5, PinPriority::Value(1)),
+        Some(at("preferences", 5, PinPriority::Value(1))),
         "`version *` does not match a pre-release"
     );
 }
@@ -569,7 +569,7 @@ fn load_reads_preferences_then_preferences_d_in_lexical_order() {
     );
     assert_eq!(
         prefs.claim(&name("serde"), &u),
-        at("preferences.d/10-a.pref", 2, PinPriority::Value(10))
+        Some(at("preferences.d/10-a.pref", 2, PinPriority::Value(10)))
     );
 
     dir.write("preferences", &format!("\n{}", stanza(1)));
@@ -578,7 +578,7 @@ fn load_reads_preferences_then_preferences_d_in_lexical_order() {
     assert_eq!(prefs.files.len(), 3);
     assert_eq!(
         prefs.claim(&name("serde"), &u),
-        at("preferences", 2, PinPriority::Value(1))
+        Some(at("preferences", 2, PinPriority::Value(1)))
     );
 }
 

@@ -142,6 +142,10 @@ struct Wire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     hints: Option<Vec<String>>,
     /// Absent when unavailable, `null` or a message otherwise.
+    #[allow(
+        clippy::option_option,
+        reason = "absent, `null` and a message are three states of the wire document"
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     config_error: Option<Option<String>>,
 }
