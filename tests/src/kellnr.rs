@@ -12,11 +12,10 @@ pub fn kellnr_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("PRIVREG_KELLNR_BIN") {
         return PathBuf::from(p);
     }
-    let cache = std::env::var_os("PRIVREG_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/privreg-tests")
-        });
+    let cache = std::env::var_os("PRIVREG_TEST_CACHE").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/privreg-tests"),
+        PathBuf::from,
+    );
     cache.join("kellnr-6.13.0/bin/kellnr")
 }
 

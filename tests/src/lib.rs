@@ -591,9 +591,10 @@ pub struct Sandbox {
 }
 
 fn rustup_home() -> PathBuf {
-    std::env::var_os("RUSTUP_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".rustup"))
+    std::env::var_os("RUSTUP_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".rustup"),
+        PathBuf::from,
+    )
 }
 
 impl Sandbox {

@@ -29,10 +29,10 @@ fn repo() -> PathBuf {
 }
 
 fn env_dir(var: &str, default: &str) -> PathBuf {
-    std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(default))
+    std::env::var_os(var).filter(|v| !v.is_empty()).map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(default),
+        PathBuf::from,
+    )
 }
 
 /// A sandbox HOME with privreg's directories inside it.
@@ -68,7 +68,7 @@ impl Home {
         )
     }
 
-    /// The sandbox's environment on `cmd`: HOME, CARGO_HOME, privreg's dirs, PATH with the
+    /// The sandbox's environment on `cmd`: HOME, `CARGO_HOME`, privreg's dirs, PATH with the
     /// sandbox's cargo bin first; the test's own CARGO_* and PRIVREG_* removed.
     fn env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
         for (k, _) in std::env::vars_os() {
@@ -98,7 +98,7 @@ impl Home {
         cmd.output().expect("run install.sh")
     }
 
-    /// install.sh as the user runs it (building with the sandbox's own CARGO_HOME and config).
+    /// install.sh as the user runs it (building with the sandbox's own `CARGO_HOME` and config).
     fn install_sh_command(&self, args: &[&str]) -> Command {
         let target = bin_dir().parent().expect("target dir").to_owned();
         let mut cmd = Command::new("sh");
@@ -373,7 +373,7 @@ fn install_build_reinstall_uninstall() {
 /// that answers, and that cargo builds through it. Returns the new daemon's pid.
 fn repair_after_kill(h: &Home, flags: &[&str], pid: u32) -> u32 {
     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
     while daemon_alive(pid) {
         assert!(
             std::time::Instant::now() < deadline,
@@ -396,7 +396,7 @@ fn repair_after_kill(h: &Home, flags: &[&str], pid: u32) -> u32 {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run install.sh");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(15);
     while child.try_wait().expect("wait").is_none() {
         if std::time::Instant::now() > deadline {
             let _ = child.kill();

@@ -133,7 +133,7 @@ fn fail_closed_on_timeout_and_last_good_copy_when_cached() {
 }
 
 /// The same layering with Kellnr as the private registry: its lines carry the public registry's
-/// URL for dependencies, unquoted ETags and non-HTTP dates, and it ignores `If-None-Match`.
+/// URL for dependencies, unquoted `ETags` and non-HTTP dates, and it ignores `If-None-Match`.
 #[test]
 fn kellnr_as_the_private_upstream() {
     let mut public = Registry::start(RegistryOpts::default());

@@ -165,7 +165,7 @@ impl BlackHole {
     /// Waits until `n` connections are open (or, once `total` have come, any), then hangs up on
     /// the oldest one; `false` once `done` holds instead.
     fn release_one_of(&self, n: usize, total: usize, done: impl Fn() -> bool) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         loop {
             {
                 let mut h = self.state.lock().unwrap();

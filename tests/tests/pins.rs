@@ -244,7 +244,7 @@ fn a_pin_admits_a_shadowed_upstream_and_a_broken_pin_file_changes_nothing() {
 
     // Fixed: the error clears.
     s.change("the fixed pin file", || {
-        std::fs::write(&prefs, &good).unwrap()
+        std::fs::write(&prefs, &good).unwrap();
     });
     s.privreg.within(30.0, "the error clears", |p| {
         p.cli(&["status"]).status.success()
@@ -313,7 +313,7 @@ fn config_changes_apply_while_running_and_a_broken_config_changes_nothing() {
         .unwrap()
         .replace("priority = 600", "priority = 400");
     s.change("the new priorities", || {
-        std::fs::write(&path, &good).unwrap()
+        std::fs::write(&path, &good).unwrap();
     });
     s.index_becomes("/index/se/rd/serde", "the new priorities", |_, body| {
         body.contains("1.0.210")

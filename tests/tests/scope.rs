@@ -210,7 +210,7 @@ fn serve(host: &'static str, stream: TcpStream, served: &Served, seen: &Mutex<Ve
 /// One request of any method to the daemon; the status and body.
 fn call(privreg: &Privreg, method: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(&privreg.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.set_read_timeout(Some(Duration::from_mins(1))).unwrap();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",

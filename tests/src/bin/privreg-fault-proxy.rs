@@ -16,7 +16,7 @@ use std::time::Duration;
 use privreg_tests::fault::{Command, Fault, Hit, PathClass};
 
 /// How long a hanging answer waits for the client to leave before giving up on it.
-const HANG_LIMIT: Duration = Duration::from_secs(300);
+const HANG_LIMIT: Duration = Duration::from_mins(5);
 /// A dripped body: this many bytes…
 const DRIP_BYTES: usize = 2;
 /// …every this long.
@@ -161,7 +161,7 @@ fn parse_response(raw: &[u8]) -> io::Result<Response> {
 /// The upstream's own answer to `req` (`config.json` pointed at the proxy).
 fn forward(state: &State, req: &Request) -> io::Result<Response> {
     let mut up = TcpStream::connect(&state.upstream)?;
-    up.set_read_timeout(Some(Duration::from_secs(60)))?;
+    up.set_read_timeout(Some(Duration::from_mins(1)))?;
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
         req.method.to_ascii_uppercase(),

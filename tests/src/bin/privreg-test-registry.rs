@@ -99,7 +99,7 @@ fn main() {
                     .unwrap_or_default()
                     .split(',')
                     .map(str::to_owned)
-                    .collect()
+                    .collect();
             }
             "--api" => {
                 api_crates = args
@@ -107,7 +107,7 @@ fn main() {
                     .unwrap_or_default()
                     .split(',')
                     .map(str::to_owned)
-                    .collect()
+                    .collect();
             }
             other => panic!("unknown argument {other}"),
         }
