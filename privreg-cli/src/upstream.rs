@@ -57,7 +57,8 @@ pub enum UpstreamCommand {
     ///
     /// Example: privreg upstream list
     List,
-    /// Fetch each upstream's config.json with its token (all upstreams, or those named).
+    /// Fetch each upstream's config.json (with its token when it answers 401; all upstreams, or
+    /// those named).
     ///
     /// Example: privreg upstream check acme
     Check {
@@ -162,7 +163,8 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     cur.to_string()
 }
 
-/// Fetches `config.json` of upstream `name` at `index` with `token` (sent raw, as cargo does).
+/// Fetches `config.json` of upstream `name` at `index`, with `token` (sent raw) only when the
+/// upstream answers 401 without it, as cargo does.
 /// Redirects are followed only within the same origin (see [`privreg_shared::http`]).
 pub(crate) async fn fetch_config(
     name: &str,
@@ -189,16 +191,23 @@ pub(crate) async fn fetch_config(
             url: url.to_string(),
             reason: chain(&e),
         })?;
-    let mut req = client.get(url.clone());
-    if let Some(t) = token {
-        let v = privreg_shared::http::authorization(t).ok_or_else(|| CheckError::NotConfig {
-            name: name.to_owned(),
-            url: url.to_string(),
-            reason: "its token is not a valid header value".to_owned(),
-        })?;
-        req = req.header(reqwest::header::AUTHORIZATION, v);
-    }
-    let resp = req.send().await.map_err(|e| CheckError::Unreachable {
+    let auth = token
+        .map(|t| {
+            privreg_shared::http::authorization(t).ok_or_else(|| CheckError::NotConfig {
+                name: name.to_owned(),
+                url: url.to_string(),
+                reason: "its token is not a valid header value".to_owned(),
+            })
+        })
+        .transpose()?;
+    let send = |auth: Option<&reqwest::header::HeaderValue>| {
+        let mut req = client.get(url.clone());
+        if let Some(v) = auth {
+            req = req.header(reqwest::header::AUTHORIZATION, v.clone());
+        }
+        req.send()
+    };
+    let unreachable = |e: reqwest::Error| CheckError::Unreachable {
         name: name.to_owned(),
         url: url.to_string(),
         reason: if e.is_timeout() {
@@ -208,7 +217,15 @@ pub(crate) async fn fetch_config(
         } else {
             chain(&e).replace(&format!(" for url ({url})"), "")
         },
-    })?;
+    };
+    // As cargo does: config.json without the token first, and with it only when the upstream
+    // answers 401 (so a token never goes to an upstream that does not ask for it).
+    let mut resp = send(None).await.map_err(unreachable)?;
+    if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+        && let Some(v) = &auth
+    {
+        resp = send(Some(v)).await.map_err(unreachable)?;
+    }
     let status = resp.status();
     if status.is_redirection() {
         let to = resp

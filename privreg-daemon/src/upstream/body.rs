@@ -13,9 +13,11 @@ pub(super) async fn read_limited(
     up: &Upstream,
     what: &str,
 ) -> Result<Bytes, FetchError> {
+    // Reserve what the upstream announces, but never more than the limit: an upstream that
+    // declares a huge Content-Length must not make the daemon allocate it before the check.
     let mut body = BytesMut::with_capacity(
         resp.content_length()
-            .map_or(0, |l| usize::try_from(l).unwrap_or(0)),
+            .map_or(0, |l| usize::try_from(l.min(limit.0)).unwrap_or(0)),
     );
     read_limited_into(resp, limit, up, what, |chunk| body.extend_from_slice(chunk)).await?;
     // Cached bodies live long: keep no spare capacity from growing the buffer.
