@@ -203,8 +203,14 @@ impl FaultProxy {
             elsewhere: String::new(),
         };
         let ready = proxy.read_reply();
-        proxy.addr = ready["addr"].as_str().expect("addr").to_owned();
-        proxy.elsewhere = ready["elsewhere"].as_str().expect("elsewhere").to_owned();
+        ready["addr"]
+            .as_str()
+            .expect("addr")
+            .clone_into(&mut proxy.addr);
+        ready["elsewhere"]
+            .as_str()
+            .expect("elsewhere")
+            .clone_into(&mut proxy.elsewhere);
         proxy
     }
 

@@ -1,6 +1,7 @@
 //! Kellnr (a real registry server, built by `tests/support/build-kellnr.sh`) as an upstream.
 //! Crates reach it through real `cargo publish`. See `tests/support/KELLNR.md`.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,9 +87,10 @@ impl Kellnr {
                     "[registries.kellnr]\nindex = \"sparse+http://127.0.0.1:{port}/api/v1/crates/\"\ncredential-provider = [\"cargo:token\"]\n"
                 );
                 if let Some(public) = public_index {
-                    config.push_str(&format!(
-                        "\n[source.crates-io]\nreplace-with = \"public\"\n\n[registries.public]\nindex = \"{public}\"\n"
-                    ));
+                    let _ = writeln!(
+                        config,
+                        "\n[source.crates-io]\nreplace-with = \"public\"\n\n[registries.public]\nindex = \"{public}\""
+                    );
                 }
                 publisher.write_cargo_config(&config);
                 return Kellnr {
@@ -118,11 +120,10 @@ impl Kellnr {
             .root
             .join(format!("{}-{}", pkg.name, pkg.vers));
         std::fs::create_dir_all(dir.join("src")).expect("crate dir");
-        let deps: String = pkg
-            .deps
-            .iter()
-            .map(|d| format!("{} = \"{}\"\n", d.name, d.req))
-            .collect();
+        let deps = pkg.deps.iter().fold(String::new(), |mut deps, d| {
+            let _ = writeln!(deps, "{} = \"{}\"", d.name, d.req);
+            deps
+        });
         std::fs::write(
             dir.join("Cargo.toml"),
             format!(

@@ -93,6 +93,7 @@ impl Pkg {
             ..Pkg::default()
         }
     }
+    #[must_use]
     pub fn dep(mut self, name: &str, req: &str) -> Pkg {
         self.deps.push(Dep {
             name: name.into(),
@@ -103,6 +104,7 @@ impl Pkg {
         });
         self
     }
+    #[must_use]
     pub fn dev_dep(mut self, name: &str, req: &str) -> Pkg {
         self.deps.push(Dep {
             name: name.into(),
@@ -114,6 +116,7 @@ impl Pkg {
         self
     }
     /// An optional dependency (switched on by a feature of the same name, or one that names it).
+    #[must_use]
     pub fn optional_dep(mut self, name: &str, req: &str) -> Pkg {
         self.deps.push(Dep {
             name: name.into(),
@@ -125,6 +128,7 @@ impl Pkg {
         self
     }
     /// A feature and what it enables (`dep:x`, `x/f`, other features).
+    #[must_use]
     pub fn feature(mut self, name: &str, enables: &[&str]) -> Pkg {
         self.features.insert(
             name.into(),
@@ -132,10 +136,12 @@ impl Pkg {
         );
         self
     }
+    #[must_use]
     pub fn lib(mut self, src: &str) -> Pkg {
         self.lib = Some(src.into());
         self
     }
+    #[must_use]
     pub fn yanked(mut self) -> Pkg {
         self.yanked = true;
         self
@@ -172,20 +178,26 @@ pub struct RegistryOpts {
 
 impl Registry {
     pub fn start(opts: RegistryOpts) -> Registry {
+        let RegistryOpts {
+            alternative,
+            auth_required,
+            watch,
+            api,
+        } = opts;
         let dir = tempdir();
         let mut cmd = Command::new(bin("privreg-test-registry"));
         cmd.arg("--root").arg(dir.path());
-        if opts.alternative {
+        if alternative {
             cmd.arg("--alternative");
         }
-        if opts.auth_required {
+        if auth_required {
             cmd.arg("--auth-required");
         }
-        if !opts.watch.is_empty() {
-            cmd.args(["--watch", &opts.watch.join(",")]);
+        if !watch.is_empty() {
+            cmd.args(["--watch", &watch.join(",")]);
         }
-        if !opts.api.is_empty() {
-            cmd.args(["--api", &opts.api.join(",")]);
+        if !api.is_empty() {
+            cmd.args(["--api", &api.join(",")]);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -202,13 +214,22 @@ impl Registry {
             index: String::new(),
             api: String::new(),
             token: String::new(),
-            alternative: opts.alternative,
+            alternative,
             dir,
         };
         let ready = reg.read_reply();
-        reg.index = ready["index"].as_str().expect("index url").to_owned();
-        reg.api = ready["api"].as_str().expect("api url").to_owned();
-        reg.token = ready["token"].as_str().unwrap_or_default().to_owned();
+        ready["index"]
+            .as_str()
+            .expect("index url")
+            .clone_into(&mut reg.index);
+        ready["api"]
+            .as_str()
+            .expect("api url")
+            .clone_into(&mut reg.api);
+        ready["token"]
+            .as_str()
+            .unwrap_or_default()
+            .clone_into(&mut reg.token);
         reg
     }
 
@@ -229,7 +250,7 @@ impl Registry {
         }
     }
 
-    fn command(&mut self, cmd: serde_json::Value) -> serde_json::Value {
+    fn command(&mut self, cmd: &serde_json::Value) -> serde_json::Value {
         let stdin = self.stdin.as_mut().expect("registry is running");
         writeln!(stdin, "{cmd}").expect("write test registry");
         stdin.flush().expect("flush");
@@ -237,28 +258,32 @@ impl Registry {
     }
 
     /// Publishes a crate; returns its checksum.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "ends a builder chain: `reg.publish(Pkg::new(..).dep(..))`"
+    )]
     pub fn publish(&mut self, pkg: Pkg) -> String {
-        let r = self.command(serde_json::json!({ "publish": pkg }));
+        let r = self.command(&serde_json::json!({ "publish": pkg }));
         r["cksum"].as_str().expect("cksum").to_owned()
     }
 
     /// `ok`, `500`, `503`, `hang`, `slow` or `hold` (answer nothing until the next mode), for the
     /// crates named in [`RegistryOpts::watch`].
     pub fn mode(&mut self, mode: &str) {
-        self.command(serde_json::json!({ "mode": mode }));
+        self.command(&serde_json::json!({ "mode": mode }));
     }
 
     /// The requests made so far for the watched crates' index files (path, `if_none_match`,
     /// `if_modified_since`, `authorization`).
     pub fn requests(&mut self) -> Vec<serde_json::Value> {
-        let r = self.command(serde_json::json!({ "requests": true }));
+        let r = self.command(&serde_json::json!({ "requests": true }));
         r["requests"].as_array().expect("requests").clone()
     }
 
     /// The owners, yank and unyank requests so far for the crates in [`RegistryOpts::api`]
     /// (`method`, `path`, `authorization`, `body`).
     pub fn api_requests(&mut self) -> Vec<serde_json::Value> {
-        let r = self.command(serde_json::json!({ "api": true }));
+        let r = self.command(&serde_json::json!({ "api": true }));
         r["api"].as_array().expect("api").clone()
     }
 
@@ -329,7 +354,8 @@ pub struct Privreg {
     env: Vec<(String, String)>,
     /// A command the daemon runs under (its arguments first), e.g. `prlimit --nofile=1024:1024`.
     wrapper: Vec<String>,
-    _dir: tempfile::TempDir,
+    /// Holds the config and cache directories and the log; removed on drop.
+    dir: tempfile::TempDir,
 }
 
 impl Privreg {
@@ -362,7 +388,7 @@ impl Privreg {
             addr: String::new(),
             env: Vec::new(),
             wrapper: Vec::new(),
-            _dir: dir,
+            dir,
         }
     }
 
@@ -382,7 +408,7 @@ impl Privreg {
 
     /// The directory holding everything of this daemon: config, cache and its log.
     pub fn root(&self) -> &Path {
-        self._dir.path()
+        self.dir.path()
     }
 
     /// Starts the daemon process; `Err` with its log if it exits instead of becoming healthy.
@@ -423,7 +449,7 @@ impl Privreg {
             }
             if let Ok(info) = std::fs::read(self.cache_dir.join("daemon.json")) {
                 let v: serde_json::Value = serde_json::from_slice(&info).expect("daemon.json");
-                self.addr = v["addr"].as_str().expect("addr").to_owned();
+                v["addr"].as_str().expect("addr").clone_into(&mut self.addr);
                 if http_get(&self.addr, "/-/health", &[]).is_ok_and(|r| r.status == 200) {
                     self.child = Some(child);
                     return Ok(());
@@ -554,6 +580,11 @@ impl Privreg {
 
     /// How many times the daemon has reloaded its config and pins (good or not): the generation
     /// of what is in force. Read it before a change, then [`Privreg::wait_reload`].
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a counter: a whole number, not negative, far below 2^52"
+    )]
     pub fn reloads(&self, token: Option<&str>) -> u64 {
         self.metric("privreg_config_reloads_total", token) as u64
     }

@@ -280,7 +280,7 @@ fn closed_within(s: &mut TcpStream, secs: u64) -> bool {
     loop {
         match s.read(&mut b) {
             Ok(0) => return true,
-            Ok(_) => continue,
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
             Err(_) => return false,
         }

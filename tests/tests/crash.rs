@@ -5,6 +5,7 @@
 //!
 //! `PRIVREG_CRASH_ITERATIONS` sets the number of kills (default 100; the long mode is e.g. 1000).
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -26,6 +27,10 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+    /// A random index into a slice of `len` items.
+    fn index(&mut self, len: usize) -> usize {
+        usize::try_from(self.below(len as u64)).expect("below a usize")
+    }
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -45,12 +50,19 @@ fn assert_cache_intact(privreg: &Privreg, round: usize) {
     }
 }
 
+/// The daemon's log line for the start-up sweep of a crash's leftovers.
+const SWEPT: &str = "removed temp files left by an earlier crash";
+
 #[test]
 fn sigkill_at_random_moments_never_damages_the_cache() {
     let iterations: usize = std::env::var("PRIVREG_CRASH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the low 64 bits of the time in nanoseconds are the seed"
+    )]
     let seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -66,9 +78,10 @@ fn sigkill_at_random_moments_never_damages_the_cache() {
     let mut crates = Vec::new();
     for i in 0..8 {
         let name = format!("crashy{i}");
-        let filler: String = (0..20_000)
-            .map(|n| format!("// {i} {n} {}\n", n * 7919 % 10007))
-            .collect();
+        let filler = (0..20_000).fold(String::new(), |mut filler, n| {
+            let _ = writeln!(filler, "// {i} {n} {}", n * 7919 % 10007);
+            filler
+        });
         reg.publish(
             &Pkg::new(&name, "1.0.0").lib(&format!("pub fn id() -> u32 {{ {i} }}\n{filler}")),
         );
@@ -82,10 +95,10 @@ fn sigkill_at_random_moments_never_damages_the_cache() {
         let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
         crates.push((name, v["cksum"].as_str().unwrap().to_owned()));
     }
-    let deps: String = crates
-        .iter()
-        .map(|(n, _)| format!("{n} = \"1\"\n"))
-        .collect();
+    let deps = crates.iter().fold(String::new(), |mut deps, (n, _)| {
+        let _ = writeln!(deps, "{n} = \"1\"");
+        deps
+    });
     // Every index request revalidates and rewrites its cache file: as many writes as possible.
     let mut privreg = Privreg::new(&format!(
         "auth = false\n\n[upstreams.crates-io]\nindex = \"{}\"\nttl = \"0s\"\nstale = \"0s\"\n",
@@ -136,7 +149,7 @@ fn sigkill_at_random_moments_never_damages_the_cache() {
                         }
                     };
                     while !stop.load(Ordering::Relaxed) {
-                        let (name, cksum) = &crates[rng.below(crates.len() as u64) as usize];
+                        let (name, cksum) = &crates[rng.index(crates.len())];
                         let index = format!("/index/cr/as/{name}");
                         let r = http_get(&addr, &index, &[]);
                         if check(&index, &r)
@@ -232,7 +245,6 @@ fn sigkill_at_random_moments_never_damages_the_cache() {
     std::fs::write(&leftover, b"partial").unwrap();
     privreg.kill9();
     // The log is appended to across restarts: earlier sweeps are in it already.
-    const SWEPT: &str = "removed temp files left by an earlier crash";
     let sweeps = privreg.log().matches(SWEPT).count();
     privreg.spawn().unwrap();
     // The sweep runs in the background after start and logs what it removed: wait for its line

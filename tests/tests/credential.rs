@@ -75,7 +75,7 @@ impl Store {
     fn lookup(self, user: &str) -> Option<String> {
         let out = match self {
             Store::Keyutils => {
-                let id = self.key_id(user)?;
+                let id = Store::key_id(user)?;
                 Command::new("keyctl").args(["pipe", &id]).output()
             }
             Store::SecretService => Command::new("secret-tool")
@@ -88,7 +88,7 @@ impl Store {
             .then(|| String::from_utf8(out.stdout).expect("utf-8 token"))
     }
 
-    fn key_id(self, user: &str) -> Option<String> {
+    fn key_id(user: &str) -> Option<String> {
         let out = Command::new("keyctl")
             .args(["search", "@s", "user", &Store::key_description(user)])
             .stderr(Stdio::null())
@@ -104,7 +104,7 @@ impl Store {
     fn remove(self, user: &str) {
         match self {
             Store::Keyutils => {
-                if let Some(id) = self.key_id(user) {
+                if let Some(id) = Store::key_id(user) {
                     let _ = Command::new("keyctl").args(["invalidate", &id]).status();
                 }
             }

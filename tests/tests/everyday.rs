@@ -278,6 +278,7 @@ fn warm_fetches_what_lockfiles_need_and_builds_offline() {
 
 /// A raw `POST path` to the daemon; returns the status and body.
 fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    use std::fmt::Write as _;
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let mut req = format!(
@@ -285,7 +286,7 @@ fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, S
         body.len()
     );
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(req, "{k}: {v}\r\n");
     }
     req.push_str("\r\n");
     req.push_str(body);

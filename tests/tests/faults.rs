@@ -329,9 +329,12 @@ fn index_file_faults_with_nothing_cached() {
         // The lower upstream's version is not downloadable either.
         let lower = d.get(&format!("/dl/{}/2.0.0/{}", krate.name, krate.lower_cksum));
         assert_eq!(lower.status, 503, "{cell}: {}", lower.text());
-        let full = std::fs::metadata(w.acme.index_file(&krate.name))
-            .unwrap()
-            .len() as usize;
+        let full = usize::try_from(
+            std::fs::metadata(w.acme.index_file(&krate.name))
+                .unwrap()
+                .len(),
+        )
+        .unwrap();
         check_cut_off(&mut w.proxy, *fault, &path, full, &cell);
         d.wait_for_error(
             &cell,
@@ -379,9 +382,12 @@ fn index_file_faults_with_a_stale_copy() {
             &fault_text(*fault, PathClass::Index, krate, &w.proxy),
             false,
         );
-        let full = std::fs::metadata(w.acme.index_file(&krate.name))
-            .unwrap()
-            .len() as usize;
+        let full = usize::try_from(
+            std::fs::metadata(w.acme.index_file(&krate.name))
+                .unwrap()
+                .len(),
+        )
+        .unwrap();
         check_cut_off(&mut w.proxy, *fault, &path, full, &cell);
         // What the fault sent replaced nothing: the copy is still the good one (and a
         // revalidation with acme well keeps it).

@@ -2,6 +2,7 @@
 //! that names the upstream and the key, never a crash or an unbounded allocation; a full disk
 //! leaves the daemon serving without caching and saying so in `privreg status`.
 
+use std::fmt::Write as _;
 use std::io::Read;
 use std::net::TcpListener;
 use std::process::Command;
@@ -32,9 +33,10 @@ fn body_sizes_are_bounded_configurable_and_reloadable() {
         reg.publish(Pkg::new("many", &format!("1.0.{v}")));
     }
     let small = reg.publish(Pkg::new("small", "1.0.0"));
-    let filler: String = (0..2000)
-        .map(|i| format!("// line {i:05} of filler\n"))
-        .collect();
+    let filler = (0..2000).fold(String::new(), |mut filler, i| {
+        let _ = writeln!(filler, "// line {i:05} of filler");
+        filler
+    });
     let big = reg.publish(Pkg::new("big", "1.0.0").lib(&filler));
     let index_len = std::fs::metadata(reg.index_file("many")).unwrap().len();
     assert!(

@@ -4,6 +4,7 @@
 //! and its screenshot decoded with the `png` crate. Runs against the OS keyring named by
 //! `PRIVREG_TEST_KEYRING` (see `tests/support/keyrings.sh`).
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
@@ -205,6 +206,10 @@ fn check_conventions(s: &Scrape, text: &str) {
 }
 
 #[test]
+#[allow(
+    clippy::float_cmp,
+    reason = "counters and byte counts are whole numbers far below 2^52: exact in f64"
+)]
 fn metrics_count_requests_cache_upstreams_policy_and_reloads() {
     let store = test_keyring("metrics_count_requests_cache_upstreams_policy_and_reloads");
     let mut s = setup(store);
@@ -403,7 +408,7 @@ fn request_status(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
     );
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(req, "{k}: {v}\r\n");
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();

@@ -127,7 +127,7 @@ impl Upstream {
             std::thread::spawn(move || {
                 for stream in listener.incoming().flatten() {
                     let (served, seen) = (served.clone(), seen.clone());
-                    std::thread::spawn(move || serve(host, stream, &served, &seen));
+                    std::thread::spawn(move || serve(host, &stream, &served, &seen));
                 }
             });
         }
@@ -163,9 +163,9 @@ impl Upstream {
 }
 
 /// Answers one HTTP/1.1 request on `stream`, and records it.
-fn serve(host: &'static str, stream: TcpStream, served: &Served, seen: &Mutex<Vec<Seen>>) {
+fn serve(host: &'static str, stream: &TcpStream, served: &Served, seen: &Mutex<Vec<Seen>>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut reader = BufReader::new(&stream);
+    let mut reader = BufReader::new(stream);
     let mut first = String::new();
     if reader.read_line(&mut first).is_err() {
         return;
@@ -202,7 +202,7 @@ fn serve(host: &'static str, stream: TcpStream, served: &Served, seen: &Mutex<Ve
         "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
         answer.len()
     );
-    let mut stream = &stream;
+    let mut stream = stream;
     let _ = stream.write_all(head.as_bytes());
     let _ = stream.write_all(&answer);
 }

@@ -8,6 +8,7 @@
 //! a broken pipe).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -84,11 +85,12 @@ impl Response {
         };
         let mut head = format!("HTTP/1.1 {} {reason}\r\n", self.status);
         for (k, v) in &self.headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
+            let _ = write!(head, "{k}: {v}\r\n");
         }
-        head.push_str(&format!(
+        let _ = write!(
+            head,
             "Content-Length: {content_length}\r\nConnection: close\r\n\r\n"
-        ));
+        );
         head.into_bytes()
     }
 }
@@ -173,11 +175,11 @@ fn forward(state: &State, req: &Request) -> io::Result<Response> {
             .iter()
             .any(|h| k.eq_ignore_ascii_case(h))
         {
-            head.push_str(&format!("{k}: {v}\r\n"));
+            let _ = write!(head, "{k}: {v}\r\n");
         }
     }
     if !req.body.is_empty() {
-        head.push_str(&format!("Content-Length: {}\r\n", req.body.len()));
+        let _ = write!(head, "Content-Length: {}\r\n", req.body.len());
     }
     head.push_str("\r\n");
     up.write_all(head.as_bytes())?;
@@ -220,7 +222,7 @@ fn hang(out: &mut TcpStream) -> Outcome {
     let client_left = loop {
         match out.read(&mut buf) {
             Ok(0) => break true,
-            Ok(_) => continue,
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break true,
             Err(_) => break false,
         }

@@ -342,8 +342,8 @@ fn main() {
                     "slow" => 4,
                     "hold" => HOLD,
                     m if m.starts_with("redirect ") => {
-                        *redirect_to.lock().expect("redirect lock") =
-                            m["redirect ".len()..].to_owned();
+                        m["redirect ".len()..]
+                            .clone_into(&mut redirect_to.lock().expect("redirect lock"));
                         5
                     }
                     other => {
