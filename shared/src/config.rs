@@ -13,11 +13,19 @@ use toml::Spanned;
 use crate::name::UpstreamName;
 use crate::policy::UpstreamRef;
 
+/// The config file's name inside the config directory.
 pub const CONFIG_FILE: &str = "config.toml";
+/// The address the daemon listens on when `listen` is absent (loopback only).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+/// An upstream's `priority` when it sets none; the pin file's `Pin-Priority` values compare against
+/// it.
 pub const DEFAULT_PRIORITY: i32 = 500;
+/// An upstream's `ttl` when it sets none: how long a cached index file counts as fresh.
 pub const DEFAULT_TTL: Duration = Duration::from_mins(2);
+/// An upstream's `timeout` when it sets none: how long one request to it may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// An upstream's `stale` when it sets none: how long past its `ttl` a file may still be served at
+/// once.
 pub const DEFAULT_STALE: Duration = Duration::from_hours(24);
 
 /// Bounds on what the daemon accepts and how hard it presses an upstream: `[limits]`.
@@ -61,9 +69,12 @@ impl Default for Limits {
 /// A problem with a config file, located where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
+    /// The config file the problem is in.
     pub path: PathBuf,
     /// 1-based; `None` when the whole file is the problem (e.g. it cannot be read).
     pub line: Option<usize>,
+    /// What is wrong, in lower case, without the file or line (the [`Display`](fmt::Display) adds
+    /// them).
     pub message: String,
 }
 
@@ -80,9 +91,13 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyringChoice {
+    /// `auto`: the platform's usual stores, first one that works (on Linux the Secret Service, then
+    /// keyutils).
     #[default]
     Auto,
+    /// `secret-service`: the D-Bus Secret Service (GNOME Keyring, `KWallet`).
     SecretService,
+    /// `keyutils`: the Linux kernel keyring.
     Keyutils,
 }
 
@@ -131,12 +146,16 @@ struct RawUpstream {
 /// A validated upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
+    /// The table key under `[upstreams]`, e.g. `crates-io`.
     pub name: UpstreamName,
     /// The index URL as written, `sparse+` included.
     pub index: String,
     /// The index URL without `sparse+`, ending in `/`: what paths are joined onto.
     pub base: url::Url,
+    /// `priority`: higher wins the claim on a crate name ([`DEFAULT_PRIORITY`] when absent).
     pub priority: i32,
+    /// `ttl`: how long a cached index file is served without asking the upstream ([`DEFAULT_TTL`]
+    /// when absent).
     pub ttl: Duration,
     /// How long one request to this upstream may take.
     pub timeout: Duration,
@@ -144,16 +163,20 @@ pub struct Upstream {
     /// revalidated in the background (stale-while-revalidate); older files are revalidated
     /// before they are served.
     pub stale: Duration,
+    /// `publish`: whether `cargo publish --registry privreg` goes to this upstream (at most one has
+    /// it).
     pub publish: bool,
     /// The `[limits]` in force (the same for every upstream).
     pub limits: Limits,
 }
 
 impl Upstream {
+    /// The host of [`base`](Self::base), or `""` if it has none (validation refuses that).
     pub fn host(&self) -> &str {
         self.base.host_str().unwrap_or("")
     }
 
+    /// This upstream as the layering policy sees it: name, host and priority.
     pub fn policy_ref(&self) -> UpstreamRef {
         UpstreamRef {
             name: self.name.to_string(),
@@ -166,11 +189,16 @@ impl Upstream {
 /// A validated `config.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// `listen`: the daemon's loopback socket address ([`DEFAULT_LISTEN`] when absent; port 0 picks
+    /// a free port).
     pub listen: SocketAddr,
+    /// `auth`: whether cargo must present the local token (default `true`).
     pub auth: bool,
+    /// `keyring`: which OS credential store holds tokens (default `auto`).
     pub keyring: KeyringChoice,
     /// In declaration order (earlier wins ties).
     pub upstreams: Vec<Upstream>,
+    /// `[limits]`, defaults where absent.
     pub limits: Limits,
 }
 
@@ -465,23 +493,43 @@ fn parse_limits(raw: &RawLimits) -> Result<Limits, Invalid> {
 /// Why an `index` URL is refused; the message quotes the URL, except for credentials in it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IndexUrlError {
+    /// It lacks the `sparse+` prefix (a git index, or a plain URL).
     #[error(
         "{index:?} is not a sparse index URL; write it as `sparse+https://…/` (git indexes are not supported)"
     )]
-    NotSparse { index: String },
+    NotSparse {
+        /// The URL as written.
+        index: String,
+    },
+    /// What follows `sparse+` does not parse as a URL.
     #[error("{index:?} is not a URL: {reason}")]
     NotUrl {
+        /// The URL as written.
         index: String,
+        /// Why the URL parser refused it.
         reason: url::ParseError,
     },
+    /// The scheme is neither `http` nor `https`.
     #[error("{index:?} must use http or https")]
-    Scheme { index: String },
+    Scheme {
+        /// The URL as written.
+        index: String,
+    },
+    /// The URL has no host.
     #[error("{index:?} has no host")]
-    NoHost { index: String },
+    NoHost {
+        /// The URL as written.
+        index: String,
+    },
+    /// The URL carries a user name or password; the URL is not quoted so they stay out of logs.
     #[error("credentials do not belong in the URL; use `privreg login`")]
     Credentials,
+    /// The URL has a `?query` or `#fragment`.
     #[error("{index:?} must not have a query or fragment")]
-    QueryOrFragment { index: String },
+    QueryOrFragment {
+        /// The URL as written.
+        index: String,
+    },
 }
 
 /// Checks a sparse index URL and returns its base (without `sparse+`, ending in `/`).

@@ -16,10 +16,13 @@ pub struct IndexLine {
     /// The line exactly as the upstream sent it (no trailing newline): a slice of the upstream's
     /// body, so that the lines of a file cost no memory of their own. Valid UTF-8.
     raw: Bytes,
+    /// The `name` field: the crate's name as published (its case may differ from the file's path).
     pub name: String,
+    /// The `vers` field.
     pub vers: Version,
     /// Lower-case hex sha256 of the `.crate` file.
     pub cksum: String,
+    /// The `yanked` field: cargo no longer picks this version for new lock files.
     pub yanked: bool,
     /// The `registry` URLs its dependencies name (usually none: same registry). The
     /// dependencies themselves are read from `raw` when needed ([`IndexLine::dependencies`]), so
@@ -32,6 +35,8 @@ pub struct IndexLine {
 pub struct DepRef {
     /// The name of the crate depended upon (`package` if renamed, else `name`).
     pub krate: String,
+    /// The `registry` field: the index URL of the registry the dependency comes from; `None` for
+    /// the same registry as this line.
     pub registry: Option<String>,
     /// The version requirement, as written in the index (`^1.2`, `>=0.3, <0.5`).
     pub req: Option<String>,
@@ -45,7 +50,9 @@ pub struct DepRef {
 /// A line that was skipped, and why (1-based line number in the upstream body).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedLine {
+    /// 1-based line number in the upstream's body.
     pub line: usize,
+    /// Why it was skipped (unparsable JSON, a foreign `name`, a bad version, …).
     pub reason: String,
 }
 
@@ -55,6 +62,7 @@ pub struct IndexFile {
     /// One entry per version; a later line with the same version replaces an earlier one, as in
     /// cargo.
     pub lines: Vec<IndexLine>,
+    /// Lines left out of [`lines`](Self::lines) because they were unusable.
     pub skipped: Vec<SkippedLine>,
     /// The body as the upstream sent it.
     pub body: Bytes,
@@ -398,6 +406,7 @@ impl IndexFile {
         file
     }
 
+    /// The line for `vers`, if the file has one.
     pub fn version(&self, vers: &Version) -> Option<&IndexLine> {
         self.lines.iter().find(|l| &l.vers == vers)
     }

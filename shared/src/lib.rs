@@ -2,6 +2,8 @@
 //! layering policy and the pin file. Everything here is pure or does plain file I/O at its edge;
 //! the daemon adds the network.
 
+#![warn(missing_docs)]
+
 pub mod config;
 #[cfg(feature = "http")]
 pub mod http;

@@ -18,12 +18,16 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Why a string is not a crate name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
+    /// The string is empty.
     #[error("crate name is empty")]
     Empty,
+    /// Longer than [`MAX_NAME_LEN`]; holds the length in bytes.
     #[error("crate name is {0} characters long; the limit is {MAX_NAME_LEN}")]
     TooLong(usize),
+    /// Holds the first character that is not an ASCII letter, digit, `-` or `_`.
     #[error("crate name contains {0:?}; only ASCII letters, digits, `-` and `_` are allowed")]
     BadCharacter(char),
+    /// The first character is a digit or `-`.
     #[error("crate name must start with a letter or `_`")]
     BadStart,
 }
@@ -34,6 +38,7 @@ pub enum NameError {
 pub struct CrateName(String);
 
 impl CrateName {
+    /// Checks `name` against the rule above and keeps it as given.
     pub fn new(name: &str) -> Result<Self, NameError> {
         let first = name.chars().next().ok_or(NameError::Empty)?;
         if name.len() > MAX_NAME_LEN {
@@ -51,6 +56,7 @@ impl CrateName {
         Ok(Self(name.to_owned()))
     }
 
+    /// The name as given, case kept.
     pub fn as_str(&self) -> &str {
         &self.0
     }

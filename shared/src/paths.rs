@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
+/// Environment variable naming the config directory; an empty value counts as unset.
 pub const CONFIG_DIR_ENV: &str = "PRIVREG_CONFIG_DIR";
+/// Environment variable naming the cache directory; an empty value counts as unset.
 pub const CACHE_DIR_ENV: &str = "PRIVREG_CACHE_DIR";
 
 fn project_dirs() -> Option<directories::ProjectDirs> {

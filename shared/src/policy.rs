@@ -13,6 +13,7 @@ use crate::name::CrateName;
 /// declaration order (earlier wins ties).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamRef {
+    /// The upstream's name from `config.toml` (for `registry` pins and messages).
     pub name: String,
     /// Host of the upstream's index URL (for `origin` pins).
     pub host: String,
@@ -23,7 +24,10 @@ pub struct UpstreamRef {
 /// A pin priority: a non-zero integer, or `never`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PinPriority {
+    /// `never`: removes what the stanza matches.
     Never,
+    /// A non-zero integer; like apt, ≥ 1000 is a hold and a negative value on an owner's version
+    /// yanks it.
     Value(i32),
 }
 
@@ -39,7 +43,9 @@ impl fmt::Display for PinPriority {
 /// Where a pin stanza starts: file name (relative to the config dir) and 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StanzaRef {
+    /// The file's path relative to the config dir, e.g. `preferences.d/10-acme.pref`.
     pub file: String,
+    /// 1-based line of the stanza's first non-comment line.
     pub line: usize,
 }
 
@@ -52,7 +58,9 @@ impl fmt::Display for StanzaRef {
 /// A matching pin stanza.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinMatch {
+    /// The stanza's `Pin-Priority:`.
     pub priority: PinPriority,
+    /// Where the stanza is.
     pub stanza: StanzaRef,
 }
 
@@ -86,8 +94,11 @@ impl PinRules for NoPins {
 /// is given to the policy as that last good answer; `Error` means nothing good is known.
 #[derive(Debug, Clone, Copy)]
 pub enum Answer<'a> {
+    /// The upstream has the crate (200); its index file, possibly the cached last good one.
     Has(&'a IndexFile),
+    /// The upstream does not have the crate (404).
     Absent,
+    /// The upstream failed (5xx, timeout, 401/403, unparsable body) and nothing good is cached.
     Error,
 }
 
@@ -105,35 +116,51 @@ pub enum State {
     /// Hidden by a hold (≥ 1000) on other versions.
     NotHeld,
     /// The same version is served from the upstream with this index.
-    Duplicate { winner: usize },
+    Duplicate {
+        /// Index of the serving upstream in the `upstreams` given to [`merge`].
+        winner: usize,
+    },
     /// Hidden: a different checksum for this version was served before.
-    ChecksumChanged { remembered: String },
+    ChecksumChanged {
+        /// The checksum (lower-case hex sha256) served before.
+        remembered: String,
+    },
 }
 
 /// The decision for one version from one upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// Index into the `upstreams` given to [`merge`].
     pub upstream: usize,
+    /// The version.
     pub version: Version,
+    /// Its effective priority (`prio` of rule 3); 0 when a `never` pin blocks it.
     pub priority: i32,
     /// The stanza that set the priority, if a pin did.
     pub stanza: Option<StanzaRef>,
+    /// What happened to it.
     pub state: State,
 }
 
 /// Two upstreams served different bytes for the same version (rule 8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
+    /// The version both served.
     pub version: Version,
+    /// Index of the upstream whose line is served.
     pub winner: usize,
+    /// Index of the upstream whose different line is hidden.
     pub loser: usize,
 }
 
 /// A served version: which upstream's line, and whether a pin yanks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selected {
+    /// Index into the `upstreams` given to [`merge`].
     pub upstream: usize,
+    /// Index into that upstream's [`IndexFile::lines`].
     pub line: usize,
+    /// Serve the line with `yanked: true` (a negative pin on an owner's version, rule 7).
     pub force_yanked: bool,
 }
 
@@ -142,7 +169,9 @@ pub struct Selected {
 pub struct Merged {
     /// In upstream declaration order, then each upstream's own line order.
     pub selected: Vec<Selected>,
+    /// One per version of each upstream that has the crate, in the same order as `selected`.
     pub decisions: Vec<Decision>,
+    /// Versions served with different checksums by different upstreams (rule 8).
     pub conflicts: Vec<Conflict>,
     /// Upstreams with the top claim.
     pub owners: Vec<usize>,
@@ -155,7 +184,10 @@ pub struct Merged {
 pub enum MergeError {
     /// Rule 9: an upstream that could own the crate failed and nothing good is cached.
     #[error("upstream {} failed and nothing is cached for this crate", .upstreams.join(", "))]
-    Unavailable { upstreams: Vec<String> },
+    Unavailable {
+        /// The names of the failed upstreams, in declaration order.
+        upstreams: Vec<String>,
+    },
 }
 
 fn value(p: PinPriority) -> Option<i32> {

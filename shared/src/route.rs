@@ -9,7 +9,9 @@ use crate::name::{CrateName, UpstreamNameRef};
 /// a name that `config.toml` would accept).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View<'a> {
+    /// Paths from the root: `/index/…`, `/dl/…`, `/-/…`, `/metrics`.
     Layered,
+    /// Paths under `/upstream/<name>/`: that one upstream's index, downloads and API.
     Upstream(UpstreamNameRef<'a>),
 }
 
@@ -30,8 +32,11 @@ pub enum Endpoint<'a> {
     Index(CrateName),
     /// `…/dl/{crate}/{version}/{sha256-checksum}`
     Download {
+        /// The crate, case as in the path.
         krate: CrateName,
+        /// The version to download.
         version: Version,
+        /// The `.crate` file's sha256: 64 lower-case hex digits.
         cksum: String,
     },
     /// `…/api/<rest>`: the registry web API; `rest` is the path after `api/`.
@@ -80,8 +85,10 @@ impl Endpoint<'_> {
 /// Why a path is refused: not something privreg serves (404), or malformed (400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
+    /// Answer 404; holds the message (naming what was not found).
     #[error("{0}")]
     NotFound(String),
+    /// Answer 400; holds what is malformed.
     #[error("bad request: {0}")]
     BadRequest(String),
 }

@@ -172,6 +172,7 @@ impl EntryName {
         &self.user
     }
 
+    /// Whether this is the daemon's own local token (rather than an upstream's).
     pub fn is_local_token(&self) -> bool {
         self.kind == EntryKind::LocalToken
     }
@@ -282,9 +283,13 @@ pub fn upstream_token(
 /// The kinds of OS credential store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StoreKind {
+    /// The D-Bus Secret Service (GNOME Keyring, `KWallet`): `keyring = "secret-service"`.
     SecretService,
+    /// The Linux kernel keyring: `keyring = "keyutils"`.
     Keyutils,
+    /// The macOS keychain.
     MacosKeychain,
+    /// The Windows Credential Manager.
     WindowsCredentialManager,
 }
 
@@ -304,26 +309,56 @@ impl fmt::Display for StoreKind {
 pub enum SecretsError {
     /// The store works but has no such entry.
     #[error("{entry} is not in the {store}; {hint}", hint = entry.hint())]
-    NoEntry { store: StoreKind, entry: EntryName },
+    NoEntry {
+        /// The store asked.
+        store: StoreKind,
+        /// The entry it lacks.
+        entry: EntryName,
+    },
     /// No store could be opened; `tried` says why, store by store.
     #[error(
         "no keyring answered ({}); start a secret service (e.g. gnome-keyring) in this session, or choose a store that works here with `keyring = \"secret-service\"` or `\"keyutils\"` in config.toml",
         tried_list(tried)
     )]
-    NoStore { tried: Vec<(StoreKind, String)> },
+    NoStore {
+        /// Each store tried, in order, with why it could not be opened.
+        tried: Vec<(StoreKind, String)>,
+    },
     /// The store answered with an error.
     #[error("{store}: {message}")]
-    Store { store: StoreKind, message: String },
+    Store {
+        /// The store that failed.
+        store: StoreKind,
+        /// Its error message, with any secret bytes dropped.
+        message: String,
+    },
     /// The entry exists but does not hold a token (not UTF-8 text, or not a usable token).
     #[error(
         "{entry} in the {store} is not a usable token (not UTF-8 text, or control characters); replace it ({hint})",
         hint = entry.hint()
     )]
-    BadEntry { store: StoreKind, entry: EntryName },
+    BadEntry {
+        /// The store that holds the entry.
+        store: StoreKind,
+        /// The entry with the unusable value.
+        entry: EntryName,
+    },
+    /// Text given as a token ([`Token::new`], e.g. `privreg login`'s stdin) is empty or holds
+    /// control characters.
     #[error("the token is not usable: {reason}")]
-    InvalidToken { reason: &'static str },
+    InvalidToken {
+        /// What is wrong with it (never the token itself).
+        reason: &'static str,
+    },
+    /// A `PRIVREG_TOKEN_<NAME>` variable is set but does not hold a usable token.
     #[error("environment variable {var} does not hold a usable token: {reason}")]
-    EnvToken { var: String, reason: &'static str },
+    EnvToken {
+        /// The variable's name.
+        var: String,
+        /// What is wrong with its value (never the value itself).
+        reason: &'static str,
+    },
+    /// The OS random source failed while making a local token; holds its error.
     #[error("cannot read random bytes from the operating system: {0}")]
     Random(String),
 }

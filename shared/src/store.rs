@@ -33,7 +33,9 @@ pub const CHUNK: usize = 64 << 10;
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {source}", path.display())]
 pub struct CacheError {
+    /// The file or directory the operation was on.
     pub path: PathBuf,
+    /// The I/O error.
     #[source]
     pub source: std::io::Error,
 }
@@ -50,8 +52,10 @@ fn at(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
 pub struct Meta {
     /// `false`: the upstream answered 404 (the crate is absent there).
     pub present: bool,
+    /// The upstream's `ETag`, sent back as `If-None-Match` when revalidating.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// The upstream's `Last-Modified`, sent back as `If-Modified-Since` when revalidating.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_modified: Option<String>,
     /// When the upstream last confirmed this answer (seconds since the epoch).
@@ -83,11 +87,13 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 impl Meta {
+    /// [`fetched`](Self::fetched) as a time.
     pub fn fetched_at(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(self.fetched)
     }
 }
 
+/// Now, in seconds since the epoch (0 if the clock is before 1970).
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -97,7 +103,9 @@ pub fn now_secs() -> u64 {
 /// A stored upstream file.
 #[derive(Debug, Clone)]
 pub struct Stored {
+    /// What is known of the file besides its body.
     pub meta: Meta,
+    /// The body exactly as the upstream sent it (empty for a 404).
     pub body: Bytes,
 }
 
@@ -142,8 +150,10 @@ pub fn upstream_dir_name(up: &Upstream) -> String {
 }
 
 impl Cache {
+    /// The versioned directory under the cache dir that holds everything (`<cache-dir>/v1`).
     pub const VERSION_DIR: &'static str = "v1";
 
+    /// The cache in `cache_dir`; nothing is created until something is written.
     pub fn new(cache_dir: &Path) -> Cache {
         Cache {
             root: cache_dir.join(Self::VERSION_DIR),
@@ -151,6 +161,7 @@ impl Cache {
         }
     }
 
+    /// `<cache-dir>/v1`.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -181,6 +192,8 @@ impl Cache {
         }
     }
 
+    /// An upstream's cached file; `None` when there is none, or it was damaged (and is now
+    /// deleted).
     pub fn load(&self, up: &Upstream, rel: UpstreamPath<'_>) -> Result<Option<Stored>, CacheError> {
         let path = self.upstream_path(up, rel);
         let data = match std::fs::read(&path) {
@@ -207,6 +220,8 @@ impl Cache {
         }
     }
 
+    /// Writes an upstream's file atomically; a failure is kept for
+    /// [`write_error`](Self::write_error).
     pub fn store(
         &self,
         up: &Upstream,
@@ -224,6 +239,7 @@ impl Cache {
         self.noting(write_atomic(&path, &data))
     }
 
+    /// Where the `.crate` with sha256 `cksum` (lower-case hex) is, or would be, stored.
     pub fn crate_path(&self, cksum: &str) -> PathBuf {
         self.root
             .join("crates")
@@ -315,6 +331,7 @@ impl Cache {
             .unwrap_or_default()
     }
 
+    /// Writes the checksums served for each version of `krate` (rule 8), atomically.
     pub fn store_served(
         &self,
         krate: &CrateName,
@@ -328,7 +345,9 @@ impl Cache {
 /// What [`Cache::verify`] found.
 #[derive(Debug, Default)]
 pub struct VerifyReport {
+    /// Files checked.
     pub checked: usize,
+    /// Temp files left by a crash, removed.
     pub temp_removed: usize,
     /// Damaged files, removed (they are fetched again when needed).
     pub dropped: Vec<PathBuf>,
@@ -352,7 +371,9 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// Which file of an upstream.
 #[derive(Debug, Clone, Copy)]
 pub enum UpstreamPath<'a> {
+    /// The upstream's `config.json`.
     Config,
+    /// The index file of a crate.
     Index(&'a CrateName),
 }
 

@@ -16,14 +16,27 @@ pub const TOKEN_ENV_PREFIX: &str = "PRIVREG_TOKEN_";
 /// Why a string is not an upstream name; the message names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamNameError {
+    /// The string is empty.
     #[error("upstream name \"\" may only hold ASCII letters, digits, `-` and `_`")]
     Empty,
+    /// A character other than an ASCII letter, digit, `-` or `_`.
     #[error("upstream name {name:?} may only hold ASCII letters, digits, `-` and `_`")]
-    BadCharacter { name: String, found: char },
+    BadCharacter {
+        /// The name as given.
+        name: String,
+        /// The first character that broke the rule.
+        found: char,
+    },
+    /// Longer than [`MAX_UPSTREAM_NAME_LEN`].
     #[error(
         "upstream name {name:?} is {len} characters long; the limit is {MAX_UPSTREAM_NAME_LEN}"
     )]
-    TooLong { name: String, len: usize },
+    TooLong {
+        /// The name as given.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+    },
 }
 
 /// The one rule: 1 to [`MAX_UPSTREAM_NAME_LEN`] ASCII letters, digits, `-` and `_`. Safe in a
@@ -73,11 +86,13 @@ fn token_var(name: &str) -> String {
 pub struct UpstreamName(String);
 
 impl UpstreamName {
+    /// Checks `name` against the rule (see the module docs) and keeps it as given.
     pub fn new(name: &str) -> Result<UpstreamName, UpstreamNameError> {
         validate(name)?;
         Ok(UpstreamName(name.to_owned()))
     }
 
+    /// The name as given, case kept.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -120,15 +135,18 @@ fn token_byte(b: u8) -> u8 {
 pub struct UpstreamNameRef<'a>(&'a str);
 
 impl<'a> UpstreamNameRef<'a> {
+    /// Checks `name` against the rule (see the module docs) and borrows it.
     pub fn new(name: &'a str) -> Result<UpstreamNameRef<'a>, UpstreamNameError> {
         validate(name)?;
         Ok(UpstreamNameRef(name))
     }
 
+    /// The name as given, with the borrowed lifetime.
     pub fn as_str(&self) -> &'a str {
         self.0
     }
 
+    /// The owned form.
     pub fn to_name(&self) -> UpstreamName {
         UpstreamName(self.0.to_owned())
     }

@@ -99,6 +99,7 @@ pub struct ListEntry<'a> {
     pub index: usize,
     /// `file:line`.
     pub at: StanzaRef,
+    /// The stanza itself.
     pub stanza: &'a Stanza,
 }
 

@@ -69,6 +69,7 @@ pub struct PinError {
     pub file: String,
     /// 1-based; `None` when the file cannot be read.
     pub line: Option<usize>,
+    /// What is wrong on that line.
     pub kind: PinErrorKind,
 }
 
@@ -84,44 +85,90 @@ impl fmt::Display for PinError {
 /// What is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PinErrorKind {
+    /// The file (or an entry of `preferences.d`) cannot be read; holds the I/O error.
     #[error("cannot read: {0}")]
     Unreadable(String),
+    /// A line that is not `Field: value`; holds the line.
     #[error("expected `Field: value`, found `{0}`")]
     ExpectedField(String),
+    /// An indented line with no field above it to continue.
     #[error("continuation line without a field above it")]
     StrayContinuation,
+    /// A field other than `Explanation`, `Package`, `Pin` or `Pin-Priority`; holds its name.
     #[error("unknown field `{0}`; expected `Explanation`, `Package`, `Pin` or `Pin-Priority`")]
     UnknownField(String),
+    /// `Package`, `Pin` or `Pin-Priority` appears twice in one stanza.
     #[error("field `{field}` repeated in one stanza (first on line {first})")]
-    RepeatedField { field: &'static str, first: usize },
+    RepeatedField {
+        /// The field's name.
+        field: &'static str,
+        /// The 1-based line of its first occurrence.
+        first: usize,
+    },
+    /// The stanza lacks `Package`, `Pin` or `Pin-Priority`; holds the field name.
     #[error("stanza has no `{0}:` field")]
     MissingField(&'static str),
+    /// A field with nothing after the colon; holds the field name.
     #[error("`{0}:` is empty")]
     EmptyField(&'static str),
+    /// A `Package:` pattern that is neither a valid crate name, a glob nor a `/regex/`.
     #[error("`{pattern}` is not a crate name, glob or /regex/: {reason}")]
-    BadPackage { pattern: String, reason: String },
+    BadPackage {
+        /// The pattern as written.
+        pattern: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// `*` together with other patterns in one `Package:` field.
     #[error("a lone `*` cannot be combined with other patterns")]
     StarWithOthers,
+    /// A `Package:` glob, or a `registry`/`origin` glob, that does not compile.
     #[error("bad glob `{pattern}`: {reason}")]
-    BadGlob { pattern: String, reason: String },
+    BadGlob {
+        /// The pattern as written.
+        pattern: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A `Package:` `/regex/` that does not compile.
     #[error("bad regex `{pattern}`: {reason}")]
-    BadRegex { pattern: String, reason: String },
+    BadRegex {
+        /// The pattern as written.
+        pattern: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// An empty selector between the `;`s of `Pin:`.
     #[error("empty selector in `Pin:`")]
     EmptySelector,
+    /// A selector other than `registry`, `origin` or `version`; holds its name.
     #[error("unknown selector `{0}`; expected `registry`, `origin` or `version`")]
     UnknownSelector(String),
+    /// A selector given twice in one `Pin:`; holds its name.
     #[error("selector `{0}` repeated in one `Pin:`")]
     RepeatedSelector(&'static str),
+    /// A selector without a value after it; holds its name.
     #[error("selector `{0}` needs a value")]
     MissingSelectorValue(&'static str),
+    /// A `version` value that is not a cargo version requirement.
     #[error("bad version requirement `{req}`: {reason}")]
-    BadVersionReq { req: String, reason: String },
+    BadVersionReq {
+        /// The requirement as written.
+        req: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A `version` selector in a `Package: *` stanza.
     #[error("`version` needs a named package, not `*`")]
     VersionWithStar,
+    /// `Pin-Priority: 0`.
     #[error("priority 0 is not allowed; use a non-zero integer or `never`")]
     ZeroPriority,
+    /// A `Pin-Priority:` that is neither a non-zero integer nor `never`; holds the value.
     #[error("`{0}` is not a priority; expected a non-zero integer or `never`")]
     BadPriority(String),
+    /// A value given to [`add_stanza`] that spans lines or holds control characters; holds the
+    /// field name.
     #[error("`{0}:` value must be one line without control characters")]
     NotOneLine(&'static str),
 }
@@ -133,6 +180,7 @@ pub struct PinFile {
     pub name: String,
     /// The text as read; editing works on it byte for byte.
     pub text: String,
+    /// The stanzas, in file order.
     pub stanzas: Vec<Stanza>,
 }
 
@@ -167,12 +215,15 @@ pub struct Stanza {
     pub lines: Range<usize>,
     /// The `Explanation:` fields, in order.
     pub explanations: Vec<String>,
+    /// The `Package:` field: which crates the stanza applies to.
     pub packages: Packages,
     /// The `Package:` value as written (continuations joined).
     pub package_text: String,
+    /// The `Pin:` field: which upstreams and versions the stanza applies to.
     pub selectors: Selectors,
     /// The `Pin:` value as written (continuations joined).
     pub pin_text: String,
+    /// The `Pin-Priority:` field.
     pub priority: PinPriority,
 }
 
@@ -188,6 +239,7 @@ pub enum Tier {
 }
 
 impl Stanza {
+    /// The evaluation tier the stanza is searched in (DESIGN.md rule 3).
     pub fn tier(&self) -> Tier {
         match (&self.packages, &self.selectors.version) {
             (Packages::Any, _) => Tier::General,
@@ -264,6 +316,7 @@ impl NameGlob {
         &self.text
     }
 
+    /// Whether `s` matches the glob, ignoring case.
     pub fn is_match(&self, s: &str) -> bool {
         self.matcher.is_match(s)
     }
@@ -272,6 +325,7 @@ impl NameGlob {
 /// All pin files, in evaluation order.
 #[derive(Debug, Clone, Default)]
 pub struct Preferences {
+    /// The files in evaluation order: `preferences` first, then `preferences.d/*.pref` by name.
     pub files: Vec<PinFile>,
 }
 

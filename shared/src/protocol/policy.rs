@@ -13,6 +13,7 @@ pub struct Policy {
     pub krate: String,
     /// What each upstream answered, in the order config.toml lists them.
     pub upstreams: Vec<PolicyUpstream>,
+    /// The merged view, or why there is none.
     pub outcome: PolicyOutcome,
 }
 
@@ -21,6 +22,7 @@ pub struct Policy {
 pub enum PolicyOutcome {
     /// The upstreams' answers could not be merged (say an owner failed): why.
     Unavailable(String),
+    /// The merged view.
     Merged(Merged),
 }
 
@@ -31,6 +33,7 @@ pub struct Merged {
     pub owners: Vec<String>,
     /// Newest version first, then in upstream order.
     pub versions: Vec<VersionDecision>,
+    /// Versions that two upstreams served with different checksums.
     pub conflicts: Vec<Conflict>,
     /// Advice for people, e.g. the pin stanza that admits shadowed newer versions.
     pub hints: Vec<String>,
@@ -41,7 +44,9 @@ pub struct Merged {
 /// One upstream's answer for the crate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyUpstream {
+    /// The upstream's name from `config.toml`.
     pub name: String,
+    /// Its configured `priority`.
     pub priority: i32,
     /// The priority it claims the crate with: a pin's, else its own.
     pub claim: String,
@@ -49,16 +54,20 @@ pub struct PolicyUpstream {
     pub claim_stanza: Option<String>,
     /// `has N versions`, `absent` or `error`.
     pub answer: String,
+    /// Why the last fetch from it failed, if it did (the answer may then be the cached one).
     pub error: Option<String>,
 }
 
 /// One version from one upstream and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionDecision {
+    /// The version, e.g. `1.2.3`.
     pub version: String,
+    /// The name of the upstream it comes from.
     pub upstream: String,
     /// The version's priority, or `never`.
     pub priority: String,
+    /// What the policy made of it.
     pub state: VersionState,
     /// The pin stanza that decided it (`file:line`).
     pub stanza: Option<String>,
@@ -72,16 +81,25 @@ pub struct VersionDecision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VersionState {
+    /// `served`: listed.
     Served,
+    /// `yanked-by-pin`: listed with `yanked: true` because a negative pin applies.
     YankedByPin,
+    /// `shadowed`: hidden because another upstream owns the name and this version's priority is
+    /// lower.
     Shadowed,
+    /// `blocked`: removed by a `never` pin.
     Blocked,
+    /// `not-held`: hidden by a hold (≥ 1000) on other versions.
     NotHeld,
+    /// `duplicate`: the same version is served from another upstream ([`VersionDecision::winner`]).
     Duplicate,
+    /// `checksum-changed`: hidden because a different checksum was served for it before.
     ChecksumChanged,
 }
 
 impl VersionState {
+    /// The wire name, as `privreg policy` prints it (`yanked-by-pin`).
     pub fn as_str(self) -> &'static str {
         match self {
             VersionState::Served => "served",
@@ -118,9 +136,11 @@ impl From<&State> for VersionState {
 /// The same version with different checksums in two upstreams.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {
+    /// The version, e.g. `1.2.3`.
     pub version: String,
     /// The upstream whose copy is served.
     pub winner: String,
+    /// The upstream whose copy is hidden.
     pub loser: String,
 }
 

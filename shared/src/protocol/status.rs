@@ -10,9 +10,13 @@ use serde::{Deserialize, Serialize};
 pub struct Status {
     /// The layered view's index URL, `http://host:port/index/`.
     pub url: String,
+    /// The daemon's process id.
     pub pid: u32,
+    /// Seconds since the daemon started.
     pub uptime_secs: u64,
+    /// The config directory in use (holds `config.toml` and the pin files).
     pub config_dir: PathBuf,
+    /// The cache directory in use.
     pub cache_dir: PathBuf,
     /// In the order config.toml lists them.
     pub upstreams: Vec<UpstreamStatus>,
@@ -20,23 +24,34 @@ pub struct Status {
     pub config_error: Option<String>,
     /// Why the cache cannot be written, while it cannot.
     pub cache_write_error: Option<CacheWriteError>,
+    /// Requests made to upstreams since the daemon started.
     pub upstream_requests: u64,
+    /// Upstream files served from the cache without asking the upstream (fresh or within `stale`).
     pub cache_hits: u64,
+    /// Upstream files that needed a request to the upstream.
     pub cache_misses: u64,
+    /// Background revalidations of stale files started.
     pub revalidations: u64,
+    /// Index files fetched ahead of cargo.
     pub prefetches: u64,
+    /// Connections switched to HTTP/2 on cargo's `Upgrade: h2c` offer.
     pub h2c_upgrades: u64,
 }
 
 /// One upstream's configuration and health in [`Status`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamStatus {
+    /// The upstream's name from `config.toml`.
     pub name: String,
+    /// Its `index` URL as written, `sparse+` included.
     pub index: String,
+    /// Its configured `priority`.
     pub priority: i32,
+    /// Its `ttl` in seconds.
     pub ttl_secs: u64,
     /// When (seconds since the epoch) it last answered.
     pub last_ok: Option<u64>,
+    /// Why its last failed request failed, if one has.
     pub last_error: Option<String>,
     /// When (seconds since the epoch) it last failed.
     pub last_error_at: Option<u64>,
@@ -45,13 +60,16 @@ pub struct UpstreamStatus {
 /// When (seconds since the epoch) and why the cache could not be written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheWriteError {
+    /// Seconds since the epoch.
     pub at: u64,
+    /// The write error's message.
     pub error: String,
 }
 
 /// The answer of `POST /-/open`: a link to the status page that works once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageLink {
+    /// The link, with its one-time code; open it in a browser.
     pub url: String,
     /// How long the link works.
     #[serde(default = "default_expiry")]

@@ -140,6 +140,7 @@ impl Spool {
         self.len
     }
 
+    /// Whether nothing has been written yet.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
