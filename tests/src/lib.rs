@@ -679,6 +679,23 @@ impl Sandbox {
         dir
     }
 
+    /// A library crate `name` at `version` in the sandbox, ready for `cargo publish`.
+    pub fn library(&self, name: &str, version: &str) -> PathBuf {
+        let dir = self.root.join(format!("{name}-{version}"));
+        std::fs::create_dir_all(dir.join("src")).expect("library dir");
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            format!("[package]\nname = \"{name}\"\nversion = \"{version}\"\nedition = \"2021\"\ndescription = \"published through privreg\"\nlicense = \"MIT\"\n"),
+        )
+        .expect("manifest");
+        std::fs::write(
+            dir.join("src/lib.rs"),
+            format!("pub const VERSION: &str = \"{version}\";\n"),
+        )
+        .expect("lib.rs");
+        dir
+    }
+
     /// Runs the real cargo in `dir` with the sandbox's environment.
     pub fn cargo(&self, dir: &Path, args: &[&str]) -> Output {
         self.cargo_env(dir, args, &[])

@@ -4,23 +4,6 @@
 use privreg_tests::kellnr::Kellnr;
 use privreg_tests::{Pkg, Privreg, Registry, RegistryOpts, Sandbox, locked_packages, stderr};
 
-/// A library crate to publish from the sandbox.
-fn library(sb: &Sandbox, name: &str, version: &str) -> std::path::PathBuf {
-    let dir = sb.root.join(format!("{name}-{version}"));
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        format!("[package]\nname = \"{name}\"\nversion = \"{version}\"\nedition = \"2021\"\ndescription = \"published through privreg\"\nlicense = \"MIT\"\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("src/lib.rs"),
-        format!("pub const VERSION: &str = \"{version}\";\n"),
-    )
-    .unwrap();
-    dir
-}
-
 /// Cargo pointed at the daemon, with a token for `--registry privreg` operations (the daemon
 /// runs with `auth = false` here and uses the upstream's own token upstream).
 fn sandbox(privreg: &Privreg) -> Sandbox {
@@ -57,7 +40,7 @@ fn publish_and_yank_through_the_daemon() {
 
     // …yet publishing through the daemon makes the new version visible at once.
     for v in ["0.1.0", "0.2.0"] {
-        let krate = library(&sb, "acme-new", v);
+        let krate = sb.library("acme-new", v);
         let out = cargo_with_token(
             &sb,
             &krate,
@@ -93,7 +76,7 @@ fn publish_without_a_target_names_the_config_key() {
         public.index
     ));
     let sb = sandbox(&privreg);
-    let krate = library(&sb, "lonely", "0.1.0");
+    let krate = sb.library("lonely", "0.1.0");
     let out = cargo_with_token(
         &sb,
         &krate,

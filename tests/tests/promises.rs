@@ -9,23 +9,6 @@
 
 use privreg_tests::{Pkg, Privreg, Registry, RegistryOpts, Sandbox, locked_packages, stderr};
 
-/// A library crate to publish from the sandbox.
-fn library(sb: &Sandbox, name: &str, version: &str) -> std::path::PathBuf {
-    let dir = sb.root.join(format!("{name}-{version}"));
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        format!("[package]\nname = \"{name}\"\nversion = \"{version}\"\nedition = \"2021\"\ndescription = \"published through privreg\"\nlicense = \"MIT\"\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("src/lib.rs"),
-        format!("pub const VERSION: &str = \"{version}\";\n"),
-    )
-    .unwrap();
-    dir
-}
-
 /// Runs cargo with `env` and panics with its output unless it succeeds; returns stdout.
 fn cargo_ok_env(
     sb: &Sandbox,
@@ -362,7 +345,7 @@ fn publish_through_a_per_upstream_view_goes_to_that_upstream() {
         v.privreg.get("/upstream/acme/index/ac/me/acme-pub").status,
         404
     );
-    let krate = library(&v.sb, "acme-pub", "0.3.0");
+    let krate = v.sb.library("acme-pub", "0.3.0");
     cargo_ok_env(
         &v.sb,
         &krate,

@@ -140,13 +140,7 @@ mod tests {
     const LINE: &str = r#"{"name":"foo","vers":"1.0.0","deps":[],"cksum":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","features":{}}"#;
 
     fn acme() -> Upstream {
-        privreg_shared::config::Config::parse(
-            std::path::Path::new("config.toml"),
-            "[upstreams.acme]\nindex = \"sparse+http://127.0.0.1:1/index/\"\n",
-        )
-        .unwrap()
-        .upstreams
-        .remove(0)
+        crate::upstream::test_upstream()
     }
 
     fn headers(pairs: &[(http::HeaderName, &str)]) -> http::HeaderMap {

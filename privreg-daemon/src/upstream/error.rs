@@ -212,13 +212,7 @@ mod tests {
     use super::*;
 
     fn acme() -> Upstream {
-        privreg_shared::config::Config::parse(
-            std::path::Path::new("config.toml"),
-            "[upstreams.acme]\nindex = \"sparse+http://127.0.0.1:1/index/\"\n",
-        )
-        .unwrap()
-        .upstreams
-        .remove(0)
+        crate::upstream::test_upstream()
     }
 
     fn with(name: http::HeaderName, value: &str) -> http::HeaderMap {

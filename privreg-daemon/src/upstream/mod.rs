@@ -516,3 +516,15 @@ impl Upstreams {
         self.fetch(up, UpstreamPath::Index(krate)).await
     }
 }
+
+/// Upstream `acme` at an address nothing listens on, for the unit tests of this module's parts.
+#[cfg(test)]
+pub(crate) fn test_upstream() -> Upstream {
+    privreg_shared::config::Config::parse(
+        std::path::Path::new("config.toml"),
+        "[upstreams.acme]\nindex = \"sparse+http://127.0.0.1:1/index/\"\n",
+    )
+    .expect("the test config parses")
+    .upstreams
+    .remove(0)
+}
