@@ -479,12 +479,7 @@ mod tests {
     use crate::upstream::FetchError;
 
     fn retry_later(secs: u64) -> FetchError {
-        FetchError::RetryLater {
-            upstream: "acme".into(),
-            what: "x".into(),
-            status: 429,
-            retry_after: secs,
-        }
+        crate::upstream::test_retry_later(secs)
     }
 
     fn status_error() -> FetchError {

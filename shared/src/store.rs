@@ -409,6 +409,19 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CacheError> {
 mod tests {
     use super::*;
 
+    /// A present file fetched at `fetched`, without validators.
+    fn stored(fetched: u64, body: &'static [u8]) -> Stored {
+        Stored {
+            meta: Meta {
+                present: true,
+                etag: None,
+                last_modified: None,
+                fetched,
+            },
+            body: Bytes::from_static(body),
+        }
+    }
+
     #[cfg(unix)]
     #[test]
     fn directories_it_creates_are_private() {
@@ -417,15 +430,7 @@ mod tests {
         let cache = Cache::new(&dir.path().join("cache"));
         let up = upstream("sparse+http://127.0.0.1:1/index/");
         let krate = CrateName::new("serde").unwrap();
-        let s = Stored {
-            meta: Meta {
-                present: true,
-                etag: None,
-                last_modified: None,
-                fetched: 1,
-            },
-            body: Bytes::from_static(b"{}\n"),
-        };
+        let s = stored(1, b"{}\n");
         cache.store(&up, UpstreamPath::Index(&krate), &s).unwrap();
         drop(cache.spool(&"ab".repeat(32)));
         let mut checked = 0;
@@ -529,15 +534,7 @@ mod tests {
         let cache = Cache::new(dir.path());
         let up = upstream("sparse+http://127.0.0.1:1/index/");
         let krate = CrateName::new("serde").unwrap();
-        let s = Stored {
-            meta: Meta {
-                present: true,
-                etag: None,
-                last_modified: None,
-                fetched: 7,
-            },
-            body: Bytes::from_static(b"{\"a\":1}\n"),
-        };
+        let s = stored(7, b"{\"a\":1}\n");
         cache.store(&up, UpstreamPath::Index(&krate), &s).unwrap();
         let path = cache.upstream_path(&up, UpstreamPath::Index(&krate));
         let mut data = std::fs::read(&path).unwrap();

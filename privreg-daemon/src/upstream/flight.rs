@@ -94,12 +94,7 @@ mod tests {
     }
 
     fn retry_later(secs: u64) -> FetchError {
-        FetchError::RetryLater {
-            upstream: "acme".into(),
-            what: "x".into(),
-            status: 429,
-            retry_after: secs,
-        }
+        crate::upstream::test_retry_later(secs)
     }
 
     #[test]

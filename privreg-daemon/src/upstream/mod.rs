@@ -528,3 +528,14 @@ pub(crate) fn test_upstream() -> Upstream {
     .upstreams
     .remove(0)
 }
+
+/// A 429 from upstream `acme` asking to retry after `secs`, for the unit tests.
+#[cfg(test)]
+pub(crate) fn test_retry_later(secs: u64) -> FetchError {
+    FetchError::RetryLater {
+        upstream: "acme".into(),
+        what: "x".into(),
+        status: 429,
+        retry_after: secs,
+    }
+}
