@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod advisory;
 pub mod config;
 #[cfg(feature = "http")]
 pub mod http;
