@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use privreg_shared::CrateName;
+use privreg_shared::advisory::{AdvisorySource, NoAdvisories};
 use privreg_shared::secrets::{Keyring, Token};
 
 use crate::layered::{MergedBody, Runtime};
@@ -45,6 +46,13 @@ pub(crate) struct Daemon {
     metrics: Arc<Metrics>,
     /// The status page's one-time links and sessions.
     sessions: PageSessions,
+    /// The advisory database in force, and a number bumped each time it is replaced (part of
+    /// the merged views' fingerprint, so that they are recomputed).
+    #[allow(
+        dead_code,
+        reason = "the seam for issue 17; the policy and the database use it"
+    )]
+    advisories: RwLock<(u64, Arc<dyn AdvisorySource>)>,
 }
 
 impl Daemon {
@@ -85,6 +93,7 @@ impl Daemon {
             load_error: Mutex::default(),
             metrics,
             sessions: PageSessions::new(port.unwrap_or(0)),
+            advisories: RwLock::new((0, Arc::new(NoAdvisories))),
         }
     }
 
@@ -195,6 +204,20 @@ impl Daemon {
     /// Forgets the merged view of a crate (after a publish or yank through the daemon).
     pub(crate) fn forget_merged(&self, krate: &CrateName) {
         self.merged.lock().expect("merged lock").remove(krate);
+    }
+
+    /// The advisory database in force and its generation (bumped by [`Daemon::set_advisories`]).
+    #[allow(dead_code, reason = "the seam for issue 17; the policy uses it")]
+    pub(crate) fn advisories(&self) -> (u64, Arc<dyn AdvisorySource>) {
+        let guard = self.advisories.read().expect("advisories lock");
+        (guard.0, guard.1.clone())
+    }
+
+    /// Puts a newly loaded advisory database in force; merged views are recomputed.
+    #[allow(dead_code, reason = "the seam for issue 17; the database uses it")]
+    pub(crate) fn set_advisories(&self, source: Arc<dyn AdvisorySource>) {
+        let mut guard = self.advisories.write().expect("advisories lock");
+        *guard = (guard.0 + 1, source);
     }
 
     /// The config or pin error in force, if the last reload failed.

@@ -64,3 +64,20 @@ pub struct AdvisoryHit {
     /// Withdrawn advisories never match a selector; kept so that reports can say so.
     pub withdrawn: bool,
 }
+
+/// Where the policy learns which advisories affect a version: the advisory database in force.
+pub trait AdvisorySource: Send + Sync {
+    /// Every advisory (withdrawn ones included, marked so) that affects `version` of the crate
+    /// named `krate`; empty when none does or no database is loaded.
+    fn affected(&self, krate: &crate::CrateName, version: &semver::Version) -> Vec<AdvisoryHit>;
+}
+
+/// No advisory database: nothing is affected.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoAdvisories;
+
+impl AdvisorySource for NoAdvisories {
+    fn affected(&self, _: &crate::CrateName, _: &semver::Version) -> Vec<AdvisoryHit> {
+        Vec::new()
+    }
+}
