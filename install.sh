@@ -198,7 +198,7 @@ install_launchd() {
         launchctl bootout "gui/$uid/privreg" 2>/dev/null || true
         launchctl bootstrap "gui/$uid" "$plist_file"
     fi
-    did "the daemon runs as the launchd agent privreg (log: $cache_dir/daemon.log)"
+    did "the daemon runs as the launchd agent privreg, started on demand by launchd on its socket (log: $cache_dir/daemon.log)"
     log_hint="$cache_dir/daemon.log"
 }
 

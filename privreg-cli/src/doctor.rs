@@ -94,10 +94,19 @@ fn keep_alive() -> String {
         );
     }
     if let Some(plist) = launch_agent() {
-        return format!(
-            "the daemon runs as the launchd agent {SERVICE_NAME} ({}): started at login, restarted after a crash",
-            plist.display()
-        );
+        let sockets =
+            std::fs::read_to_string(&plist).is_ok_and(|p| p.contains("<key>Sockets</key>"));
+        return if sockets {
+            format!(
+                "the daemon runs as the launchd agent {SERVICE_NAME} ({}): launchd holds its socket and starts it at login and on the first cargo request after a crash",
+                plist.display()
+            )
+        } else {
+            format!(
+                "the daemon runs as the launchd agent {SERVICE_NAME} ({}): started at login, restarted after a crash; run ./install.sh again to have launchd start it on demand",
+                plist.display()
+            )
+        };
     }
     let autostart = if std::env::var_os(crate::autostart::NO_AUTOSTART)
         .is_some_and(|v| !v.is_empty() && v != "0")

@@ -165,8 +165,22 @@ fn xml(s: &str) -> String {
         .replace('\'', "&apos;")
 }
 
-/// The launchd agent. launchd has no journal: stderr goes to `daemon.log` in the cache dir.
-pub(crate) fn plist(daemon: &Path, config_dir: &Path, cache_dir: &Path) -> String {
+/// The launchd agent. launchd holds the listening socket (`Sockets`, taken by the daemon through
+/// `launch_activate_socket`) and starts the daemon on the first connection, so cargo finds it
+/// after login or a crash. launchd has no journal: stderr goes to `daemon.log` in the cache dir.
+pub(crate) fn plist(
+    daemon: &Path,
+    config_dir: &Path,
+    cache_dir: &Path,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<String> {
+    if listen.port() == 0 {
+        bail!(
+            "`listen = \"{listen}\"` asks for any free port, which launchd cannot hold for the daemon; set a fixed port in config.toml"
+        );
+    }
+    let family = if listen.is_ipv4() { "IPv4" } else { "IPv6" };
+    let (node, port) = (listen.ip(), listen.port());
     let args: String = [
         daemon.to_string_lossy(),
         "--config-dir".into(),
@@ -180,7 +194,7 @@ pub(crate) fn plist(daemon: &Path, config_dir: &Path, cache_dir: &Path) -> Strin
         args
     });
     let log = xml(&cache_dir.join("daemon.log").to_string_lossy());
-    format!(
+    Ok(format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
 <!-- privreg's daemon as a launchd agent; written by install.sh (`privreg service plist`).
@@ -199,6 +213,20 @@ pub(crate) fn plist(daemon: &Path, config_dir: &Path, cache_dir: &Path) -> Strin
         <key>PRIVREG_LOG</key>
         <string>info</string>
     </dict>
+    <key>Sockets</key>
+    <dict>
+        <key>{socket}</key>
+        <dict>
+            <key>SockNodeName</key>
+            <string>{node}</string>
+            <key>SockServiceName</key>
+            <string>{port}</string>
+            <key>SockType</key>
+            <string>stream</string>
+            <key>SockFamily</key>
+            <string>{family}</string>
+        </dict>
+    </dict>
     <key>RunAtLoad</key>
     <true/>
     <key>KeepAlive</key>
@@ -212,8 +240,9 @@ pub(crate) fn plist(daemon: &Path, config_dir: &Path, cache_dir: &Path) -> Strin
     <string>{log}</string>
 </dict>
 </plist>
-"#
-    )
+"#,
+        socket = privreg_launchd::SOCKET_NAME,
+    ))
 }
 
 /// Polls `/-/health` until the daemon answers `ok`.
@@ -256,7 +285,8 @@ pub(crate) async fn run(dirs: &Dirs, cmd: ServiceCommand) -> anyhow::Result<Exit
         }
         ServiceCommand::Plist { daemon } => {
             let daemon = absolute(&daemon.map_or_else(default_daemon, Ok)?);
-            print!("{}", plist(&daemon, &config, &cache));
+            let listen = privreg_shared::config::Config::load(&dirs.config)?.listen;
+            print!("{}", plist(&daemon, &config, &cache, listen)?);
         }
         ServiceCommand::Dir { which } => {
             let dir = match which {
@@ -319,10 +349,33 @@ mod tests {
             Path::new("/Users/a&b/.cargo/bin/privreg-daemon"),
             Path::new("/Users/a&b/Library/Application Support/privreg"),
             Path::new("/Users/a&b/Library/Caches/privreg"),
-        );
+            "127.0.0.1:7878".parse().unwrap(),
+        )
+        .unwrap();
         assert!(p.contains("<string>/Users/a&amp;b/.cargo/bin/privreg-daemon</string>"));
         assert!(p.contains("<key>Label</key>\n    <string>privreg</string>"));
         assert!(p.contains("<string>/Users/a&amp;b/Library/Caches/privreg/daemon.log</string>"));
         assert!(!p.contains("a&b"));
+    }
+
+    /// launchd holds `listen` under the name the daemon asks it for, and cannot hold port 0.
+    #[test]
+    fn plist_hands_listen_to_the_daemon_through_sockets() {
+        let dir = Path::new("/Users/a/privreg");
+        let p = plist(dir, dir, dir, "127.0.0.1:7878".parse().unwrap()).unwrap();
+        let socket = format!(
+            "<key>Sockets</key>\n    <dict>\n        <key>{}</key>\n        <dict>\n            \
+             <key>SockNodeName</key>\n            <string>127.0.0.1</string>\n            \
+             <key>SockServiceName</key>\n            <string>7878</string>\n            \
+             <key>SockType</key>\n            <string>stream</string>\n            \
+             <key>SockFamily</key>\n            <string>IPv4</string>\n",
+            privreg_launchd::SOCKET_NAME
+        );
+        assert!(p.contains(&socket), "{p}");
+        let p = plist(dir, dir, dir, "[::1]:7878".parse().unwrap()).unwrap();
+        assert!(p.contains("<string>::1</string>"), "{p}");
+        assert!(p.contains("<string>IPv6</string>"), "{p}");
+        let e = plist(dir, dir, dir, "127.0.0.1:0".parse().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("fixed port"), "{e}");
     }
 }

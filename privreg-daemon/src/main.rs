@@ -87,33 +87,49 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The listening socket a service manager handed over (systemd socket activation: `LISTEN_FDS`
-/// and `LISTEN_PID`), so that the first cargo request after login or a crash starts the daemon.
-/// `None` when nothing was handed over; then the daemon binds `listen` itself.
+/// The listening socket a service manager handed over, so that the first cargo request after
+/// login or a crash starts the daemon: systemd socket activation (`LISTEN_FDS` and `LISTEN_PID`),
+/// else the launchd agent's `Sockets` entry on macOS. `None` when nothing was handed over; then
+/// the daemon binds `listen` itself.
 fn inherited_listener() -> anyhow::Result<Option<tokio::net::TcpListener>> {
     let mut fds = listenfd::ListenFd::from_env();
-    if fds.len() == 0 {
-        return Ok(None);
-    }
-    if fds.len() > 1 {
-        tracing::warn!(
-            sockets = fds.len(),
-            "the service manager handed over several sockets; using the first"
-        );
-    }
-    let listener = fds
-        .take_tcp_listener(0)
-        .context("the socket the service manager handed over (LISTEN_FDS) is unusable")?
-        .context("the socket the service manager handed over (LISTEN_FDS) is not a TCP listener")?;
+    let (listener, manager, fix) = if fds.len() > 0 {
+        if fds.len() > 1 {
+            tracing::warn!(
+                sockets = fds.len(),
+                "the service manager handed over several sockets; using the first"
+            );
+        }
+        let listener = fds
+            .take_tcp_listener(0)
+            .context("the socket the service manager handed over (LISTEN_FDS) is unusable")?
+            .context(
+                "the socket the service manager handed over (LISTEN_FDS) is not a TCP listener",
+            )?;
+        (listener, "systemd", "ListenStream= in privreg.socket")
+    } else {
+        let mut launchd = privreg_launchd::activated_listeners(privreg_launchd::SOCKET_NAME)?;
+        if launchd.len() > 1 {
+            tracing::warn!(
+                sockets = launchd.len(),
+                "launchd handed over several sockets; using the first"
+            );
+        }
+        if launchd.is_empty() {
+            return Ok(None);
+        }
+        let listener = launchd.swap_remove(0);
+        (listener, "launchd", "Sockets in the launchd agent's plist")
+    };
     let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() {
         anyhow::bail!(
-            "the socket the service manager handed over listens on {addr}, which is not loopback; \
-             privreg serves only this machine (fix ListenStream= in privreg.socket)"
+            "the socket {manager} handed over listens on {addr}, which is not loopback; \
+             privreg serves only this machine (fix {fix})"
         );
     }
     listener.set_nonblocking(true)?;
-    tracing::info!(%addr, "listening on the socket the service manager handed over");
+    tracing::info!(%addr, manager, "listening on the socket the service manager handed over");
     Ok(Some(tokio::net::TcpListener::from_std(listener)?))
 }
 
