@@ -273,6 +273,8 @@ fn a_hung_then_dead_tier_costs_a_bounded_delay_and_shows_in_status() {
     assert_eq!(st["shared_tier"]["state"], "skipped", "{st}");
     assert!(st["shared_tier"]["last_error"].as_str().is_some(), "{st}");
     assert_eq!(metric_with(&q, "privreg_shared_tier_failing", ""), 1);
+    let report = q.cli_ok(&["status"]);
+    assert!(report.contains("skipped for"), "{report}");
 
     // Killed outright: the first daemon, already warm, keeps building too.
     s3.kill();
