@@ -2,6 +2,7 @@
 # Runs privreg's whole test suite on a fresh Debian machine with the Rust toolchain:
 #   1. installs the Debian packages the tests use (real keyrings, a session bus, nginx for the
 #      benchmark, Chromium for the status page),
+#      and moto's S3 server from the Python package index (the shared cache tier's tests),
 #   2. builds Kellnr once (a real registry server used as an upstream; cached, ~12 min cold),
 #   3. checks install.sh with shellcheck, runs the benchmark in its quick mode and the 60 s soak,
 #   4. runs every test under a real kernel keyring session (keyutils), then the tests that use
@@ -33,6 +34,19 @@ if [ "${PRIVREG_SKIP_APT:-0}" != 1 ]; then
         $sudo apt-get update -qq
         # shellcheck disable=SC2086 # word splitting of the package list is intended
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >&2
+    fi
+fi
+
+# The shared cache tier's tests (tests/tests/shared_tier.rs) run against moto's S3 server, a real
+# S3-compatible server from the Python package index. PRIVREG_PYTHON picks the interpreter.
+python=${PRIVREG_PYTHON:-python3}
+if ! "$python" -c 'import moto.server' 2>/dev/null; then
+    echo "tests/run.sh: installing moto[server] for $python" >&2
+    "$python" -m pip install --quiet 'moto[server]>=5' >&2 ||
+        "$python" -m pip install --quiet --user --break-system-packages 'moto[server]>=5' >&2 || true
+    if ! "$python" -c 'import moto.server' 2>/dev/null; then
+        echo "tests/run.sh: cannot install moto[server] for $python; install it (pip install 'moto[server]') or set PRIVREG_PYTHON" >&2
+        exit 1
     fi
 fi
 

@@ -67,6 +67,60 @@ pub(crate) fn login(dirs: &Dirs, name: &UpstreamName) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// The keyring entry of the shared tier configured in config.toml.
+fn shared_entry(dirs: &Dirs, config: &Config) -> anyhow::Result<EntryName> {
+    let shared = config.shared.as_ref().with_context(|| {
+        format!(
+            "{} has no [cache.shared] table; add one (see the README's \"Team tier\") first",
+            dirs.config_file().display()
+        )
+    })?;
+    Ok(EntryName::shared_tier(shared.url.as_str()))
+}
+
+/// `privreg login --shared`: `KEY_ID:SECRET` for the shared tier, from a hidden prompt or stdin.
+pub(crate) fn shared_login(dirs: &Dirs) -> anyhow::Result<ExitCode> {
+    let (keyring, config) = open_keyring(dirs)?;
+    let entry = shared_entry(dirs, &config)?;
+    let text = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("KEY_ID:SECRET for {entry}: "))
+            .context("cannot read the credentials from the terminal")?
+    } else {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read the credentials from stdin")?;
+        s
+    };
+    let token = Token::new(text).context("no credentials stored")?;
+    match token.expose().split_once(':') {
+        Some((id, secret)) if !id.is_empty() && !secret.is_empty() => {}
+        _ => bail!(
+            "the shared tier's credentials are `KEY_ID:SECRET` (access key id, a colon, then the secret key); nothing stored"
+        ),
+    }
+    keyring.set(&entry, &token)?;
+    println!("stored {entry} in the {}", keyring.kind());
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_some_and(|v| !v.is_empty()) {
+        eprintln!(
+            "privreg: note: AWS_ACCESS_KEY_ID is set; where it is set (e.g. in the daemon's environment) the environment's credentials win"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `privreg logout --shared`.
+pub(crate) fn shared_logout(dirs: &Dirs) -> anyhow::Result<ExitCode> {
+    let (keyring, config) = open_keyring(dirs)?;
+    let entry = shared_entry(dirs, &config)?;
+    match keyring.delete(&entry) {
+        Ok(()) => println!("deleted {entry} from the {}", keyring.kind()),
+        Err(SecretsError::NoEntry { .. }) => println!("{entry}: none stored; nothing to do"),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn logout(dirs: &Dirs, name: &UpstreamName) -> anyhow::Result<ExitCode> {
     let (keyring, config) = open_keyring(dirs)?;
     let up = find_upstream(dirs, &config, name)?;

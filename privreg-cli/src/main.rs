@@ -56,17 +56,29 @@ pub enum Command {
     /// Store the token privreg sends to upstream NAME in the OS keyring (token on stdin, or a
     /// hidden prompt on a terminal). `PRIVREG_TOKEN_<NAME>` wins over it while set.
     ///
+    /// With `--shared`: store the shared cache tier's credentials (`KEY_ID:SECRET`), used when
+    /// `AWS_ACCESS_KEY_ID` is not set.
+    ///
     /// Example: privreg login acme < acme-token.txt
     Login {
         /// The upstream's name in config.toml.
-        name: UpstreamName,
+        #[arg(required_unless_present = "shared")]
+        name: Option<UpstreamName>,
+        /// The shared cache tier (`[cache.shared]`) instead of an upstream.
+        #[arg(long, conflicts_with = "name")]
+        shared: bool,
     },
-    /// Delete the token stored for upstream NAME from the OS keyring.
+    /// Delete the token stored for upstream NAME (or, with `--shared`, the shared cache tier's
+    /// credentials) from the OS keyring.
     ///
     /// Example: privreg logout acme
     Logout {
         /// The upstream's name in config.toml.
-        name: UpstreamName,
+        #[arg(required_unless_present = "shared")]
+        name: Option<UpstreamName>,
+        /// The shared cache tier (`[cache.shared]`) instead of an upstream.
+        #[arg(long, conflicts_with = "name")]
+        shared: bool,
     },
     /// Add, remove, list or check upstream registries (config.toml's `[upstreams.*]`).
     ///
@@ -206,8 +218,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let dirs = Dirs::new(&cli)?;
     match cli.command {
         Command::Init(args) => init::run(&dirs, &args),
-        Command::Login { name } => login::login(&dirs, &name),
-        Command::Logout { name } => login::logout(&dirs, &name),
+        Command::Login {
+            name: Some(name), ..
+        } => login::login(&dirs, &name),
+        Command::Login { name: None, .. } => login::shared_login(&dirs),
+        Command::Logout {
+            name: Some(name), ..
+        } => login::logout(&dirs, &name),
+        Command::Logout { name: None, .. } => login::shared_logout(&dirs),
         Command::PurgeTokens => login::purge(&dirs),
         Command::Upstream(cmd) => upstream::run(&dirs, cmd).await,
         Command::Pin(cmd) => pin::run(&dirs, cmd),

@@ -143,6 +143,9 @@ pub(crate) async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
             health(u, now)
         );
     }
+    if let Some(t) = &st.shared_tier {
+        println!("{}", shared_tier_line(t));
+    }
     if let Some(e) = &st.cache_write_error {
         println!(
             "warning:   the cache cannot be written ({}); serving without caching",
@@ -157,4 +160,28 @@ pub(crate) async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
         }
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// `privreg status`'s line for the shared cache tier.
+fn shared_tier_line(t: &privreg_shared::protocol::SharedTierStatus) -> String {
+    use std::fmt::Write as _;
+    let state = match (t.state.as_str(), t.skipped_for_secs) {
+        ("skipped", Some(secs)) => format!("skipped for {secs}s after a failure"),
+        (state, _) => state.to_owned(),
+    };
+    let mut line = format!(
+        "shared:    {} ({}, {}) {state}: {} hits, {} misses, {} refused, {} written, {} dropped",
+        t.url,
+        t.mode,
+        t.upstreams.join(", "),
+        t.hits,
+        t.misses,
+        t.rejected,
+        t.writes,
+        t.writes_dropped
+    );
+    if let Some(e) = &t.last_error {
+        let _ = write!(line, "\n           last error: {e}");
+    }
+    line
 }

@@ -71,14 +71,18 @@ impl Daemon {
         let (prefetch_tx, prefetch_rx) = tokio::sync::mpsc::unbounded_channel();
         let metrics = Arc::new(Metrics::new());
         let port = base_url.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+        let upstreams = Arc::new(Upstreams::new(
+            cache.clone(),
+            tokens,
+            prefetch_tx,
+            metrics.clone(),
+        ));
+        upstreams
+            .shared()
+            .configure(runtime.config.shared.as_ref(), runtime.config.keyring);
         Daemon {
             runtime: RwLock::new(Arc::new(runtime)),
-            upstreams: Arc::new(Upstreams::new(
-                cache.clone(),
-                tokens,
-                prefetch_tx,
-                metrics.clone(),
-            )),
+            upstreams,
             prefetches: AtomicU64::new(0),
             h2c_upgrades: AtomicU64::new(0),
             prefetch_rx: Mutex::new(Some(prefetch_rx)),
@@ -198,6 +202,9 @@ impl Daemon {
     /// Puts a new, already validated configuration in force.
     pub(crate) fn swap_runtime(&self, runtime: Runtime) {
         self.upstreams.tokens.reset(runtime.config.keyring);
+        self.upstreams
+            .shared()
+            .configure(runtime.config.shared.as_ref(), runtime.config.keyring);
         *self.runtime.write().expect("runtime lock") = Arc::new(runtime);
     }
 

@@ -123,6 +123,9 @@ impl Daemon {
         if let Some(data) = cached() {
             return Ok((data, false));
         }
+        if let Some(data) = self.crate_from_shared_tier(&up, cksum).await {
+            return Ok((data, false));
+        }
         let url = self.dl_url_for(&up, krate, &version, cksum).await?;
         let what = format!("the download of {krate} {version}");
         let asked = std::time::Instant::now();
@@ -139,7 +142,11 @@ impl Daemon {
         // worker: handing it to another thread (block_in_place) grew the daemon's memory under
         // load (the soak in `privreg-bench`).
         match self.cache().finish_spool(spool, cksum) {
-            Ok(Spooled::File(file, len)) => Ok((Body::File(FileBody::new(file, len)), false)),
+            Ok(Spooled::File(file, len)) => {
+                let path = self.cache().crate_path(cksum);
+                self.upstreams().shared().put_crate(&up, cksum, path);
+                Ok((Body::File(FileBody::new(file, len)), false))
+            }
             Ok(Spooled::Memory(data)) => Ok((Body::from(data), false)),
             Err(got) => {
                 tracing::error!(upstream = %up.name, krate, %version, want = cksum, got, "checksum mismatch; download dropped");

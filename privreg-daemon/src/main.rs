@@ -21,6 +21,7 @@ mod refresh;
 mod reload;
 mod server;
 mod session;
+mod shared_tier;
 mod status;
 mod tokens;
 mod upstream;

@@ -54,6 +54,12 @@ struct UpstreamKindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SharedTierLabels {
+    op: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
     decision: &'static str,
 }
@@ -144,6 +150,8 @@ pub(crate) struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     reloads: Counter,
     reload_errors: Counter,
+    shared_tier: Family<SharedTierLabels, Counter>,
+    shared_tier_failing: prometheus_client::metrics::gauge::Gauge,
     latency: Mutex<HashMap<String, Latency>>,
     recent: Mutex<VecDeque<Hidden>>,
 }
@@ -170,6 +178,8 @@ impl Metrics {
             decisions: Family::default(),
             reloads: Counter::default(),
             reload_errors: Counter::default(),
+            shared_tier: Family::default(),
+            shared_tier_failing: prometheus_client::metrics::gauge::Gauge::default(),
             latency: Mutex::default(),
             recent: Mutex::default(),
             registry: Registry::default(),
@@ -237,7 +247,33 @@ impl Metrics {
             "Reloads refused because config.toml or a pin file had an error (the last good configuration stayed in force)",
             m.reload_errors.clone(),
         );
+        registry.register(
+            "shared_tier_requests",
+            "Shared cache tier requests, by op (index, crate, put) and outcome (hit, miss, rejected, error, skipped, ok, exists, dropped)",
+            m.shared_tier.clone(),
+        );
+        registry.register(
+            "shared_tier_failing",
+            "1 while the shared cache tier's last request failed (it is skipped for its cooldown), else 0",
+            m.shared_tier_failing.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// One shared tier request (or one skipped, or one write-back dropped).
+    pub(crate) fn shared_tier(&self, op: &'static str, outcome: &'static str) {
+        self.shared_tier
+            .get_or_create(&SharedTierLabels { op, outcome })
+            .inc();
+        match outcome {
+            "error" => {
+                self.shared_tier_failing.set(1);
+            }
+            "hit" | "miss" | "ok" | "exists" => {
+                self.shared_tier_failing.set(0);
+            }
+            _ => {}
+        }
     }
 
     /// The metrics in the Prometheus text format (version 0.0.4).

@@ -51,6 +51,8 @@ pub(crate) struct PageData {
     pub prefetches: u64,
     pub upstream_requests: u64,
     pub decisions: Vec<Hidden>,
+    /// The team tier (`[cache.shared]`), when configured.
+    pub shared_tier: Option<privreg_shared::protocol::SharedTierStatus>,
     /// Seconds since the epoch, for "… ago".
     pub now: u64,
 }
@@ -121,6 +123,7 @@ pub(crate) fn render(d: &PageData) -> Markup {
                 main {
                     (errors_section(d, problems))
                     (upstreams_section(d))
+                    (shared_tier_section(d))
                     (cache_section(d))
                     (decisions_section(d))
                 }
@@ -246,6 +249,41 @@ fn upstream_row(u: &UpstreamRow, now: u64) -> Markup {
 }
 
 /// Hit ratio, size on disk and request counters.
+/// The shared cache tier: state (circuit breaker), counts, last error.
+fn shared_tier_section(d: &PageData) -> Markup {
+    let Some(t) = &d.shared_tier else {
+        return html! {};
+    };
+    html! {
+        section id="shared-tier" {
+            h2 { "Shared tier" }
+            p {
+                code { (t.url) } " (" (t.mode) "; shares " (t.upstreams.join(", ")) "): "
+                @if t.state == "skipped" {
+                    strong { "skipped" }
+                    @if let Some(secs) = t.skipped_for_secs { " for " (secs) " s after a failure" }
+                    " — requests go to the upstreams"
+                } @else {
+                    "ok"
+                }
+            }
+            div class="stats" {
+                (stat(&t.hits.to_string(), "hits"))
+                (stat(&t.misses.to_string(), "misses"))
+                (stat(&t.rejected.to_string(), "refused"))
+                (stat(&t.writes.to_string(), "written"))
+                (stat(&t.writes_dropped.to_string(), "dropped"))
+            }
+            @if let Some(e) = &t.last_error {
+                div class="problem" {
+                    strong { "Last error" @if let Some(at) = t.last_error_at { " (" (ago(d.now, at)) ")" } ": " }
+                    (e)
+                }
+            }
+        }
+    }
+}
+
 fn cache_section(d: &PageData) -> Markup {
     let lookups = d.hits + d.misses;
     let ratio = if lookups == 0 {
@@ -463,6 +501,7 @@ impl Daemon {
             prefetches: self.prefetch_count(),
             upstream_requests: self.upstreams().request_count(),
             decisions: self.metrics().recent_decisions(),
+            shared_tier: self.upstreams().shared().status(),
             now: epoch_secs(SystemTime::now()),
         }
     }
@@ -513,6 +552,7 @@ mod tests {
                 more: 2,
                 stanza: Some("/cfg/preferences:3".into()),
             }],
+            shared_tier: None,
             now: 200,
         }
     }

@@ -13,6 +13,13 @@ use toml::Spanned;
 use crate::name::UpstreamName;
 use crate::policy::UpstreamRef;
 
+mod shared_cache;
+
+pub use shared_cache::{
+    DEFAULT_SHARED_COOLDOWN, DEFAULT_SHARED_TIMEOUT, DEFAULT_SHARED_UPSTREAM, SharedCacheConfig,
+    SharedMode,
+};
+
 /// The config file's name inside the config directory.
 pub const CONFIG_FILE: &str = "config.toml";
 /// The address the daemon listens on when `listen` is absent (loopback only).
@@ -110,6 +117,14 @@ struct RawConfig {
     #[serde(default)]
     upstreams: IndexMap<Spanned<String>, RawUpstream>,
     limits: Option<RawLimits>,
+    cache: Option<RawCache>,
+}
+
+/// `[cache]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    shared: Option<shared_cache::RawShared>,
 }
 
 /// A size: bytes, or a string such as "64MiB".
@@ -200,6 +215,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// `[limits]`, defaults where absent.
     pub limits: Limits,
+    /// `[cache.shared]`: the team tier, if configured.
+    pub shared: Option<SharedCacheConfig>,
 }
 
 impl Config {
@@ -236,12 +253,20 @@ impl Config {
         };
         let upstreams =
             parse_upstreams(raw.upstreams, limits).map_err(|(span, m)| err(Some(span), m))?;
+        let shared = match raw.cache.as_ref().and_then(|c| c.shared.as_ref()) {
+            None => None,
+            Some(s) => Some(
+                shared_cache::parse_shared(s, &upstreams)
+                    .map_err(|(span, m)| err(Some(span), m))?,
+            ),
+        };
         Ok(Config {
             listen,
             auth: raw.auth.unwrap_or(true),
             keyring: raw.keyring.unwrap_or_default(),
             upstreams,
             limits,
+            shared,
         })
     }
 
@@ -401,6 +426,29 @@ fn parse_duration(
     })
 }
 
+/// A non-zero duration setting (`key` is its dotted path, e.g. `limits.idle-timeout`),
+/// `default` when absent; `example` goes into the error.
+fn nonzero_duration(
+    v: Option<&Spanned<String>>,
+    key: &str,
+    example: &str,
+    default: Duration,
+) -> Result<Duration, Invalid> {
+    let Some(v) = v else { return Ok(default) };
+    humantime::parse_duration(v.get_ref())
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            (
+                v.span(),
+                format!(
+                    "`{key}` {:?} is not a non-zero duration such as \"{example}\"",
+                    v.get_ref()
+                ),
+            )
+        })
+}
+
 fn parse_limits(raw: &RawLimits) -> Result<Limits, Invalid> {
     let d = Limits::default();
     let size = |v: &Option<Spanned<RawSize>>, key: &str, min: u64, default: u64| {
@@ -443,19 +491,7 @@ fn parse_limits(raw: &RawLimits) -> Result<Limits, Invalid> {
             })?,
     };
     let duration = |v: &Option<Spanned<String>>, key: &str, default: Duration| {
-        let Some(v) = v else { return Ok(default) };
-        humantime::parse_duration(v.get_ref())
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                (
-                    v.span(),
-                    format!(
-                        "`limits.{key}` {:?} is not a non-zero duration such as \"10s\"",
-                        v.get_ref()
-                    ),
-                )
-            })
+        nonzero_duration(v.as_ref(), &format!("limits.{key}"), "10s", default)
     };
     let header_read_timeout = duration(
         &raw.header_read_timeout,

@@ -57,6 +57,8 @@ use crate::name::UpstreamName;
 pub const SERVICE: &str = "privreg";
 /// The user of the local-token entry is this followed by the config directory.
 pub const LOCAL_TOKEN_USER_PREFIX: &str = "local-token:";
+/// The keyring user of the shared cache tier's credentials starts with this, then its URL.
+pub const SHARED_TIER_USER_PREFIX: &str = "shared-tier:";
 /// Bytes of OS randomness in a local token (hex-encoded: 64 characters).
 pub const LOCAL_TOKEN_BYTES: usize = 32;
 
@@ -138,6 +140,7 @@ pub struct EntryName {
 enum EntryKind {
     LocalToken,
     Registry,
+    SharedTier,
 }
 
 impl EntryName {
@@ -159,6 +162,15 @@ impl EntryName {
         EntryName {
             kind: EntryKind::Registry,
             user: normalize_index_url(index_url),
+        }
+    }
+
+    /// The credentials (`KEY_ID:SECRET`) of the shared cache tier at `url` (`[cache.shared] url`,
+    /// e.g. `s3://bucket/prefix`), stored by `privreg login --shared`.
+    pub fn shared_tier(url: &str) -> EntryName {
+        EntryName {
+            kind: EntryKind::SharedTier,
+            user: format!("{SHARED_TIER_USER_PREFIX}{}", url.trim()),
         }
     }
 
@@ -184,6 +196,7 @@ impl EntryName {
             EntryKind::Registry => {
                 "store one with `privreg login NAME` or `cargo login --registry NAME`"
             }
+            EntryKind::SharedTier => "store them with `privreg login --shared` (KEY_ID:SECRET)",
         }
     }
 }
@@ -197,6 +210,11 @@ impl fmt::Display for EntryName {
                 &self.user[LOCAL_TOKEN_USER_PREFIX.len()..]
             ),
             EntryKind::Registry => write!(f, "the token for registry {}", redact_url(&self.user)),
+            EntryKind::SharedTier => write!(
+                f,
+                "the credentials for the shared cache tier {}",
+                &self.user[SHARED_TIER_USER_PREFIX.len()..]
+            ),
         }
     }
 }

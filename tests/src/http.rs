@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 GET over a plain TCP stream, to look at exactly what privreg answers.
+//! A minimal HTTP/1.1 client over a plain TCP stream, to look at exactly what privreg answers.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -28,9 +28,23 @@ impl HttpResponse {
 /// shorter than its `Content-Length`, or a chunked body without its last chunk (the server went
 /// away mid-answer), is an error.
 pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<HttpResponse> {
+    http_request(addr, "GET", path, headers, None)
+}
+
+/// Like [`http_get`], for any method, with a body (sent with its `Content-Length`) if given.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> std::io::Result<HttpResponse> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_mins(1)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if let Some(body) = body {
+        let _ = write!(req, "Content-Length: {}\r\n", body.len());
+    }
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         let _ = write!(req, "Host: {addr}\r\n");
     }
@@ -39,6 +53,9 @@ pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Re
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;
+    if let Some(body) = body {
+        s.write_all(body)?;
+    }
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let split = raw

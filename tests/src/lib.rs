@@ -7,6 +7,7 @@
 pub mod fault;
 pub mod http;
 pub mod kellnr;
+pub mod s3;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

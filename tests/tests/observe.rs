@@ -175,6 +175,11 @@ fn check_conventions(s: &Scrape, text: &str) {
                 assert!(x.metric.ends_with("_total"), "counter {}", x.metric);
                 x.metric.clone()
             }
+            // A state, e.g. `privreg_shared_tier_failing` (0 or 1).
+            Value::Gauge(_) => {
+                assert!(!x.metric.ends_with("_total"), "gauge {}", x.metric);
+                x.metric.clone()
+            }
             Value::Histogram(_) => {
                 assert!(x.metric.ends_with("_seconds"), "histogram {}", x.metric);
                 x.metric.clone()
@@ -192,7 +197,7 @@ fn check_conventions(s: &Scrape, text: &str) {
                 );
                 base.to_owned()
             }
-            other => panic!("{}: unexpected type {other:?}", x.metric),
+            other @ Value::Summary(_) => panic!("{}: unexpected type {other:?}", x.metric),
         };
         assert!(s.docs.contains_key(&family), "no HELP for {family}");
         for v in x.labels.values() {

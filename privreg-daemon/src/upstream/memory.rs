@@ -26,6 +26,14 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// The entry as stored (metadata and body).
+    pub(crate) fn stored(&self) -> Stored {
+        Stored {
+            meta: self.meta.clone(),
+            body: self.body.clone(),
+        }
+    }
+
     /// The same body (and parsed file, and revision) under other metadata.
     fn with_meta(&self, meta: Meta) -> Entry {
         Entry {
@@ -205,6 +213,23 @@ impl Memory {
         };
         self.insert(key, entry.clone());
         (entry, kept_rev.is_none())
+    }
+
+    /// Takes a file from another cache (the shared tier) as it is, metadata included: on disk
+    /// and in memory.
+    pub(super) fn adopt(
+        &self,
+        up: &Upstream,
+        rel: UpstreamPath<'_>,
+        key: Key,
+        stored: Stored,
+    ) -> Arc<Entry> {
+        if let Err(e) = self.cache.store(up, rel, &stored) {
+            tracing::warn!(error = %e, "cannot write the cache; serving without caching");
+        }
+        let entry = Arc::new(self.entry_from(stored, rel, up));
+        self.insert(key, entry.clone());
+        entry
     }
 
     /// Makes the entry in memory stale and without validators, so that the next request asks

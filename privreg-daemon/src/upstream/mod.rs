@@ -32,6 +32,7 @@ pub(crate) use memory::Entry;
 pub(crate) use scope::RequestKind;
 
 use crate::metrics::Metrics;
+use crate::shared_tier::SharedTier;
 use crate::tokens::{Tokens, authorization};
 use privreg_shared::store::{self, Cache, Spool, UpstreamPath};
 
@@ -80,6 +81,8 @@ pub(crate) struct Upstreams {
     /// The upstreams (name, index URL) that answered 401 for `config.json` without a token: they
     /// require authentication whatever their cached `config.json` says (as in cargo).
     auth_probed: Mutex<HashSet<(UpstreamName, String)>>,
+    /// The team tier (`[cache.shared]`), asked after memory and disk, before the upstream.
+    shared: Arc<SharedTier>,
 }
 
 impl Upstreams {
@@ -90,6 +93,7 @@ impl Upstreams {
         metrics: Arc<Metrics>,
     ) -> Upstreams {
         Upstreams {
+            shared: Arc::new(SharedTier::new(metrics.clone())),
             metrics,
             client: http_client(),
             tokens,
@@ -106,6 +110,11 @@ impl Upstreams {
             in_flight: Permits::default(),
             auth_probed: Mutex::default(),
         }
+    }
+
+    /// The team tier.
+    pub(crate) fn shared(&self) -> &Arc<SharedTier> {
+        &self.shared
     }
 
     /// Upstream requests made so far (for tests and metrics).
@@ -280,7 +289,14 @@ impl Upstreams {
     /// share one upstream request.
     pub(crate) async fn fetch(self: &Arc<Self>, up: &Upstream, rel: UpstreamPath<'_>) -> Fetched {
         let key = memory::key(up, rel);
-        if let Some(e) = self.memory.known(up, rel, &key) {
+        let mut known = self.memory.known(up, rel, &key);
+        if known
+            .as_ref()
+            .is_none_or(|e| !fresh(e, up.ttl.saturating_add(up.stale)))
+        {
+            known = self.ask_shared_tier(up, rel, &key, known).await;
+        }
+        if let Some(e) = known {
             if fresh(&e, up.ttl) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 self.metrics.cache_hit();
@@ -302,6 +318,39 @@ impl Upstreams {
         self.misses.fetch_add(1, Ordering::Relaxed);
         self.metrics.cache_miss();
         self.fetch_now(up, rel, key).await
+    }
+
+    /// The tier's copy of a file that memory and disk hold no usable copy of (`held`), when it
+    /// is newer; kept in memory and on disk like an upstream's answer, with the upstream's
+    /// validators and fetch time, so that the usual `ttl` and `stale` rules apply to it.
+    async fn ask_shared_tier(
+        &self,
+        up: &Upstream,
+        rel: UpstreamPath<'_>,
+        key: &Key,
+        held: Option<Arc<Entry>>,
+    ) -> Option<Arc<Entry>> {
+        // One tier request per file at a time, like upstream requests.
+        let flight = self.flights.of(key);
+        let _flight = flight.lock().await;
+        let held = self.memory.known(up, rel, key).or(held);
+        if held
+            .as_ref()
+            .is_some_and(|e| fresh(e, up.ttl.saturating_add(up.stale)))
+        {
+            return held;
+        }
+        let Some(stored) = self.shared.index(up, &request::rel_url(rel)).await else {
+            return held;
+        };
+        if held
+            .as_ref()
+            .is_some_and(|e| e.meta.fetched >= stored.meta.fetched)
+        {
+            return held;
+        }
+        tracing::debug!(upstream = %up.name, file = %request::rel_url(rel), "from the shared tier");
+        Some(self.memory.adopt(up, rel, key.clone(), stored))
     }
 
     /// Starts one background revalidation of a stale file (none if one is running).
@@ -362,6 +411,8 @@ impl Upstreams {
                 flight.succeeded();
                 let (entry, changed) = self.memory.remember(up, rel, key, answer, cached.as_ref());
                 self.note_ok(up);
+                self.shared
+                    .put_index(up, &request::rel_url(rel), &entry.stored());
                 if changed
                     && let Some(file) = &entry.file
                     && let UpstreamPath::Index(krate) = rel

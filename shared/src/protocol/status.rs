@@ -36,6 +36,38 @@ pub struct Status {
     pub prefetches: u64,
     /// Connections switched to HTTP/2 on cargo's `Upgrade: h2c` offer.
     pub h2c_upgrades: u64,
+    /// The team tier (`[cache.shared]`), when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_tier: Option<SharedTierStatus>,
+}
+
+/// The shared cache tier (`[cache.shared]`) in [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedTierStatus {
+    /// `url` as configured (`s3://bucket/prefix`).
+    pub url: String,
+    /// `read-write` or `read-only`.
+    pub mode: String,
+    /// The upstreams whose files are shared.
+    pub upstreams: Vec<String>,
+    /// `ok`, or `skipped` while the circuit breaker keeps the tier out after a failure.
+    pub state: String,
+    /// While `skipped`: seconds until the tier is tried again.
+    pub skipped_for_secs: Option<u64>,
+    /// Why the last failed request to the tier failed.
+    pub last_error: Option<String>,
+    /// When (seconds since the epoch) it failed.
+    pub last_error_at: Option<u64>,
+    /// Files found in the tier (index files and crates).
+    pub hits: u64,
+    /// Files looked for and not found.
+    pub misses: u64,
+    /// Objects refused: damaged, or not matching the checksum the index gives.
+    pub rejected: u64,
+    /// Objects written back.
+    pub writes: u64,
+    /// Write-backs dropped because the queue was full or the tier was skipped.
+    pub writes_dropped: u64,
 }
 
 /// One upstream's configuration and health in [`Status`].
@@ -111,6 +143,7 @@ mod tests {
             revalidations: 0,
             prefetches: 2,
             h2c_upgrades: 0,
+            shared_tier: None,
         }
     }
 
