@@ -97,7 +97,7 @@ impl Setup {
 fn a_cooldown_steers_new_resolutions_keeps_lockfiles_working_and_ends_by_itself() {
     let mut s = setup();
     let (now, published) = (SystemTime::now(), Instant::now());
-    let old = pubtime(now - Duration::from_secs(400 * 86_400));
+    let old = pubtime(now - Duration::from_hours(400 * 24));
     // Whole seconds: the young version is up to a second older than `published` says.
     let young = pubtime(now);
     s.public.publish(lib("left-pad", "1.0.0").pubtime(&old));
@@ -113,17 +113,15 @@ fn a_cooldown_steers_new_resolutions_keeps_lockfiles_working_and_ends_by_itself(
     let added = s.pin_add("*", "age <1h", "-1");
     assert!(added.starts_with("added stanza at preferences:"), "{added}");
     assert_eq!(
-        s.resolve("fresh", "left-pad = \"1\"\n", "left-pad").unwrap(),
+        s.resolve("fresh", "left-pad = \"1\"\n", "left-pad")
+            .unwrap(),
         "1.0.0"
     );
     let line = s.line("/index/le/ft/left-pad", "1.1.0");
     assert_eq!(line["yanked"], true);
     // …the `pubtime` passes through byte for byte on the rewritten line…
     let body = s.privreg.get("/index/le/ft/left-pad").text();
-    assert!(
-        body.contains(&format!("\"pubtime\":\"{young}\"")),
-        "{body}"
-    );
+    assert!(body.contains(&format!("\"pubtime\":\"{young}\"")), "{body}");
     // …and the lockfile that holds the young version still fetches and builds.
     let out = s.sb.cargo_ok(&locked, &["run", "--quiet"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.1.0");
@@ -157,14 +155,17 @@ fn a_cooldown_steers_new_resolutions_keeps_lockfiles_working_and_ends_by_itself(
     s.privreg.wait_reload(before, None, "the short cooldown");
     if published.elapsed() < Duration::from_secs(20) {
         assert_eq!(
-            s.resolve("fresh", "left-pad = \"1\"\n", "left-pad").unwrap(),
+            s.resolve("fresh", "left-pad = \"1\"\n", "left-pad")
+                .unwrap(),
             "1.0.0"
         );
     }
     let requests_before = s.upstream_requests();
-    let until = published + Duration::from_secs(60);
+    let until = published + Duration::from_mins(1);
     loop {
-        let picked = s.resolve("fresh", "left-pad = \"1\"\n", "left-pad").unwrap();
+        let picked = s
+            .resolve("fresh", "left-pad = \"1\"\n", "left-pad")
+            .unwrap();
         if picked == "1.1.0" {
             break;
         }
@@ -181,7 +182,11 @@ fn a_cooldown_steers_new_resolutions_keeps_lockfiles_working_and_ends_by_itself(
         published.elapsed()
     );
     assert_eq!(s.line("/index/le/ft/left-pad", "1.1.0")["yanked"], false);
-    assert_eq!(s.upstream_requests(), requests_before, "time alone released it");
+    assert_eq!(
+        s.upstream_requests(),
+        requests_before,
+        "time alone released it"
+    );
 }
 
 #[test]
@@ -258,7 +263,12 @@ fn without_pubtime_versions_are_dated_when_privreg_first_sees_them() {
 
 impl Setup {
     /// How many requests the daemon has made to its upstreams.
-    fn upstream_requests(&self) -> f64 {
-        self.privreg.metric("privreg_upstream_requests_total", None)
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a counter: a whole number, not negative, far below 2^52"
+    )]
+    fn upstream_requests(&self) -> u64 {
+        self.privreg.metric("privreg_upstream_requests_total", None) as u64
     }
 }
