@@ -150,7 +150,15 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    let merged = match policy::merge(&input.krate, &ups, &answers, &pins, &input.remembered) {
+    let facts = policy::Facts::at(1_736_467_200);
+    let merged = match policy::merge(
+        &input.krate,
+        &ups,
+        &answers,
+        &pins,
+        &input.remembered,
+        &facts,
+    ) {
         Ok(m) => m,
         Err(MergeError::Unavailable { upstreams }) => {
             assert!(!upstreams.is_empty());
@@ -275,7 +283,7 @@ fuzz_target!(|data: &[u8]| {
     // Each upstream's own view lists its lines in order.
     for (u, a) in ups.iter().zip(&answers) {
         if let Answer::Has(f) = a {
-            let served = policy::single(&input.krate, u, f, &pins);
+            let served = policy::single(&input.krate, u, f, &pins, &facts);
             assert!(served.windows(2).all(|w| w[0].0 < w[1].0));
             assert!(served.iter().all(|(i, _)| *i < f.lines.len()));
         }

@@ -7,8 +7,31 @@
 use libfuzzer_sys::fuzz_target;
 use privreg_shared::CrateName;
 use privreg_shared::pin::{PinFile, Preferences, add_stanza, remove_stanza};
-use privreg_shared::policy::{PinRules, UpstreamRef};
+use privreg_shared::advisory::{AdvisoryHit, AdvisoryKind, AdvisorySource};
+use privreg_shared::policy::{Dated, PinRules, UpstreamRef, VersionFacts};
+
 use semver::Version;
+
+/// "Now" for `age` selectors.
+const NOW: u64 = 1_736_467_200;
+
+/// Every version is affected by one advisory of each kind.
+struct EveryKind;
+
+impl AdvisorySource for EveryKind {
+    fn affected(&self, _: &CrateName, _: &Version) -> Vec<AdvisoryHit> {
+        ["vulnerability", "unmaintained", "unsound", "notice", "other"]
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| AdvisoryHit {
+                id: format!("RUSTSEC-2024-000{i}"),
+                kind: AdvisoryKind::parse(k),
+                patched: Vec::new(),
+                withdrawn: false,
+            })
+            .collect()
+    }
+}
 
 const FILE: &str = "preferences.d/10-fuzz.pref";
 
@@ -65,17 +88,26 @@ fuzz_target!(|data: &[u8]| {
                     .iter()
                     .find(|s| s.line == m.stanza.line)
                     .expect("a claim names a stanza of the file");
-                assert!(s.selectors.version.is_none(), "claim by {s}");
+                assert!(!s.selectors.is_version_specific(), "claim by {s}");
                 assert!(s.packages.matches(&krate));
             }
-            for v in &versions {
-                if let Some(m) = prefs.prio(&krate, u, v) {
+            // Each version as old, as published an hour ago, and with every kind of advisory.
+            let hour_ago = Dated::FirstSeen(NOW - 3600);
+            let facts = versions.iter().flat_map(|v| {
+                [
+                    VersionFacts::bare(v),
+                    VersionFacts::at(v, hour_ago, NOW).with_advisories(&krate, &EveryKind),
+                ]
+            });
+            for v in facts {
+                if let Some(m) = prefs.prio(&krate, u, &v) {
                     let s = file
                         .stanzas
                         .iter()
                         .find(|s| s.line == m.stanza.line)
                         .unwrap();
-                    assert!(s.applies(&krate, u, Some(v)), "{s} for {name} {v}");
+                    let ver = v.version();
+                    assert!(s.applies(&krate, u, Some(&v)), "{s} for {name} {ver}");
                     assert_eq!(s.priority, m.priority);
                 }
             }

@@ -130,9 +130,12 @@ pub(crate) const DEFAULT_PREFERENCES: &str = r"# privreg's pin file, in the styl
 #                   registry GLOB      an upstream's name in config.toml
 #                   origin HOSTGLOB    the host of an upstream's index URL
 #                   version REQ        a cargo version requirement (needs a named package)
+#                   age <DURATION      published less than DURATION ago (3d, 72h, 2w); `>` too
+#                   advisory [KINDS]   affected by a RustSec advisory: vulnerability (the
+#                                      default), unmaintained, unsound, notice, any, or an ID
 #   Pin-Priority: a non-zero integer, or never
 #
-# Meaning: a pin without `version` changes how strongly an upstream claims the names it matches
+# Meaning: a pin without `version`, `age` or `advisory` changes how strongly an upstream claims the names it matches
 # (the highest claim owns a name; other upstreams' versions are hidden unless pinned at or above
 # it); `never` removes what it matches; a negative priority lists the versions as yanked (existing
 # lockfiles keep working); 1000 or more holds (only those versions are served).
@@ -148,6 +151,11 @@ pub(crate) const DEFAULT_PREFERENCES: &str = r"# privreg's pin file, in the styl
 # Package: tokio
 # Pin: version >=1.38, <1.39
 # Pin-Priority: 1001
+#
+# Explanation: new releases wait three days before new resolutions pick them
+# Package: *
+# Pin: age <3d
+# Pin-Priority: -1
 #
 # Explanation: this version is broken for us
 # Package: openssl
@@ -307,6 +315,7 @@ mod tests {
             .flat_map(|l| [l.trim_start_matches('#').trim_start(), "\n"])
             .collect();
         let f = privreg_shared::pin::PinFile::parse("examples", examples).unwrap();
-        assert_eq!(f.stanzas.len(), 3);
+        assert_eq!(f.stanzas.len(), 4);
+        assert!(f.stanzas[2].selectors.age.is_some(), "the cooldown example");
     }
 }

@@ -16,11 +16,14 @@ pub enum PinCommand {
     /// Append a stanza; refused (nothing written) if the file would not parse.
     ///
     /// Example: privreg pin add --package tokio --pin 'version >=1.38, <1.39' --priority 1001
+    ///
+    /// A cooldown: privreg pin add --package '*' --pin 'age <3d' --priority -1
     Add {
         /// Crate names, globs or /regexes/, space-separated; `*` for every crate.
         #[arg(long)]
         package: String,
-        /// Selectors joined by `;`: `registry GLOB`, `origin HOSTGLOB`, `version REQ`.
+        /// Selectors joined by `;`: `registry GLOB`, `origin HOSTGLOB`, `version REQ`,
+        /// `age <DURATION` (or `>`), `advisory [KIND|ID,…]`.
         #[arg(long)]
         pin: String,
         /// A non-zero integer, or `never`.

@@ -4,7 +4,9 @@ use privreg_shared::store::{disk_usage as du, human_bytes};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use privreg_shared::protocol::{PolicyOutcome, UpstreamStatus, VersionState};
+use privreg_shared::protocol::{
+    Dating, PolicyOutcome, UpstreamStatus, VersionDecision, VersionState,
+};
 
 use super::Dirs;
 
@@ -54,6 +56,9 @@ pub(crate) async fn policy(dirs: &Dirs, krate: &str) -> anyhow::Result<ExitCode>
         PolicyOutcome::Merged(m) => m,
     };
     println!("  versions:");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     for v in &m.versions {
         let mut state = v.state.to_string();
         if let Some(w) = &v.winner {
@@ -67,8 +72,12 @@ pub(crate) async fn policy(dirs: &Dirs, krate: &str) -> anyhow::Result<ExitCode>
             .map(|st| format!("  [{st}]"))
             .unwrap_or_default();
         println!(
-            "    {:<14} {:<16} {:>6}  {state}{stanza}",
-            v.version, v.upstream, v.priority
+            "    {:<14} {:<16} {:>6}  {state}{stanza}  {}{}",
+            v.version,
+            v.upstream,
+            v.priority,
+            age_of(v, now),
+            advisories_of(v)
         );
     }
     for c in &m.conflicts {
@@ -86,6 +95,61 @@ pub(crate) async fn policy(dirs: &Dirs, krate: &str) -> anyhow::Result<ExitCode>
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A duration in its two largest units: `3d 4h`, `5h 12m`, `40s`.
+fn short_duration(secs: u64) -> String {
+    let units = [
+        ("w", 604_800),
+        ("d", 86_400),
+        ("h", 3600),
+        ("m", 60),
+        ("s", 1),
+    ];
+    let parts: Vec<String> = units
+        .iter()
+        .scan(secs, |left, (name, size)| {
+            let n = *left / size;
+            *left %= size;
+            Some((n, name))
+        })
+        .skip_while(|(n, _)| *n == 0)
+        .take(2)
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, name)| format!("{n}{name}"))
+        .collect();
+    if parts.is_empty() {
+        "0s".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// A version's age and where it comes from, as `privreg policy` prints it.
+fn age_of(v: &VersionDecision, now: u64) -> String {
+    match (v.published, v.dated) {
+        (Some(at), Dating::Pubtime) => {
+            format!("age {} (pubtime)", short_duration(now.saturating_sub(at)))
+        }
+        (Some(at), _) => format!(
+            "age {} (first seen)",
+            short_duration(now.saturating_sub(at))
+        ),
+        (None, _) => "old (no pubtime, there at privreg's first fetch)".to_owned(),
+    }
+}
+
+/// The advisories that affect a version, as `privreg policy` prints them (empty when none).
+fn advisories_of(v: &VersionDecision) -> String {
+    if v.advisories.is_empty() {
+        return String::new();
+    }
+    let ids: Vec<String> = v
+        .advisories
+        .iter()
+        .map(|a| format!("{} ({})", a.id, a.kind))
+        .collect();
+    format!("  advisories: {}", ids.join(", "))
 }
 
 fn ago(now: u64, at: u64) -> String {
@@ -184,4 +248,85 @@ fn shared_tier_line(t: &privreg_shared::protocol::SharedTierStatus) -> String {
         let _ = write!(line, "\n           last error: {e}");
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use privreg_shared::protocol::PolicyAdvisory;
+
+    use super::*;
+
+    fn version(
+        published: Option<u64>,
+        dated: Dating,
+        advisories: &[(&str, &str)],
+    ) -> VersionDecision {
+        VersionDecision {
+            version: "1.0.0".into(),
+            upstream: "crates-io".into(),
+            priority: "-1".into(),
+            state: VersionState::YankedByPin,
+            stanza: Some("preferences:1".into()),
+            yanked: true,
+            winner: None,
+            published,
+            dated,
+            advisories: advisories
+                .iter()
+                .map(|(id, kind)| PolicyAdvisory {
+                    id: (*id).into(),
+                    kind: (*kind).into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn durations_read_in_their_two_largest_units() {
+        let cases = [
+            (0, "0s"),
+            (40, "40s"),
+            (3600, "1h"),
+            (3 * 86_400 + 4 * 3600 + 5, "3d 4h"),
+            (5 * 3600 + 12 * 60 + 9, "5h 12m"),
+            (86_400 + 59, "1d"),
+            (15 * 86_400, "2w 1d"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(short_duration(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn each_version_says_its_age_where_it_comes_from_and_its_advisories() {
+        let now = 1_000_000;
+        let cases = [
+            (
+                version(Some(now - 7200), Dating::Pubtime, &[]),
+                "age 2h (pubtime)",
+                "",
+            ),
+            (
+                version(Some(now - 90), Dating::FirstSeen, &[]),
+                "age 1m 30s (first seen)",
+                "",
+            ),
+            (
+                version(
+                    None,
+                    Dating::FirstFetch,
+                    &[
+                        ("RUSTSEC-2024-0001", "vulnerability"),
+                        ("RUSTSEC-2024-0002", "unsound"),
+                    ],
+                ),
+                "old (no pubtime, there at privreg's first fetch)",
+                "  advisories: RUSTSEC-2024-0001 (vulnerability), RUSTSEC-2024-0002 (unsound)",
+            ),
+        ];
+        for (v, age, advisories) in cases {
+            assert_eq!(age_of(&v, now), age);
+            assert_eq!(advisories_of(&v), advisories);
+        }
+    }
 }

@@ -48,10 +48,6 @@ pub(crate) struct Daemon {
     sessions: PageSessions,
     /// The advisory database in force, and a number bumped each time it is replaced (part of
     /// the merged views' fingerprint, so that they are recomputed).
-    #[allow(
-        dead_code,
-        reason = "the seam for issue 17; the policy and the database use it"
-    )]
     advisories: RwLock<(u64, Arc<dyn AdvisorySource>)>,
 }
 
@@ -214,7 +210,6 @@ impl Daemon {
     }
 
     /// The advisory database in force and its generation (bumped by [`Daemon::set_advisories`]).
-    #[allow(dead_code, reason = "the seam for issue 17; the policy uses it")]
     pub(crate) fn advisories(&self) -> (u64, Arc<dyn AdvisorySource>) {
         let guard = self.advisories.read().expect("advisories lock");
         (guard.0, guard.1.clone())

@@ -7,7 +7,6 @@ use semver::Version;
 
 use crate::body::{Body, FileBody};
 use crate::daemon::Daemon;
-use privreg_shared::policy;
 
 use crate::layered::LayeredError;
 use crate::upstream::FetchError;
@@ -196,8 +195,8 @@ impl Daemon {
                         .map_or_else(not_served, DownloadError::Upstream));
                 };
                 let file = entry.file.as_ref().ok_or_else(not_served)?;
-                let up_ref = up.policy_ref();
-                let listed = policy::single(&lower, &up_ref, file, rt.pins.as_ref())
+                let listed = self
+                    .single(&rt, &up, &lower, &entry, file)
                     .into_iter()
                     .any(|(i, _)| file.lines[i].vers == *version && file.lines[i].cksum == cksum);
                 if listed { Ok(up) } else { Err(not_served()) }

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use privreg_shared::CrateName;
+use privreg_shared::advisory::AdvisorySource;
 use privreg_shared::config::{Config, Upstream};
 use privreg_shared::index::{CRATES_IO_KEY, registry_url_key};
-use privreg_shared::policy::{self, Answer, MergeError, PinRules, UpstreamRef};
+use privreg_shared::policy::{self, Answer, Facts, MergeError, PinRules, UpstreamRef};
+use privreg_shared::store::{FirstSeen, now_secs};
 use semver::Version;
 use sha2::{Digest, Sha256};
 
@@ -65,8 +67,22 @@ pub(crate) struct MergedBody {
     pub etag: String,
     /// For each served version: the upstream (by name) and checksum, to route downloads.
     pub sources: BTreeMap<Version, (String, String)>,
-    fingerprint: (u64, Vec<u64>),
+    fingerprint: Fingerprint,
+    /// When a decision could change with nothing else changing (a version growing out of an
+    /// `age` pin), in seconds since the epoch: the body is computed again from then on.
+    expires: Option<u64>,
 }
+
+impl MergedBody {
+    /// Whether this body may still be served for `fingerprint` at `now`.
+    fn holds(&self, fingerprint: &Fingerprint, now: u64) -> bool {
+        self.fingerprint == *fingerprint && self.expires.is_none_or(|e| now < e)
+    }
+}
+
+/// The memo key of a merged body: the configuration's generation, the advisory database's
+/// generation, and the revision of each upstream's entry (0: none).
+type Fingerprint = (u64, u64, Vec<u64>);
 
 /// Why the layered view has no body for a crate.
 #[derive(Debug, thiserror::Error)]
@@ -91,11 +107,46 @@ pub(crate) fn answer(entry: Option<&Arc<Entry>>) -> Answer<'_> {
     }
 }
 
-/// The memo key of a merged body: the configuration's generation and the revision of each
-/// upstream's entry (0: none). The merged body is computed again when it changes.
-fn fingerprint(generation: u64, entries: &[Option<Arc<Entry>>]) -> (u64, Vec<u64>) {
+/// The memo key of a merged body (see [`Fingerprint`]). The merged body is computed again when
+/// it changes. (An entry's first-seen record changes only with its revision.)
+fn fingerprint(generation: u64, advisories: u64, entries: &[Option<Arc<Entry>>]) -> Fingerprint {
     let revs = entries.iter().map(|e| e.as_ref().map_or(0, |e| e.rev));
-    (generation, revs.collect())
+    (generation, advisories, revs.collect())
+}
+
+/// The first-seen records of the upstreams' entries, in the order of `entries`, for [`Facts`].
+pub(crate) fn first_seen(entries: &[Option<Arc<Entry>>]) -> Vec<Option<&FirstSeen>> {
+    entries
+        .iter()
+        .map(|e| e.as_deref().map(|e| &*e.seen))
+        .collect()
+}
+
+/// The policy's merge of `answers` (those of `entries`) for `krate` at `now` (seconds since the
+/// epoch), with the versions dated by the entries and the advisory database `advisories`.
+pub(crate) fn merge_at(
+    rt: &Runtime,
+    krate: &CrateName,
+    entries: &[Option<Arc<Entry>>],
+    answers: &[Answer<'_>],
+    remembered: &BTreeMap<Version, String>,
+    advisories: &dyn AdvisorySource,
+    now: u64,
+) -> Result<policy::Merged, MergeError> {
+    let first_seen = first_seen(entries);
+    let facts = Facts {
+        now,
+        first_seen: &first_seen,
+        advisories,
+    };
+    policy::merge(
+        krate,
+        &rt.refs,
+        answers,
+        rt.pins.as_ref(),
+        remembered,
+        &facts,
+    )
 }
 
 /// The quoted strong ETag of a merged body.
@@ -137,15 +188,25 @@ impl Daemon {
     pub(crate) async fn layered(&self, krate: &CrateName) -> Result<Arc<MergedBody>, LayeredError> {
         let (rt, fetched) = self.gather(krate).await;
         let entries: Vec<Option<Arc<Entry>>> = fetched.iter().map(|f| f.entry.clone()).collect();
-        let fingerprint = fingerprint(rt.generation, &entries);
+        let (advisory_generation, advisories) = self.advisories();
+        let fingerprint = fingerprint(rt.generation, advisory_generation, &entries);
+        let now = now_secs();
         if let Some(m) = self.remembered_merge(krate)
-            && m.fingerprint == fingerprint
+            && m.holds(&fingerprint, now)
         {
             return Ok(m);
         }
         let answers: Vec<Answer<'_>> = entries.iter().map(Option::as_ref).map(answer).collect();
         let remembered = self.cache().served(krate);
-        let merged = match policy::merge(krate, &rt.refs, &answers, rt.pins.as_ref(), &remembered) {
+        let merged = match merge_at(
+            &rt,
+            krate,
+            &entries,
+            &answers,
+            &remembered,
+            &*advisories,
+            now,
+        ) {
             Ok(m) => m,
             Err(MergeError::Unavailable { upstreams }) => {
                 return Err(LayeredError::Unavailable {
@@ -196,6 +257,7 @@ impl Daemon {
             etag,
             sources,
             fingerprint,
+            expires: merged.expires,
         });
         self.remember_merge(krate.clone(), m.clone());
         Ok(m)
@@ -224,6 +286,7 @@ mod tests {
             body: Bytes::new(),
             file: None,
             rev,
+            seen: Arc::default(),
         })
     }
 
@@ -239,18 +302,38 @@ mod tests {
     }
 
     #[test]
-    fn the_merge_is_kept_until_an_entry_or_the_configuration_changes() {
-        let key = fingerprint(1, &[Some(entry(3)), None, Some(entry(8))]);
-        assert_eq!(key, (1, vec![3, 0, 8]));
-        assert_eq!(key, fingerprint(1, &[Some(entry(3)), None, Some(entry(8))]));
+    fn the_merge_is_kept_until_an_entry_the_configuration_or_the_advisories_change() {
+        let key = fingerprint(1, 5, &[Some(entry(3)), None, Some(entry(8))]);
+        assert_eq!(key, (1, 5, vec![3, 0, 8]));
+        assert_eq!(
+            key,
+            fingerprint(1, 5, &[Some(entry(3)), None, Some(entry(8))])
+        );
         for other in [
-            fingerprint(2, &[Some(entry(3)), None, Some(entry(8))]),
-            fingerprint(1, &[Some(entry(4)), None, Some(entry(8))]),
-            fingerprint(1, &[Some(entry(3)), Some(entry(1)), Some(entry(8))]),
-            fingerprint(1, &[Some(entry(3)), None]),
+            fingerprint(2, 5, &[Some(entry(3)), None, Some(entry(8))]),
+            fingerprint(1, 6, &[Some(entry(3)), None, Some(entry(8))]),
+            fingerprint(1, 5, &[Some(entry(4)), None, Some(entry(8))]),
+            fingerprint(1, 5, &[Some(entry(3)), Some(entry(1)), Some(entry(8))]),
+            fingerprint(1, 5, &[Some(entry(3)), None]),
         ] {
             assert_ne!(key, other);
         }
+    }
+
+    #[test]
+    fn the_merge_expires_when_a_decision_could_turn() {
+        let body = |expires| MergedBody {
+            body: Bytes::new(),
+            etag: String::new(),
+            sources: BTreeMap::new(),
+            fingerprint: (1, 0, vec![2]),
+            expires,
+        };
+        let key = (1, 0, vec![2]);
+        assert!(body(None).holds(&key, u64::MAX));
+        assert!(body(Some(100)).holds(&key, 99));
+        assert!(!body(Some(100)).holds(&key, 100));
+        assert!(!body(None).holds(&(1, 1, vec![2]), 0));
     }
 
     #[test]

@@ -4,14 +4,15 @@
 use std::sync::Arc;
 
 use privreg_shared::CrateName;
-use privreg_shared::policy::{self, Answer, State};
+use privreg_shared::policy::{self, Answer, Dated, State};
 use privreg_shared::protocol::{
     CacheWriteError, Conflict, Merged, Policy, PolicyOutcome, PolicyUpstream, Status,
     UpstreamStatus, VersionDecision,
 };
+use privreg_shared::store::now_secs;
 
 use crate::daemon::Daemon;
-use crate::layered::answer;
+use crate::layered::{answer, first_seen, merge_at};
 use crate::upstream::Entry;
 
 impl Daemon {
@@ -64,7 +65,17 @@ impl Daemon {
         let entries: Vec<Option<Arc<Entry>>> = fetched.iter().map(|f| f.entry.clone()).collect();
         let answers: Vec<Answer<'_>> = entries.iter().map(Option::as_ref).map(answer).collect();
         let remembered = self.cache().served(krate);
-        let result = policy::merge(krate, &rt.refs, &answers, rt.pins.as_ref(), &remembered);
+        let (_, advisories) = self.advisories();
+        let result = merge_at(
+            &rt,
+            krate,
+            &entries,
+            &answers,
+            &remembered,
+            &*advisories,
+            now_secs(),
+        );
+        let first_seen = first_seen(&entries);
         let upstreams: Vec<PolicyUpstream> = rt
             .refs
             .iter()
@@ -97,9 +108,13 @@ impl Daemon {
                 };
             }
         };
-        let yanked_upstream = |d: &policy::Decision| match answers[d.upstream] {
-            Answer::Has(f) => f.version(&d.version).is_some_and(|l| l.yanked),
-            _ => false,
+        let line = |d: &policy::Decision| match answers[d.upstream] {
+            Answer::Has(f) => f.version(&d.version),
+            _ => None,
+        };
+        let yanked_upstream = |d: &policy::Decision| line(d).is_some_and(|l| l.yanked);
+        let dated = |d: &policy::Decision| {
+            line(d).map_or(Dated::Old, |l| Dated::of(l, first_seen[d.upstream]))
         };
         let mut decisions = merged.decisions.clone();
         decisions.sort_by(|a, b| b.version.cmp(&a.version).then(a.upstream.cmp(&b.upstream)));
@@ -120,6 +135,14 @@ impl Daemon {
                     State::Duplicate { winner } => Some(rt.refs[*winner].name.clone()),
                     _ => None,
                 },
+                published: dated(d).time(),
+                dated: dated(d).into(),
+                advisories: advisories
+                    .affected(krate, &d.version)
+                    .iter()
+                    .filter(|h| !h.withdrawn)
+                    .map(Into::into)
+                    .collect(),
             })
             .collect();
         // Hints: a shadowed upstream with versions newer than anything served.

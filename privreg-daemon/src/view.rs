@@ -5,11 +5,15 @@
 
 use bytes::Bytes;
 use privreg_shared::CrateName;
+use privreg_shared::config::Upstream;
+use privreg_shared::index::IndexFile;
 use privreg_shared::policy;
+use privreg_shared::store::now_secs;
 use sha2::{Digest, Sha256};
 
 use crate::daemon::Daemon;
-use crate::layered::LayeredError;
+use crate::layered::{LayeredError, Runtime};
+use crate::upstream::Entry;
 
 /// A served index body and its ETag.
 pub(crate) struct ViewBody {
@@ -22,6 +26,25 @@ pub(crate) fn etag_of(body: &[u8]) -> String {
 }
 
 impl Daemon {
+    /// The lines of `file` (upstream `up`'s index file of `krate`, held in `entry`) that its own
+    /// view serves now, as (line index, yanked by pin).
+    pub(crate) fn single(
+        &self,
+        rt: &Runtime,
+        up: &Upstream,
+        krate: &CrateName,
+        entry: &Entry,
+        file: &IndexFile,
+    ) -> Vec<(usize, bool)> {
+        let (_, advisories) = self.advisories();
+        let facts = policy::Facts {
+            now: now_secs(),
+            first_seen: &[Some(&*entry.seen)],
+            advisories: advisories.as_ref(),
+        };
+        policy::single(krate, &up.policy_ref(), file, rt.pins.as_ref(), &facts)
+    }
+
     /// The index file of `krate` in upstream `name`'s own view.
     pub(crate) async fn upstream_view(
         &self,
@@ -42,7 +65,9 @@ impl Daemon {
         let Some(file) = &entry.file else {
             return Err(LayeredError::NotFound(krate.clone()));
         };
-        let lines = policy::single(krate, &up.policy_ref(), file, rt.pins.as_ref());
+        // Computed on every request (no memo), so a version growing out of an `age` pin is
+        // served as soon as it does; the ETag is the body's.
+        let lines = self.single(&rt, up, krate, &entry, file);
         if lines.is_empty() {
             return Err(LayeredError::NotFound(krate.clone()));
         }

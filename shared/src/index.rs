@@ -24,6 +24,9 @@ pub struct IndexLine {
     pub cksum: String,
     /// The `yanked` field: cargo no longer picks this version for new lock files.
     pub yanked: bool,
+    /// The `pubtime` field, in seconds since the epoch, when it is in cargo's exact format
+    /// ([`parse_pubtime`]); `None` when absent or malformed (the line is still served as it is).
+    pub pubtime: Option<u64>,
     /// The `registry` URLs its dependencies name (usually none: same registry). The
     /// dependencies themselves are read from `raw` when needed ([`IndexLine::dependencies`]), so
     /// that thousands of versions cost no memory for them.
@@ -83,6 +86,35 @@ struct LineFields<'a> {
     deps: Vec<DepFields<'a>>,
     #[serde(default)]
     v: Option<u32>,
+    #[serde(default, borrow)]
+    pubtime: Option<Pubtime<'a>>,
+}
+
+/// The `pubtime` field as found: a string, or anything else (which dates nothing).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Pubtime<'a> {
+    Text(#[serde(borrow)] std::borrow::Cow<'a, str>),
+    Other(serde::de::IgnoredAny),
+}
+
+/// Parses a `pubtime` value in cargo's format, exactly `YYYY-MM-DDTHH:MM:SSZ` (UTC, no fraction,
+/// no offset, zero-padded), to seconds since the epoch. Anything else is `None`, as cargo
+/// refuses it too.
+pub fn parse_pubtime(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let digits = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+    if b.len() != 20
+        || b[19] != b'Z'
+        || b[10] != b'T'
+        || !digits.iter().all(|&i| b[i].is_ascii_digit())
+    {
+        return None;
+    }
+    let t = humantime::parse_rfc3339(s).ok()?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
 #[derive(Deserialize)]
@@ -240,12 +272,17 @@ impl IndexLine {
             .filter_map(|d| d.registry.as_deref().map(str::to_owned))
             .collect();
         let yanked = fields.yanked.unwrap_or(false);
+        let pubtime = match &fields.pubtime {
+            Some(Pubtime::Text(t)) => parse_pubtime(t),
+            _ => None,
+        };
         Ok(IndexLine {
             raw,
             name,
             vers,
             cksum,
             yanked,
+            pubtime,
             dep_registries,
         })
     }
@@ -634,6 +671,52 @@ mod tests {
             out.starts_with(r#"{"name":"foo","vers":"1.0.0","deps""#),
             "{out}"
         );
+    }
+
+    #[test]
+    fn pubtime_is_read_strictly_in_cargos_format() {
+        // (value as written in the line, seconds since the epoch)
+        let cases: [(&str, Option<u64>); 14] = [
+            (r#""2025-01-01T00:00:00Z""#, Some(1_735_689_600)),
+            (r#""1970-01-01T00:00:00Z""#, Some(0)),
+            (r#""2024-02-29T23:59:59Z""#, Some(1_709_251_199)),
+            (r#""2025-02-29T00:00:00Z""#, None),
+            (r#""2025-13-01T00:00:00Z""#, None),
+            (r#""2025-01-01T24:00:00Z""#, None),
+            (r#""2025-01-01T00:00:00.5Z""#, None),
+            (r#""2025-01-01T00:00:00+00:00""#, None),
+            (r#""2025-01-01 00:00:00Z""#, None),
+            (r#""2025-1-01T00:00:00Z""#, None),
+            (r#""+025-01-01T00:00:00Z""#, None),
+            (r#""2025-01-01T00:00:00z""#, None),
+            ("null", None),
+            ("1735689600", None),
+        ];
+        for (value, want) in cases {
+            let text = line("foo", "1.0.0", "").replace(r#""2025-01-01T00:00:00Z""#, value);
+            let l = IndexLine::parse(&text).unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(l.pubtime, want, "{value}");
+        }
+        let without = line("foo", "1.0.0", "").replace(r#","pubtime":"2025-01-01T00:00:00Z""#, "");
+        assert_eq!(IndexLine::parse(&without).unwrap().pubtime, None);
+    }
+
+    #[test]
+    fn pubtime_passes_through_every_rewrite_byte_for_byte() {
+        let deps = format!(
+            r#"{{"name":"bar","req":"^1","registry":"{}","kind":"normal"}}"#,
+            tame_index::index::git::CRATES_IO_INDEX
+        );
+        let field = r#""pubtime":"2025-01-01T00:00:00Z""#;
+        for (yank, layered) in [(true, false), (false, true), (true, true), (false, false)] {
+            let raw = line("foo", "1.0.0", &deps);
+            let l = IndexLine::parse(&raw).unwrap();
+            let out = l.render(yank, &|u| layered && registry_url_key(u) == CRATES_IO_KEY);
+            assert_eq!(out == raw, !yank && !layered, "{out}");
+            assert!(out.contains(field), "{out}");
+            assert!(out.ends_with(&format!("{field}}}")), "{out}");
+            assert_eq!(IndexLine::parse(&out).unwrap().pubtime, l.pubtime);
+        }
     }
 
     #[test]

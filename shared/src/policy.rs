@@ -1,13 +1,17 @@
 //! The layering policy: which upstream's versions of a crate are served (DESIGN.md, "Pin file:
 //! meaning"). Pure: answers and pins in, a decision per version out. No I/O.
 
+use std::cell::{Cell, OnceCell};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use semver::Version;
 
-use crate::index::IndexFile;
+use crate::advisory::{AdvisoryHit, AdvisorySource, NoAdvisories};
+use crate::index::{IndexFile, IndexLine};
 use crate::name::CrateName;
+use crate::store::FirstSeen;
 
 /// An upstream as the policy sees it. Its position in the slice given to [`merge`] is its
 /// declaration order (earlier wins ties).
@@ -64,16 +68,193 @@ pub struct PinMatch {
     pub stanza: StanzaRef,
 }
 
+/// When a version was published, as far as privreg knows (issue 17): the index line's `pubtime`,
+/// else the moment privreg first saw the version appear in a revalidation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dated {
+    /// The index line's `pubtime`, in seconds since the epoch.
+    Pubtime(u64),
+    /// No `pubtime`: when privreg first saw the version, in seconds since the epoch.
+    FirstSeen(u64),
+    /// No `pubtime`, and present the first time privreg fetched the index file: old.
+    Old,
+}
+
+impl Dated {
+    /// How `line` is dated, given when privreg first saw the versions of its file (`None`: no
+    /// record, every version without `pubtime` is old).
+    pub fn of(line: &IndexLine, seen: Option<&FirstSeen>) -> Dated {
+        match (line.pubtime, seen.and_then(|s| s.get(&line.vers))) {
+            (Some(t), _) => Dated::Pubtime(t),
+            (None, Some(t)) => Dated::FirstSeen(t),
+            (None, None) => Dated::Old,
+        }
+    }
+
+    /// The moment, in seconds since the epoch; `None` for [`Dated::Old`].
+    pub fn time(self) -> Option<u64> {
+        match self {
+            Dated::Pubtime(t) | Dated::FirstSeen(t) => Some(t),
+            Dated::Old => None,
+        }
+    }
+}
+
+/// What the policy knows besides the index files and the pins: the time of the decision, when
+/// each version was first seen, and the advisory database in force. Pure data: the caller reads
+/// the clock and the cache, the policy never does.
+#[derive(Clone, Copy)]
+pub struct Facts<'a> {
+    /// Now, in seconds since the epoch: `age` selectors measure against it.
+    pub now: u64,
+    /// For each upstream, in the order given to [`merge`], when privreg first saw its versions
+    /// that have no `pubtime` (a missing entry: none recorded).
+    pub first_seen: &'a [Option<&'a FirstSeen>],
+    /// The advisory database in force.
+    pub advisories: &'a dyn AdvisorySource,
+}
+
+impl Facts<'static> {
+    /// No dates recorded and no advisories, at `now`.
+    pub fn at(now: u64) -> Facts<'static> {
+        Facts {
+            now,
+            first_seen: &[],
+            advisories: &NoAdvisories,
+        }
+    }
+}
+
+impl<'a> Facts<'a> {
+    /// The facts about version `line` of `krate` from upstream `upstream` (an index into the
+    /// upstreams given to [`merge`]).
+    pub fn version(
+        &self,
+        krate: &'a CrateName,
+        upstream: usize,
+        line: &'a IndexLine,
+    ) -> VersionFacts<'a> {
+        let seen = self.first_seen.get(upstream).copied().flatten();
+        VersionFacts {
+            version: &line.vers,
+            dated: Dated::of(line, seen),
+            now: self.now,
+            krate: Some(krate),
+            source: self.advisories,
+            hits: OnceCell::new(),
+            flips: Cell::new(None),
+        }
+    }
+}
+
+/// One version as the pins see it: its number, when it was published, and (looked up only when
+/// a pin asks) the advisories that affect it. Records the earliest moment at which an `age`
+/// selector asked about it would answer differently ([`VersionFacts::flips_at`]).
+pub struct VersionFacts<'a> {
+    version: &'a Version,
+    dated: Dated,
+    now: u64,
+    krate: Option<&'a CrateName>,
+    source: &'a dyn AdvisorySource,
+    hits: OnceCell<Vec<AdvisoryHit>>,
+    flips: Cell<Option<u64>>,
+}
+
+impl fmt::Debug for VersionFacts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VersionFacts")
+            .field("version", &self.version)
+            .field("dated", &self.dated)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> VersionFacts<'a> {
+    /// A version known only by its number: old, and affected by no advisory.
+    pub fn bare(version: &'a Version) -> VersionFacts<'a> {
+        VersionFacts::at(version, Dated::Old, 0)
+    }
+
+    /// A version dated `dated`, seen at `now`, affected by no advisory.
+    pub fn at(version: &'a Version, dated: Dated, now: u64) -> VersionFacts<'a> {
+        VersionFacts {
+            version,
+            dated,
+            now,
+            krate: None,
+            source: &NoAdvisories,
+            hits: OnceCell::new(),
+            flips: Cell::new(None),
+        }
+    }
+
+    /// The same version, with `krate`'s advisories from `source`.
+    #[must_use]
+    pub fn with_advisories(
+        mut self,
+        krate: &'a CrateName,
+        source: &'a dyn AdvisorySource,
+    ) -> VersionFacts<'a> {
+        self.krate = Some(krate);
+        self.source = source;
+        self.hits = OnceCell::new();
+        self
+    }
+
+    /// The version.
+    pub fn version(&self) -> &'a Version {
+        self.version
+    }
+
+    /// When it was published, as far as privreg knows.
+    pub fn dated(&self) -> Dated {
+        self.dated
+    }
+
+    /// Whether it was published less than `limit` before now. An [`Dated::Old`] version never
+    /// is. Notes when the answer turns (it only ever turns from yes to no).
+    pub fn younger_than(&self, limit: Duration) -> bool {
+        let Some(t) = self.dated.time() else {
+            return false;
+        };
+        let until = t.saturating_add(limit.as_secs());
+        let young = self.now < until;
+        if young {
+            self.flips
+                .set(Some(self.flips.get().map_or(until, |f| f.min(until))));
+        }
+        young
+    }
+
+    /// Every advisory that affects the version (withdrawn ones included, marked so); looked up
+    /// once, on first use.
+    pub fn advisories(&self) -> &[AdvisoryHit] {
+        self.hits.get_or_init(|| match self.krate {
+            Some(k) => self.source.affected(k, self.version),
+            None => Vec::new(),
+        })
+    }
+
+    /// The earliest moment (seconds since the epoch) at which an `age` selector asked about this
+    /// version so far would answer differently; `None` when none would.
+    pub fn flips_at(&self) -> Option<u64> {
+        self.flips.get()
+    }
+}
+
 /// The pin rules, as the policy queries them (rules 2 and 3 of DESIGN.md).
 pub trait PinRules {
-    /// The first matching stanza without a `version` selector (named stanzas before `*` ones).
+    /// The first matching stanza without a version-specific selector (`version`, `age`,
+    /// `advisory`), named stanzas before `*` ones.
     fn claim(&self, krate: &CrateName, upstream: &UpstreamRef) -> Option<PinMatch>;
-    /// The first matching stanza: named-with-version, named-without-version, then `*` stanzas.
+    /// The first matching stanza: named-with-version-specific-selectors,
+    /// named-without, then `*` stanzas.
     fn prio(
         &self,
         krate: &CrateName,
         upstream: &UpstreamRef,
-        version: &Version,
+        version: &VersionFacts<'_>,
     ) -> Option<PinMatch>;
 }
 
@@ -85,7 +266,7 @@ impl PinRules for NoPins {
     fn claim(&self, _: &CrateName, _: &UpstreamRef) -> Option<PinMatch> {
         None
     }
-    fn prio(&self, _: &CrateName, _: &UpstreamRef, _: &Version) -> Option<PinMatch> {
+    fn prio(&self, _: &CrateName, _: &UpstreamRef, _: &VersionFacts<'_>) -> Option<PinMatch> {
         None
     }
 }
@@ -177,6 +358,9 @@ pub struct Merged {
     pub owners: Vec<usize>,
     /// The claim of each upstream for this crate (`None` = removed by `never`).
     pub claims: Vec<Option<i32>>,
+    /// The earliest moment (seconds since the epoch) at which a decision could change with
+    /// nothing else changing (a version growing out of an `age` selector); `None`: never.
+    pub expires: Option<u64>,
 }
 
 /// Why no merged view can be given.
@@ -213,14 +397,24 @@ struct Candidate {
     decision: usize,
 }
 
+/// The earlier of two optional moments.
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Merges the upstreams' answers for `krate`. `answers[i]` belongs to `upstreams[i]`.
-/// `remembered` holds the checksum served earlier for each version (rule 8).
+/// `remembered` holds the checksum served earlier for each version (rule 8); `facts`, what is
+/// known of each version besides its line (its age, its advisories).
 pub fn merge(
     krate: &CrateName,
     upstreams: &[UpstreamRef],
     answers: &[Answer<'_>],
     pins: &dyn PinRules,
     remembered: &BTreeMap<Version, String>,
+    facts: &Facts<'_>,
 ) -> Result<Merged, MergeError> {
     assert_eq!(upstreams.len(), answers.len(), "one answer per upstream");
     let claim_pins: Vec<Option<PinMatch>> =
@@ -280,7 +474,9 @@ pub fn merge(
         };
         let owner = merged.owners.contains(&u);
         for (l, line) in file.lines.iter().enumerate() {
-            let pin = pins.prio(krate, &upstreams[u], &line.vers);
+            let known = facts.version(krate, u, line);
+            let pin = pins.prio(krate, &upstreams[u], &known);
+            merged.expires = earliest(merged.expires, known.flips_at());
             let (prio, stanza) = match &pin {
                 Some(m) => (value(m.priority), Some(m.stanza.clone())),
                 None => (Some(claim), None),
@@ -373,12 +569,13 @@ pub fn merge(
 
 /// One upstream's own view of a crate (the per-upstream endpoint): its lines unchanged, except
 /// that `never` pins remove (the whole crate, or versions) and negative pins yank. Returns the
-/// served lines as (line index, yanked by pin).
+/// served lines as (line index, yanked by pin). `facts.first_seen[0]` dates `file`'s versions.
 pub fn single(
     krate: &CrateName,
     up: &UpstreamRef,
     file: &IndexFile,
     pins: &dyn PinRules,
+    facts: &Facts<'_>,
 ) -> Vec<(usize, bool)> {
     if pins
         .claim(krate, up)
@@ -389,13 +586,16 @@ pub fn single(
     file.lines
         .iter()
         .enumerate()
-        .filter_map(
-            |(i, line)| match pins.prio(krate, up, &line.vers).map(|m| m.priority) {
+        .filter_map(|(i, line)| {
+            match pins
+                .prio(krate, up, &facts.version(krate, 0, line))
+                .map(|m| m.priority)
+            {
                 Some(PinPriority::Never) => None,
                 Some(PinPriority::Value(p)) if p < 0 => Some((i, true)),
                 _ => Some((i, false)),
-            },
-        )
+            }
+        })
         .collect()
 }
 

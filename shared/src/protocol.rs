@@ -8,7 +8,8 @@ mod state;
 mod status;
 
 pub use policy::{
-    Conflict, Merged, Policy, PolicyOutcome, PolicyUpstream, VersionDecision, VersionState,
+    Conflict, Dating, Merged, Policy, PolicyAdvisory, PolicyOutcome, PolicyUpstream,
+    VersionDecision, VersionState,
 };
 pub use refresh::{FileReport, Outcome, RefreshReport, RefreshRequest};
 pub use registry::RegistryConfig;

@@ -10,7 +10,10 @@
 //! - `v1/upstreams/<name>-<url-hash>/config.json`: the upstream's `config.json`, same format.
 //! - `v1/crates/<ab>/<sha256>.crate`: downloads, content-addressed and verified before renaming.
 //! - `v1/served/<index-path>.json`: the checksum served for each version of a crate (rule 8).
+//! - `<index file>.seen`, next to an upstream's index file: when privreg first saw its versions
+//!   (see [`FirstSeen`]).
 
+mod seen;
 mod spool;
 
 use std::collections::BTreeMap;
@@ -24,6 +27,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use seen::{FirstSeen, SEEN_SUFFIX};
 pub use spool::{Spool, Spooled};
 
 /// How much of a file is read (or sent) at a time, so that a large file is never held whole.
@@ -301,6 +305,7 @@ impl Cache {
                         .and_then(|mut f| sha256_of(&mut f))
                         .is_ok_and(|(got, _)| got == want)
                 }
+                _ if seen::is_record(&path) => seen::record_is_good(&path),
                 _ if path.starts_with(self.root.join("upstreams")) => std::fs::read(&path)
                     .is_ok_and(|d| {
                         let nl = d.iter().position(|b| *b == b'\n').unwrap_or(d.len());

@@ -74,6 +74,9 @@ pub struct Pkg {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lib: Option<String>,
     pub features: std::collections::BTreeMap<String, Vec<String>>,
+    /// The index line's `pubtime` (`YYYY-MM-DDTHH:MM:SSZ`); none when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pubtime: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -140,6 +143,12 @@ impl Pkg {
     #[must_use]
     pub fn lib(mut self, src: &str) -> Pkg {
         self.lib = Some(src.into());
+        self
+    }
+    /// Published at `time` (the index line's `pubtime`, e.g. `2025-01-01T00:00:00Z`).
+    #[must_use]
+    pub fn pubtime(mut self, time: &str) -> Pkg {
+        self.pubtime = Some(time.into());
         self
     }
     #[must_use]

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use privreg_shared::config::Upstream;
 use privreg_shared::index::IndexFile;
-use privreg_shared::store::{self, Cache, Meta, Stored, UpstreamPath};
+use privreg_shared::store::{self, Cache, FirstSeen, Meta, Stored, UpstreamPath};
 
 use super::classify::Answer;
 use super::request::rel_url;
@@ -23,6 +23,9 @@ pub(crate) struct Entry {
     pub file: Option<Arc<IndexFile>>,
     /// Changes whenever the body does (a 304 keeps it).
     pub rev: u64,
+    /// When privreg first saw the versions of an index file that appeared after its first
+    /// fetch and have no `pubtime` (empty for other files).
+    pub seen: Arc<FirstSeen>,
 }
 
 impl Entry {
@@ -41,6 +44,7 @@ impl Entry {
             body: self.body.clone(),
             file: self.file.clone(),
             rev: self.rev,
+            seen: self.seen.clone(),
         }
     }
 }
@@ -138,8 +142,14 @@ impl Memory {
     }
 
     /// A new entry for `stored`, with a new revision and (for a present index file) the parsed
-    /// file.
-    fn entry_from(&self, stored: Stored, rel: UpstreamPath<'_>, up: &Upstream) -> Entry {
+    /// file, its versions dated by `seen`.
+    fn entry_from(
+        &self,
+        stored: Stored,
+        rel: UpstreamPath<'_>,
+        up: &Upstream,
+        seen: FirstSeen,
+    ) -> Entry {
         let file = match rel {
             UpstreamPath::Index(krate) if stored.meta.present => {
                 let file = IndexFile::parse_for(krate, stored.body.clone());
@@ -155,7 +165,30 @@ impl Memory {
             body: stored.body,
             file,
             rev: self.next_rev.fetch_add(1, Ordering::Relaxed),
+            seen: Arc::new(seen),
         }
+    }
+
+    /// The first-seen record of an index file whose body `held` (`None`: nothing was held)
+    /// was just replaced by `file` (`None`: a 404) at `now`; written to disk when it changes.
+    fn first_seen_after(
+        &self,
+        up: &Upstream,
+        krate: &privreg_shared::CrateName,
+        held: Option<&Entry>,
+        file: Option<&IndexFile>,
+        now: u64,
+    ) -> FirstSeen {
+        let absent = IndexFile::default();
+        let before = held.map(|h| h.file.as_deref().unwrap_or(&absent));
+        let record = held.map_or_else(|| self.cache.first_seen(up, krate), |h| (*h.seen).clone());
+        let after = record.update(before, file.unwrap_or(&absent), now);
+        if after != record
+            && let Err(e) = self.cache.store_first_seen(up, krate, &after)
+        {
+            tracing::warn!(error = %e, "cannot record when versions were first seen");
+        }
+        after
     }
 
     /// The entry in memory, else on disk (loaded into memory).
@@ -175,7 +208,11 @@ impl Memory {
                 return None;
             }
         };
-        let entry = Arc::new(self.entry_from(stored, rel, up));
+        let seen = match rel {
+            UpstreamPath::Index(krate) if stored.meta.present => self.cache.first_seen(up, krate),
+            _ => FirstSeen::default(),
+        };
+        let entry = Arc::new(self.entry_from(stored, rel, up, seen));
         self.insert(key.clone(), entry.clone());
         Some(entry)
     }
@@ -195,39 +232,55 @@ impl Memory {
         held: Option<&Arc<Entry>>,
     ) -> (Arc<Entry>, bool) {
         let held = held.map(|e| &**e);
-        let (stored, kept_rev) = stored(answer, held, store::now_secs());
+        let now = store::now_secs();
+        let (stored, kept_rev) = stored(answer, held, now);
         if !unchanged_on_disk(kept_rev, held, &stored.meta)
             && let Err(e) = self.cache.store(up, rel, &stored)
         {
             tracing::warn!(error = %e, "cannot write the cache; serving without caching");
         }
-        let entry = match (kept_rev, held) {
-            // Unchanged body: keep the parsed file.
-            (Some(rev), Some(old)) => Arc::new(Entry {
+        let entry = if let (Some(rev), Some(old)) = (kept_rev, held) {
+            // Unchanged body: keep the parsed file and its dates.
+            Arc::new(Entry {
                 meta: stored.meta,
                 body: stored.body,
                 file: old.file.clone(),
                 rev,
-            }),
-            _ => Arc::new(self.entry_from(stored, rel, up)),
+                seen: old.seen.clone(),
+            })
+        } else {
+            let mut entry = self.entry_from(stored, rel, up, FirstSeen::default());
+            if let UpstreamPath::Index(krate) = rel {
+                let seen = self.first_seen_after(up, krate, held, entry.file.as_deref(), now);
+                entry.seen = Arc::new(seen);
+            }
+            Arc::new(entry)
         };
         self.insert(key, entry.clone());
         (entry, kept_rev.is_none())
     }
 
     /// Takes a file from another cache (the shared tier) as it is, metadata included: on disk
-    /// and in memory.
+    /// and in memory. Versions new against `held` are dated now, as after a revalidation.
     pub(super) fn adopt(
         &self,
         up: &Upstream,
         rel: UpstreamPath<'_>,
         key: Key,
         stored: Stored,
+        held: Option<&Arc<Entry>>,
     ) -> Arc<Entry> {
         if let Err(e) = self.cache.store(up, rel, &stored) {
             tracing::warn!(error = %e, "cannot write the cache; serving without caching");
         }
-        let entry = Arc::new(self.entry_from(stored, rel, up));
+        let mut entry = self.entry_from(stored, rel, up, FirstSeen::default());
+        if let UpstreamPath::Index(krate) = rel {
+            let held = held.map(|e| &**e);
+            let seen =
+                self.first_seen_after(up, krate, held, entry.file.as_deref(), store::now_secs());
+            entry.seen = Arc::new(seen);
+        }
+        let entry = Arc::new(entry);
         self.insert(key, entry.clone());
         entry
     }
@@ -289,6 +342,7 @@ mod tests {
             body: Bytes::from_static(b"old"),
             file: None,
             rev,
+            seen: Arc::default(),
         }
     }
 
@@ -357,6 +411,63 @@ mod tests {
         assert!(!fresh_at(&e, ttl, at(15)));
         // A clock that went back: not fresh.
         assert!(!fresh_at(&e, ttl, at(9)));
+    }
+
+    /// Index lines of crate `foo` for these versions, without `pubtime`.
+    fn foo_body(versions: &[&str]) -> Bytes {
+        let ck = "c".repeat(64);
+        versions
+            .iter()
+            .map(|v| format!(r#"{{"name":"foo","vers":"{v}","deps":[],"cksum":"{ck}"}}"#) + "\n")
+            .collect::<String>()
+            .into()
+    }
+
+    #[test]
+    fn versions_that_appear_after_the_first_fetch_are_dated_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let up = super::super::test_upstream();
+        let krate = privreg_shared::CrateName::new("foo").unwrap();
+        let rel = UpstreamPath::Index(&krate);
+        let memory = Memory::new(Cache::new(dir.path()));
+        let answer = |versions: &[&str]| Answer::Modified {
+            body: foo_body(versions),
+            validators: validators(None, None),
+        };
+        let v = |s: &str| semver::Version::parse(s).unwrap();
+        let (first, _) = memory.remember(&up, rel, key(&up, rel), answer(&["1.0.0"]), None);
+        assert!(first.seen.is_empty(), "the first fetch dates nothing");
+        let before = store::now_secs();
+        let (second, changed) = memory.remember(
+            &up,
+            rel,
+            key(&up, rel),
+            answer(&["1.0.0", "1.1.0"]),
+            Some(&first),
+        );
+        assert!(changed);
+        assert_eq!(second.seen.get(&v("1.0.0")), None);
+        let dated = second.seen.get(&v("1.1.0")).expect("1.1.0 is dated");
+        assert!((before..=store::now_secs()).contains(&dated));
+        // A 304 keeps the record; a restart reads it back from the disk.
+        let (third, _) = memory.remember(
+            &up,
+            rel,
+            key(&up, rel),
+            Answer::NotModified(validators(None, None)),
+            Some(&second),
+        );
+        assert!(Arc::ptr_eq(&third.seen, &second.seen));
+        let restarted = Memory::new(Cache::new(dir.path()));
+        let loaded = restarted.known(&up, rel, &key(&up, rel)).unwrap();
+        assert_eq!(*loaded.seen, *second.seen);
+        // A 404 forgets it, and a crate that comes back is new as a whole.
+        let (gone, _) = restarted.remember(&up, rel, key(&up, rel), Answer::Absent, Some(&loaded));
+        assert!(gone.seen.is_empty());
+        assert!(Cache::new(dir.path()).first_seen(&up, &krate).is_empty());
+        let (back, _) =
+            restarted.remember(&up, rel, key(&up, rel), answer(&["1.0.0"]), Some(&gone));
+        assert!(back.seen.get(&v("1.0.0")).is_some());
     }
 
     #[test]

@@ -350,7 +350,10 @@ impl Upstreams {
             return held;
         }
         tracing::debug!(upstream = %up.name, file = %request::rel_url(rel), "from the shared tier");
-        Some(self.memory.adopt(up, rel, key.clone(), stored))
+        Some(
+            self.memory
+                .adopt(up, rel, key.clone(), stored, held.as_ref()),
+        )
     }
 
     /// Starts one background revalidation of a stale file (none if one is running).

@@ -1,10 +1,11 @@
 //! Evaluation: which stanza applies to a crate, an upstream and a version (DESIGN.md rules 2, 3).
 
-use semver::Version;
-
-use super::{PackagePattern, Packages, PatternMatcher, Preferences, Stanza, Tier};
+use super::{
+    AdvisoryItem, AdvisoryMatch, AgeLimit, PackagePattern, Packages, PatternMatcher, Preferences,
+    Stanza, Tier,
+};
 use crate::name::CrateName;
-use crate::policy::{PinMatch, PinRules, StanzaRef, UpstreamRef};
+use crate::policy::{PinMatch, PinRules, StanzaRef, UpstreamRef, VersionFacts};
 
 /// A crate name in the forms patterns are matched against.
 pub(super) struct NameForms<'a> {
@@ -61,14 +62,34 @@ impl Packages {
     }
 }
 
+impl AgeLimit {
+    /// Does the version's age satisfy the limit? (Notes in `v` when that changes.)
+    pub fn matches(&self, v: &VersionFacts<'_>) -> bool {
+        v.younger_than(self.limit) == self.younger
+    }
+}
+
+impl AdvisoryMatch {
+    /// Is the version affected by a non-withdrawn advisory that an item names?
+    pub fn matches(&self, v: &VersionFacts<'_>) -> bool {
+        v.advisories().iter().filter(|h| !h.withdrawn).any(|h| {
+            self.items.iter().any(|item| match item {
+                AdvisoryItem::Any => true,
+                AdvisoryItem::Kind(k) => *k == h.kind,
+                AdvisoryItem::Id(id) => h.id.eq_ignore_ascii_case(id),
+            })
+        })
+    }
+}
+
 impl Stanza {
     /// Does this stanza apply to `krate` from `upstream`? With `version` `None` (a claim), a
-    /// stanza with a `version` selector never applies.
+    /// stanza with a version-specific selector (`version`, `age`, `advisory`) never applies.
     pub fn applies(
         &self,
         krate: &CrateName,
         upstream: &UpstreamRef,
-        version: Option<&Version>,
+        version: Option<&VersionFacts<'_>>,
     ) -> bool {
         self.applies_forms(&NameForms::new(krate), upstream, version)
     }
@@ -77,9 +98,18 @@ impl Stanza {
         &self,
         name: &NameForms<'_>,
         upstream: &UpstreamRef,
-        version: Option<&Version>,
+        version: Option<&VersionFacts<'_>>,
     ) -> bool {
         let sel = &self.selectors;
+        let by_version = || match version {
+            None => !sel.is_version_specific(),
+            // Cheapest first: the advisory lookup only when everything else holds.
+            Some(v) => {
+                sel.version.as_ref().is_none_or(|r| r.matches(v.version()))
+                    && sel.age.as_ref().is_none_or(|a| a.matches(v))
+                    && sel.advisory.as_ref().is_none_or(|a| a.matches(v))
+            }
+        };
         self.packages.matches_forms(name)
             && sel
                 .registry
@@ -89,11 +119,7 @@ impl Stanza {
                 .origin
                 .as_ref()
                 .is_none_or(|g| g.is_match(&upstream.host))
-            && match (&sel.version, version) {
-                (None, _) => true,
-                (Some(req), Some(v)) => req.matches(v),
-                (Some(_), None) => false,
-            }
+            && by_version()
     }
 }
 
@@ -105,7 +131,7 @@ impl Preferences {
         tiers: &[Tier],
         krate: &CrateName,
         upstream: &UpstreamRef,
-        version: Option<&Version>,
+        version: Option<&VersionFacts<'_>>,
     ) -> Option<PinMatch> {
         let name = NameForms::new(krate);
         tiers.iter().find_map(|tier| {
@@ -124,7 +150,8 @@ impl Preferences {
 }
 
 impl PinRules for Preferences {
-    /// Rule 2: the first matching stanza without a `version` selector, named stanzas before `*`.
+    /// Rule 2: the first matching stanza without a version-specific selector, named stanzas
+    /// before `*`.
     fn claim(&self, krate: &CrateName, upstream: &UpstreamRef) -> Option<PinMatch> {
         self.first_match(&[Tier::Named, Tier::General], krate, upstream, None)
     }
@@ -134,7 +161,7 @@ impl PinRules for Preferences {
         &self,
         krate: &CrateName,
         upstream: &UpstreamRef,
-        version: &Version,
+        version: &VersionFacts<'_>,
     ) -> Option<PinMatch> {
         self.first_match(
             &[Tier::NamedWithVersion, Tier::Named, Tier::General],

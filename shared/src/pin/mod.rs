@@ -32,17 +32,33 @@
 //! - **Selectors.** `registry` and `origin` take one glob each, compared without regard to case.
 //!   `version` uses cargo's requirement semantics (`semver::VersionReq`), so a pre-release only
 //!   matches a requirement that names a pre-release of the same version.
+//! - **`age <DURATION`** (issue 17) matches versions published less than DURATION (humantime:
+//!   `3d`, `72h`, `2w`, `1h 30m`; at least one second) before now; `age >DURATION` is its
+//!   complement (published at least that long ago). The age comes from the index line's
+//!   `pubtime`, else from when privreg first saw the version ([`crate::policy::Dated`]); a
+//!   version present at privreg's first fetch of its file is old: never `<`, always `>`.
+//! - **`advisory`** (issue 17) matches versions affected by a RustSec advisory that is not
+//!   withdrawn: with no value, a vulnerability; else any advisory named by its comma-separated
+//!   value, whose items are kinds (`vulnerability`, `unmaintained`, `unsound`, `notice`, or
+//!   `any` for every kind) and advisory IDs (`RUSTSEC-2023-0071`, case-insensitive).
+//! - **Tiers.** `version`, `age` and `advisory` are *version-specific*: a stanza with any of
+//!   them never sets a claim (rule 2), and with a named package it is searched in the first tier
+//!   of rule 3. Unlike `version`, `age` and `advisory` are allowed with `Package: *` (a cooldown
+//!   is `Package: *` / `Pin: age <3d` / `Pin-Priority: -1`); such a stanza is in the `*` tier,
+//!   so any named stanza that matches a version (a hold, a `registry` pin) exempts it.
 //! - **Errors.** Parse errors from [`Preferences::load`] name the full path of the file; errors from
 //!   [`Preferences::parse_files`] and [`PinFile::parse`] name the file as given.
 
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
+use std::time::Duration;
 
 use globset::GlobMatcher;
 use regex::Regex;
 use semver::VersionReq;
 
+use crate::advisory::AdvisoryKind;
 use crate::policy::{PinPriority, StanzaRef};
 
 mod edit;
@@ -141,8 +157,11 @@ pub enum PinErrorKind {
     /// An empty selector between the `;`s of `Pin:`.
     #[error("empty selector in `Pin:`")]
     EmptySelector,
-    /// A selector other than `registry`, `origin` or `version`; holds its name.
-    #[error("unknown selector `{0}`; expected `registry`, `origin` or `version`")]
+    /// A selector other than `registry`, `origin`, `version`, `age` or `advisory`; holds its
+    /// name.
+    #[error(
+        "unknown selector `{0}`; expected `registry`, `origin`, `version`, `age` or `advisory`"
+    )]
     UnknownSelector(String),
     /// A selector given twice in one `Pin:`; holds its name.
     #[error("selector `{0}` repeated in one `Pin:`")]
@@ -158,6 +177,19 @@ pub enum PinErrorKind {
         /// Why it was refused.
         reason: String,
     },
+    /// An `age` value that is not `<DURATION` or `>DURATION`.
+    #[error("bad age `{value}`: {reason}; expected `<DURATION` or `>DURATION`, e.g. `<3d`")]
+    BadAge {
+        /// The value as written.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// An `advisory` item that is neither a kind nor an advisory ID.
+    #[error(
+        "bad advisory `{0}`; expected `vulnerability`, `unmaintained`, `unsound`, `notice`, `any` or an ID such as `RUSTSEC-2023-0071`"
+    )]
+    BadAdvisory(String),
     /// A `version` selector in a `Package: *` stanza.
     #[error("`version` needs a named package, not `*`")]
     VersionWithStar,
@@ -230,9 +262,9 @@ pub struct Stanza {
 /// Which evaluation tier a stanza is in (DESIGN.md rule 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Tier {
-    /// Named package(s) and a `version` selector.
+    /// Named package(s) and a version-specific selector (`version`, `age`, `advisory`).
     NamedWithVersion,
-    /// Named package(s), no `version` selector.
+    /// Named package(s), no version-specific selector.
     Named,
     /// `Package: *`.
     General,
@@ -241,10 +273,10 @@ pub enum Tier {
 impl Stanza {
     /// The evaluation tier the stanza is searched in (DESIGN.md rule 3).
     pub fn tier(&self) -> Tier {
-        match (&self.packages, &self.selectors.version) {
+        match (&self.packages, self.selectors.is_version_specific()) {
             (Packages::Any, _) => Tier::General,
-            (Packages::Named(_), Some(_)) => Tier::NamedWithVersion,
-            (Packages::Named(_), None) => Tier::Named,
+            (Packages::Named(_), true) => Tier::NamedWithVersion,
+            (Packages::Named(_), false) => Tier::Named,
         }
     }
 }
@@ -301,6 +333,53 @@ pub struct Selectors {
     pub origin: Option<NameGlob>,
     /// `version REQ`.
     pub version: Option<VersionReq>,
+    /// `age <DURATION` or `age >DURATION`.
+    pub age: Option<AgeLimit>,
+    /// `advisory [ITEM,…]`.
+    pub advisory: Option<AdvisoryMatch>,
+}
+
+impl Selectors {
+    /// Whether a selector depends on the version (`version`, `age`, `advisory`): such a stanza
+    /// never sets a claim.
+    pub fn is_version_specific(&self) -> bool {
+        self.version.is_some() || self.age.is_some() || self.advisory.is_some()
+    }
+}
+
+/// The `age` selector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgeLimit {
+    /// `<` (younger than `limit`) or `>` (at least `limit` old).
+    pub younger: bool,
+    /// The duration, at least one second.
+    pub limit: Duration,
+}
+
+impl fmt::Display for AgeLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = if self.younger { '<' } else { '>' };
+        write!(f, "{op}{}", humantime::format_duration(self.limit))
+    }
+}
+
+/// The `advisory` selector: matches a version affected by a non-withdrawn advisory that any item
+/// names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvisoryMatch {
+    /// At least one; `[Kind(Vulnerability)]` when the selector has no value.
+    pub items: Vec<AdvisoryItem>,
+}
+
+/// One item of an `advisory` selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdvisoryItem {
+    /// Advisories of this kind.
+    Kind(AdvisoryKind),
+    /// `any`: advisories of every kind.
+    Any,
+    /// The advisory with this ID (upper-case), e.g. `RUSTSEC-2023-0071`.
+    Id(String),
 }
 
 /// A case-insensitive glob over an upstream name or host.

@@ -7,8 +7,10 @@ use regex::RegexBuilder;
 use semver::VersionReq;
 
 use super::{
-    NameGlob, PackagePattern, Packages, PatternMatcher, PinError, PinErrorKind, Selectors, Stanza,
+    AdvisoryItem, AdvisoryMatch, AgeLimit, NameGlob, PackagePattern, Packages, PatternMatcher,
+    PinError, PinErrorKind, Selectors, Stanza,
 };
+use crate::advisory::AdvisoryKind;
 use crate::name::CrateName;
 use crate::policy::PinPriority;
 
@@ -335,32 +337,100 @@ fn parse_selectors(value: &str) -> Result<Selectors, PinErrorKind> {
             "registry" => "registry",
             "origin" => "origin",
             "version" => "version",
+            "age" => "age",
+            "advisory" => "advisory",
             _ => return Err(PinErrorKind::UnknownSelector(keyword.to_owned())),
         };
         let taken = match keyword {
             "registry" => sel.registry.is_some(),
             "origin" => sel.origin.is_some(),
-            _ => sel.version.is_some(),
+            "version" => sel.version.is_some(),
+            "age" => sel.age.is_some(),
+            _ => sel.advisory.is_some(),
         };
         if taken {
             return Err(PinErrorKind::RepeatedSelector(keyword));
         }
-        if arg.is_empty() {
+        // `advisory` alone means vulnerabilities; every other selector needs a value.
+        if arg.is_empty() && keyword != "advisory" {
             return Err(PinErrorKind::MissingSelectorValue(keyword));
         }
         match keyword {
             "registry" => sel.registry = Some(name_glob(keyword, arg)?),
             "origin" => sel.origin = Some(name_glob(keyword, arg)?),
-            _ => {
+            "version" => {
                 let req = VersionReq::parse(arg).map_err(|e| PinErrorKind::BadVersionReq {
                     req: arg.to_owned(),
                     reason: e.to_string(),
                 })?;
                 sel.version = Some(req);
             }
+            "age" => sel.age = Some(parse_age(arg)?),
+            _ => sel.advisory = Some(parse_advisory(arg)?),
         }
     }
     Ok(sel)
+}
+
+/// `<DURATION` or `>DURATION` (spaces after the sign allowed), DURATION in humantime's syntax and
+/// at least one second.
+pub(super) fn parse_age(arg: &str) -> Result<AgeLimit, PinErrorKind> {
+    let bad = |reason: &str| PinErrorKind::BadAge {
+        value: arg.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (younger, rest) = match arg.as_bytes().first() {
+        Some(b'<') => (true, &arg[1..]),
+        Some(b'>') => (false, &arg[1..]),
+        _ => return Err(bad("no `<` or `>`")),
+    };
+    if rest.starts_with('=') {
+        return Err(bad("`<=` and `>=` are not supported"));
+    }
+    let rest = rest.trim();
+    if rest.is_empty() {
+        return Err(bad("no duration"));
+    }
+    let limit = humantime::parse_duration(rest).map_err(|e| bad(&e.to_string()))?;
+    if limit.as_secs() == 0 {
+        return Err(bad("the duration must be at least one second"));
+    }
+    Ok(AgeLimit { younger, limit })
+}
+
+/// Whether `s` is a RustSec advisory ID: `RUSTSEC-YYYY-NNNN` (any case).
+fn is_rustsec_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 17
+        && b[..8].eq_ignore_ascii_case(b"RUSTSEC-")
+        && b[12] == b'-'
+        && b[8..12].iter().chain(&b[13..]).all(u8::is_ascii_digit)
+}
+
+/// Nothing (vulnerabilities), or comma-separated kinds, `any` and advisory IDs.
+pub(super) fn parse_advisory(arg: &str) -> Result<AdvisoryMatch, PinErrorKind> {
+    if arg.is_empty() {
+        return Ok(AdvisoryMatch {
+            items: vec![AdvisoryItem::Kind(AdvisoryKind::Vulnerability)],
+        });
+    }
+    let items = arg
+        .split(',')
+        .map(|item| {
+            let item = item.trim();
+            if is_rustsec_id(item) {
+                return Ok(AdvisoryItem::Id(item.to_ascii_uppercase()));
+            }
+            if item.eq_ignore_ascii_case("any") {
+                return Ok(AdvisoryItem::Any);
+            }
+            match AdvisoryKind::parse(item) {
+                AdvisoryKind::Other(_) => Err(PinErrorKind::BadAdvisory(item.to_owned())),
+                kind => Ok(AdvisoryItem::Kind(kind)),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(AdvisoryMatch { items })
 }
 
 fn parse_priority(value: &str) -> Result<PinPriority, PinErrorKind> {

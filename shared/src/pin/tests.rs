@@ -8,9 +8,10 @@ use semver::Version;
 use super::parse::fold_glob;
 use super::*;
 use crate::name::CrateName;
-use crate::policy::{PinMatch, PinRules, UpstreamRef};
+use crate::policy::{PinMatch, PinRules, UpstreamRef, VersionFacts};
 
 mod edit;
+mod supply;
 mod table;
 
 const F: &str = "preferences.d/10-test.pref";
@@ -473,11 +474,26 @@ fn a_star_stanza_loses_to_a_named_one_regardless_of_order() {
     assert_eq!(prefs.claim(&tokio, &public), p(1, 100));
     assert_eq!(prefs.claim(&tokio, &corp), None);
     // Named-with-version first, even though a version-less stanza comes later.
-    assert_eq!(prefs.prio(&serde, &public, &v("1.0.210")), p(5, 1001));
-    assert_eq!(prefs.prio(&serde, &public, &v("1.0.100")), p(9, 700));
-    assert_eq!(prefs.prio(&serde, &corp, &v("1.0.210")), p(13, 50));
-    assert_eq!(prefs.prio(&tokio, &public, &v("1.0.0")), p(1, 100));
-    assert_eq!(prefs.prio(&tokio, &corp, &v("1.0.0")), None);
+    assert_eq!(
+        prefs.prio(&serde, &public, &VersionFacts::bare(&v("1.0.210"))),
+        p(5, 1001)
+    );
+    assert_eq!(
+        prefs.prio(&serde, &public, &VersionFacts::bare(&v("1.0.100"))),
+        p(9, 700)
+    );
+    assert_eq!(
+        prefs.prio(&serde, &corp, &VersionFacts::bare(&v("1.0.210"))),
+        p(13, 50)
+    );
+    assert_eq!(
+        prefs.prio(&tokio, &public, &VersionFacts::bare(&v("1.0.0"))),
+        p(1, 100)
+    );
+    assert_eq!(
+        prefs.prio(&tokio, &corp, &VersionFacts::bare(&v("1.0.0"))),
+        None
+    );
 }
 
 #[test]
@@ -508,11 +524,11 @@ fn earlier_files_win_within_a_tier() {
         Some(at("preferences", 5, PinPriority::Value(1)))
     );
     assert_eq!(
-        prefs.prio(&serde, &u, &v("1.0.0")),
+        prefs.prio(&serde, &u, &VersionFacts::bare(&v("1.0.0"))),
         Some(at("preferences.d/20-b.pref", 1, PinPriority::Value(3)))
     );
     assert_eq!(
-        prefs.prio(&serde, &u, &v("1.0.0-rc.1")),
+        prefs.prio(&serde, &u, &VersionFacts::bare(&v("1.0.0-rc.1"))),
         Some(at("preferences", 5, PinPriority::Value(1))),
         "`version *` does not match a pre-release"
     );

@@ -49,19 +49,23 @@ fn name(n: &str) -> CrateName {
     CrateName::new(n).unwrap()
 }
 
+/// [`merge`] of `krate` with no dates and no advisories.
+fn run(
+    krate: &str,
+    ups: &[UpstreamRef],
+    answers: &[Answer<'_>],
+    pins: &dyn PinRules,
+    remembered: &BTreeMap<Version, String>,
+) -> Result<Merged, MergeError> {
+    merge(&name(krate), ups, answers, pins, remembered, &Facts::at(0))
+}
+
 #[test]
 fn case1_each_crate_from_the_upstream_that_has_it() {
     let ups = corp_and_public();
     let acme = file("acme-core", &[("0.1.0", A, false), ("0.2.0", A, false)]);
     let answers = [Answer::Has(&acme), Answer::Absent];
-    let m = merge(
-        &name("acme-core"),
-        &ups,
-        &answers,
-        &NoPins,
-        &BTreeMap::new(),
-    )
-    .unwrap();
+    let m = run("acme-core", &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
     assert_eq!(
         served(&m, &answers),
         vec![(0, "0.1.0".into(), false), (0, "0.2.0".into(), false)]
@@ -70,7 +74,7 @@ fn case1_each_crate_from_the_upstream_that_has_it() {
 
     let serde = file("serde", &[("1.0.200", A, false), ("1.0.210", B, false)]);
     let answers = [Answer::Absent, Answer::Has(&serde)];
-    let m = merge(&name("serde"), &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
+    let m = run("serde", &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
     assert_eq!(
         served(&m, &answers),
         vec![(1, "1.0.200".into(), false), (1, "1.0.210".into(), false)]
@@ -83,14 +87,7 @@ fn case2_private_name_is_owned_by_the_private_registry() {
     let corp = file("acme-core", &[("0.2.0", A, false)]);
     let public = file("acme-core", &[("0.2.0", B, false), ("99.0.0", B, false)]);
     let answers = [Answer::Has(&corp), Answer::Has(&public)];
-    let m = merge(
-        &name("acme-core"),
-        &ups,
-        &answers,
-        &NoPins,
-        &BTreeMap::new(),
-    )
-    .unwrap();
+    let m = run("acme-core", &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
     assert_eq!(served(&m, &answers), vec![(0, "0.2.0".into(), false)]);
     let body = String::from_utf8(m.render(&answers, &|_| false).to_vec()).unwrap();
     assert!(body.contains(A) && !body.contains(B), "{body}");
@@ -108,14 +105,7 @@ fn case3_fail_closed_when_the_owner_errors() {
     let ups = corp_and_public();
     let public = file("acme-core", &[("0.2.0", B, false), ("99.0.0", B, false)]);
     let answers = [Answer::Error, Answer::Has(&public)];
-    let err = merge(
-        &name("acme-core"),
-        &ups,
-        &answers,
-        &NoPins,
-        &BTreeMap::new(),
-    )
-    .unwrap_err();
+    let err = run("acme-core", &ups, &answers, &NoPins, &BTreeMap::new()).unwrap_err();
     assert_eq!(
         err,
         MergeError::Unavailable {
@@ -125,14 +115,7 @@ fn case3_fail_closed_when_the_owner_errors() {
     // With the last good answer cached, that is what is served.
     let corp = file("acme-core", &[("0.2.0", A, false)]);
     let answers = [Answer::Has(&corp), Answer::Has(&public)];
-    let m = merge(
-        &name("acme-core"),
-        &ups,
-        &answers,
-        &NoPins,
-        &BTreeMap::new(),
-    )
-    .unwrap();
+    let m = run("acme-core", &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
     assert_eq!(served(&m, &answers), vec![(0, "0.2.0".into(), false)]);
 }
 
@@ -140,7 +123,7 @@ fn case3_fail_closed_when_the_owner_errors() {
 fn an_error_from_a_lower_upstream_fails_closed_when_nobody_else_has_the_crate() {
     let ups = corp_and_public();
     let answers = [Answer::Absent, Answer::Error];
-    assert!(merge(&name("serde"), &ups, &answers, &NoPins, &BTreeMap::new()).is_err());
+    assert!(run("serde", &ups, &answers, &NoPins, &BTreeMap::new()).is_err());
 }
 
 #[test]
@@ -148,14 +131,7 @@ fn an_error_from_a_lower_upstream_does_not_hide_the_owner() {
     let ups = corp_and_public();
     let corp = file("acme-core", &[("0.2.0", A, false)]);
     let answers = [Answer::Has(&corp), Answer::Error];
-    let m = merge(
-        &name("acme-core"),
-        &ups,
-        &answers,
-        &NoPins,
-        &BTreeMap::new(),
-    )
-    .unwrap();
+    let m = run("acme-core", &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
     assert_eq!(served(&m, &answers), vec![(0, "0.2.0".into(), false)]);
 }
 
@@ -163,7 +139,7 @@ fn an_error_from_a_lower_upstream_does_not_hide_the_owner() {
 fn absent_everywhere_serves_nothing() {
     let ups = corp_and_public();
     let answers = [Answer::Absent, Answer::Absent];
-    let m = merge(&name("nope"), &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
+    let m = run("nope", &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
     assert!(m.selected.is_empty());
 }
 
@@ -180,7 +156,7 @@ fn case4_owner_shadows_other_versions() {
         ],
     );
     let answers = [Answer::Has(&corp), Answer::Has(&public)];
-    let m = merge(&name("serde"), &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
+    let m = run("serde", &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
     assert_eq!(served(&m, &answers), vec![(0, "1.0.100".into(), false)]);
 }
 
@@ -190,7 +166,7 @@ fn case10_ties_merge_and_first_declared_wins_a_conflict() {
     let corp = file("left-pad", &[("1.0.0", A, false)]);
     let mirror = file("left-pad", &[("1.0.0", B, false), ("1.1.0", B, true)]);
     let answers = [Answer::Has(&corp), Answer::Has(&mirror)];
-    let m = merge(&name("left-pad"), &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
+    let m = run("left-pad", &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
     assert_eq!(
         served(&m, &answers),
         vec![(0, "1.0.0".into(), false), (1, "1.1.0".into(), true)]
@@ -213,12 +189,12 @@ fn rule8_a_remembered_checksum_is_never_replaced() {
     let mirror = file("left-pad", &[("1.0.0", B, false)]);
     let answers = [Answer::Has(&corp), Answer::Has(&mirror)];
     let remembered = BTreeMap::from([("1.0.0".parse().unwrap(), B.to_owned())]);
-    let m = merge(&name("left-pad"), &ups, &answers, &NoPins, &remembered).unwrap();
+    let m = run("left-pad", &ups, &answers, &NoPins, &remembered).unwrap();
     assert_eq!(served(&m, &answers), vec![(1, "1.0.0".into(), false)]);
 
     // Only a different checksum is left: the version is hidden, not changed.
     let answers = [Answer::Has(&corp), Answer::Absent];
-    let m = merge(&name("left-pad"), &ups, &answers, &NoPins, &remembered).unwrap();
+    let m = run("left-pad", &ups, &answers, &NoPins, &remembered).unwrap();
     assert!(m.selected.is_empty());
     assert!(matches!(
         m.decisions[0].state,
@@ -244,11 +220,11 @@ fn single_upstream_view_applies_never_and_negative_pins_only() {
     )])
     .unwrap();
     assert_eq!(
-        single(&name("openssl"), &corp, &f, &pins),
+        single(&name("openssl"), &corp, &f, &pins, &Facts::at(0)),
         vec![(0, true), (2, false)]
     );
     assert_eq!(
-        single(&name("openssl"), &corp, &f, &NoPins),
+        single(&name("openssl"), &corp, &f, &NoPins, &Facts::at(0)),
         vec![(0, false), (1, false), (2, false)]
     );
     let never = crate::pin::Preferences::parse_files([(
@@ -256,14 +232,17 @@ fn single_upstream_view_applies_never_and_negative_pins_only() {
         "Package: openssl\nPin: registry corp\nPin-Priority: never\n",
     )])
     .unwrap();
-    assert!(single(&name("openssl"), &corp, &f, &never).is_empty());
+    assert!(single(&name("openssl"), &corp, &f, &never, &Facts::at(0)).is_empty());
     // A low priority that is not negative changes nothing in a single upstream's view.
     let low = crate::pin::Preferences::parse_files([(
         "preferences",
         "Package: openssl\nPin: registry corp\nPin-Priority: 1\n",
     )])
     .unwrap();
-    assert_eq!(single(&name("openssl"), &corp, &f, &low).len(), 3);
+    assert_eq!(
+        single(&name("openssl"), &corp, &f, &low, &Facts::at(0)).len(),
+        3
+    );
 }
 
 #[test]
@@ -271,7 +250,7 @@ fn an_unchanged_single_upstream_file_is_served_without_a_copy() {
     let ups = corp_and_public();
     let serde = file("serde", &[("1.0.200", A, false), ("1.0.210", B, false)]);
     let answers = [Answer::Absent, Answer::Has(&serde)];
-    let m = merge(&name("serde"), &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
+    let m = run("serde", &ups, &answers, &NoPins, &BTreeMap::new()).unwrap();
     let body = m.render(&answers, &|_| false);
     assert_eq!(body, serde.body);
     assert_eq!(
@@ -285,7 +264,7 @@ fn an_unchanged_single_upstream_file_is_served_without_a_copy() {
         "Package: serde\nPin: version =1.0.210\nPin-Priority: -1\n",
     )])
     .unwrap();
-    let m = merge(&name("serde"), &ups, &answers, &pins, &BTreeMap::new()).unwrap();
+    let m = run("serde", &ups, &answers, &pins, &BTreeMap::new()).unwrap();
     let body = m.render(&answers, &|_| false);
     assert_ne!(body.as_ptr(), serde.body.as_ptr());
     assert!(

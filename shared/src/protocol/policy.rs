@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::State;
+use crate::advisory::AdvisoryHit;
+use crate::policy::{Dated, State};
 
 /// The answer of `GET /-/policy/<crate>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +76,68 @@ pub struct VersionDecision {
     pub yanked: bool,
     /// For duplicates: the upstream whose copy is served.
     pub winner: Option<String>,
+    /// When the version was published (its `pubtime`) or first seen by privreg, in seconds since
+    /// the epoch; `None` when it has no `pubtime` and was there at privreg's first fetch.
+    #[serde(default)]
+    pub published: Option<u64>,
+    /// Where [`published`](Self::published) comes from.
+    #[serde(default)]
+    pub dated: Dating,
+    /// The advisories that affect the version (withdrawn ones left out).
+    #[serde(default)]
+    pub advisories: Vec<PolicyAdvisory>,
+}
+
+/// Where a version's age comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dating {
+    /// `pubtime`: the index line's `pubtime`.
+    Pubtime,
+    /// `first-seen`: no `pubtime`; when privreg first saw the version in a revalidation.
+    FirstSeen,
+    /// `first-fetch`: no `pubtime`, and there at privreg's first fetch of the file: old.
+    #[default]
+    FirstFetch,
+}
+
+impl Dating {
+    /// The wire name, as `privreg policy` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dating::Pubtime => "pubtime",
+            Dating::FirstSeen => "first-seen",
+            Dating::FirstFetch => "first-fetch",
+        }
+    }
+}
+
+impl From<Dated> for Dating {
+    fn from(d: Dated) -> Dating {
+        match d {
+            Dated::Pubtime(_) => Dating::Pubtime,
+            Dated::FirstSeen(_) => Dating::FirstSeen,
+            Dated::Old => Dating::FirstFetch,
+        }
+    }
+}
+
+/// An advisory that affects a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyAdvisory {
+    /// Its ID, e.g. `RUSTSEC-2023-0071`.
+    pub id: String,
+    /// `vulnerability`, `unmaintained`, `unsound`, `notice`, or another informational kind.
+    pub kind: String,
+}
+
+impl From<&AdvisoryHit> for PolicyAdvisory {
+    fn from(h: &AdvisoryHit) -> PolicyAdvisory {
+        PolicyAdvisory {
+            id: h.id.clone(),
+            kind: h.kind.to_string(),
+        }
+    }
 }
 
 /// [`State`] on the wire.
@@ -247,6 +310,12 @@ mod tests {
                     stanza: Some("/cfg/preferences:3".into()),
                     yanked: true,
                     winner: None,
+                    published: Some(1_736_467_200),
+                    dated: Dating::FirstSeen,
+                    advisories: vec![PolicyAdvisory {
+                        id: "RUSTSEC-2024-0001".into(),
+                        kind: "vulnerability".into(),
+                    }],
                 }],
                 conflicts: vec![Conflict {
                     version: "1.0.0".into(),
@@ -265,7 +334,9 @@ mod tests {
             concat!(
                 r#"{{"crate":"acme-core","owners":["acme"],"upstreams":[{}],"#,
                 r#""versions":[{{"version":"1.0.0","upstream":"acme","priority":"never","state":"yanked-by-pin","#,
-                r#""stanza":"/cfg/preferences:3","yanked":true,"winner":null}}],"#,
+                r#""stanza":"/cfg/preferences:3","yanked":true,"winner":null,"#,
+                r#""published":1736467200,"dated":"first-seen","#,
+                r#""advisories":[{{"id":"RUSTSEC-2024-0001","kind":"vulnerability"}}]}}],"#,
                 r#""conflicts":[{{"version":"1.0.0","winner":"acme","loser":"crates-io"}}],"#,
                 r#""hints":["a hint"],"config_error":null}}"#
             ),
@@ -287,6 +358,22 @@ mod tests {
         );
         assert_eq!(serde_json::to_string(&p).unwrap(), text);
         assert_eq!(serde_json::from_str::<Policy>(&text).unwrap(), p);
+    }
+
+    #[test]
+    fn a_version_from_an_older_daemon_reads_as_undated() {
+        let text = r#"{"version":"1.0.0","upstream":"acme","priority":"500","state":"served","stanza":null,"yanked":false,"winner":null}"#;
+        let v: VersionDecision = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            (v.published, v.dated, v.advisories.len()),
+            (None, Dating::FirstFetch, 0)
+        );
+        for d in [Dating::Pubtime, Dating::FirstSeen, Dating::FirstFetch] {
+            assert_eq!(
+                serde_json::to_string(&d).unwrap(),
+                format!("\"{}\"", d.as_str())
+            );
+        }
     }
 
     #[test]

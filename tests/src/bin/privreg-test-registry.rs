@@ -6,7 +6,7 @@
 //! [--watch CRATE,…]`. Prints one JSON line `{"index":…,"api":…,"token":…}` when ready, then
 //! reads JSON commands from stdin, one per line, answering each with one JSON line:
 //! - `{"publish":{"name":…,"vers":…,"deps":[{"name":…,"req":…,"registry":null|"alternative"}],
-//!   "yanked":false,"lib":"…rust source…"}}` → `{"cksum":…}`
+//!   "yanked":false,"lib":"…rust source…","pubtime":"YYYY-MM-DDTHH:MM:SSZ"}}` → `{"cksum":…}`
 //! - `{"mode":"ok"|"500"|"503"|"hang"|"slow"|"hold"|"redirect BASE"}` → `{"ok":true}`: how the
 //!   index files of the crates named in `--watch` (and `config.json`) are answered from now on
 //!   (`slow`: after 500 ms; `hold`: not until the mode changes, then as the new mode says — a
@@ -63,6 +63,8 @@ struct Publish {
     lib: Option<String>,
     #[serde(default)]
     features: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pubtime: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -321,6 +323,9 @@ fn main() {
                 }
                 if let Some(lib) = &p.lib {
                     pkg.file("src/lib.rs", lib);
+                }
+                if let Some(t) = &p.pubtime {
+                    pkg.pubtime(t);
                 }
                 let cksum = pkg.publish();
                 reply(serde_json::json!({ "cksum": cksum }));

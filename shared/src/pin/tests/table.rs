@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use crate::index::IndexFile;
 use crate::pin::Preferences;
 use crate::policy::{
-    Answer, Conflict, MergeError, Merged, NoPins, PinRules, StanzaRef, State, UpstreamRef, merge,
+    Answer, Conflict, Facts, MergeError, Merged, NoPins, PinRules, StanzaRef, State, UpstreamRef,
+    merge,
 };
 
 use super::{DESIGN_EXAMPLE, name};
@@ -96,7 +97,14 @@ fn run(
     answers: &[Answer<'_>],
     pins: &dyn PinRules,
 ) -> Result<Merged, MergeError> {
-    merge(&name(krate), ups, answers, pins, &BTreeMap::new())
+    merge(
+        &name(krate),
+        ups,
+        answers,
+        pins,
+        &BTreeMap::new(),
+        &Facts::at(0),
+    )
 }
 
 #[test]
