@@ -66,6 +66,37 @@ pub(crate) struct MergedBody {
     /// For each served version: the upstream (by name) and checksum, to route downloads.
     pub sources: BTreeMap<Version, (String, String)>,
     fingerprint: (u64, Vec<u64>),
+    /// `body` is an upstream entry's body (a file served as it came), whose bytes that entry
+    /// weighs against the memory budget.
+    body_shared: bool,
+}
+
+impl MergedBody {
+    /// A merged view of `body` alone, for the unit tests of what holds them.
+    #[cfg(test)]
+    pub(crate) fn for_test(body: Bytes) -> MergedBody {
+        MergedBody {
+            etag: strong_etag(&body),
+            body,
+            sources: BTreeMap::new(),
+            fingerprint: (0, Vec::new()),
+            body_shared: false,
+        }
+    }
+
+    /// About how many bytes of memory the merged view holds besides what the upstream entries
+    /// it came from hold (see [`crate::upstream::Memory`]).
+    pub(crate) fn weight(&self) -> usize {
+        /// Per served version: the map's node, the version, the upstream's name and the
+        /// checksum, with their heap blocks.
+        const PER_VERSION: usize = 64 + size_of::<(Version, (String, String))>() + 16 + 80;
+        let body = if self.body_shared { 0 } else { self.body.len() };
+        size_of::<MergedBody>()
+            + body
+            + self.etag.capacity()
+            + self.sources.len() * PER_VERSION
+            + self.fingerprint.1.capacity() * size_of::<u64>()
+    }
 }
 
 /// Why the layered view has no body for a crate.
@@ -191,11 +222,16 @@ impl Daemon {
             })
             .collect();
         let etag = strong_etag(&body);
+        let body_shared = entries
+            .iter()
+            .flatten()
+            .any(|e| e.body.as_ptr() == body.as_ptr() && e.body.len() == body.len());
         let m = Arc::new(MergedBody {
             body,
             etag,
             sources,
             fingerprint,
+            body_shared,
         });
         self.remember_merge(krate.clone(), m.clone());
         Ok(m)
@@ -224,6 +260,7 @@ mod tests {
             body: Bytes::new(),
             file: None,
             rev,
+            disk: crate::upstream::OnDisk::Same,
         })
     }
 

@@ -232,6 +232,7 @@ mod tests {
             file: present.then(|| Arc::new(IndexFile::parse_bytes(body.clone()))),
             body,
             rev,
+            disk: crate::upstream::OnDisk::Same,
         })
     }
 
