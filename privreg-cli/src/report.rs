@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use privreg_shared::protocol::{
-    Dating, PolicyOutcome, UpstreamStatus, VersionDecision, VersionState,
+    Dating, MemoryStatus, PolicyOutcome, UpstreamStatus, VersionDecision, VersionState,
 };
 
 use super::Dirs;
@@ -170,6 +170,24 @@ fn health(u: &UpstreamStatus, now: u64) -> String {
     }
 }
 
+/// The in-memory index cache: size against the budget, entries, hit ratio, evictions.
+fn memory_line(m: &MemoryStatus) -> String {
+    let lookups = m.hits + m.misses;
+    let ratio = if lookups == 0 {
+        "no lookups yet".to_owned()
+    } else {
+        format!("{:.1}% hits", 100.0 * m.hits as f64 / lookups as f64)
+    };
+    format!(
+        "{} of {} (limits.index-memory) in {} files and merged views; {ratio}, {} read back from disk, {} evicted",
+        human_bytes(m.bytes),
+        human_bytes(m.budget_bytes),
+        m.entries,
+        m.disk_reads,
+        m.evictions
+    )
+}
+
 pub(crate) async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     let st = crate::autostart::connect(dirs, TIMEOUT)
         .await?
@@ -194,6 +212,7 @@ pub(crate) async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
             100.0 * hits as f64 / total as f64
         );
     }
+    println!("memory:    {}", memory_line(&st.memory));
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -328,5 +347,31 @@ mod tests {
             assert_eq!(age_of(&v, now), age);
             assert_eq!(advisories_of(&v), advisories);
         }
+    }
+
+    #[test]
+    fn the_memory_line_tells_size_budget_and_hit_ratio() {
+        let mut m = MemoryStatus {
+            bytes: 3 << 20,
+            budget_bytes: 64 << 20,
+            entries: 120,
+            hits: 90,
+            misses: 10,
+            disk_reads: 4,
+            evictions: 2,
+        };
+        let line = memory_line(&m);
+        for want in [
+            "3.0 MiB of 64.0 MiB",
+            "limits.index-memory",
+            "120 files",
+            "90.0% hits",
+            "4 read back from disk",
+            "2 evicted",
+        ] {
+            assert!(line.contains(want), "{want:?} missing: {line}");
+        }
+        (m.hits, m.misses) = (0, 0);
+        assert!(memory_line(&m).contains("no lookups yet"));
     }
 }

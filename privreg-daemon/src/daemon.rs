@@ -2,7 +2,6 @@
 //! the cache, the metrics and the status page's sessions. Its fields are private to this module;
 //! the rest of the daemon goes through the methods below.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -12,6 +11,7 @@ use privreg_shared::CrateName;
 use privreg_shared::advisory::{AdvisorySource, NoAdvisories};
 use privreg_shared::secrets::{Keyring, Token};
 
+use crate::keyed::KeyedLocks;
 use crate::layered::{MergedBody, Runtime};
 use crate::metrics::Metrics;
 use crate::session::PageSessions;
@@ -31,8 +31,8 @@ pub(crate) struct Daemon {
     h2c_upgrades: AtomicU64,
     prefetch_rx: Mutex<Option<PrefetchRx>>,
     cache: Cache,
-    merged: Mutex<HashMap<CrateName, Arc<MergedBody>>>,
-    downloads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per crate file being downloaded: the lock that serialises its downloads.
+    downloads: KeyedLocks<String, ()>,
     /// What cargo must present in `Authorization`; `None` when `auth = false`.
     local_token: Option<Token>,
     /// `http://ADDR` of the daemon itself, as cargo reaches it.
@@ -66,9 +66,11 @@ impl Daemon {
         let tokens = Tokens::new(runtime.config.keyring, keyring);
         let (prefetch_tx, prefetch_rx) = tokio::sync::mpsc::unbounded_channel();
         let metrics = Arc::new(Metrics::new());
+        let index_memory = runtime.config.limits.index_memory;
         let port = base_url.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
         let upstreams = Arc::new(Upstreams::new(
             cache.clone(),
+            index_memory,
             tokens,
             prefetch_tx,
             metrics.clone(),
@@ -84,8 +86,7 @@ impl Daemon {
             prefetch_rx: Mutex::new(Some(prefetch_rx)),
             local_token,
             cache,
-            merged: Mutex::default(),
-            downloads: Mutex::default(),
+            downloads: KeyedLocks::default(),
             base_url,
             config_dir,
             cache_dir,
@@ -169,25 +170,17 @@ impl Daemon {
 
     /// The merged view of `krate` remembered from an earlier merge, if any.
     pub(crate) fn remembered_merge(&self, krate: &CrateName) -> Option<Arc<MergedBody>> {
-        self.merged.lock().expect("merged lock").get(krate).cloned()
+        self.upstreams.memory().merged(krate)
     }
 
-    /// Remembers the merged view of `krate`.
+    /// Remembers the merged view of `krate` (in memory, within its budget).
     pub(crate) fn remember_merge(&self, krate: CrateName, merged: Arc<MergedBody>) {
-        self.merged
-            .lock()
-            .expect("merged lock")
-            .insert(krate, merged);
+        self.upstreams.memory().remember_merged(krate, merged);
     }
 
     /// The lock that serialises downloads of one file (`key`).
     pub(crate) fn download_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.downloads
-            .lock()
-            .expect("downloads lock")
-            .entry(key.to_owned())
-            .or_default()
-            .clone()
+        self.downloads.of(key)
     }
 
     /// What cargo must present in `Authorization`; `None` when `auth = false`.
@@ -201,12 +194,13 @@ impl Daemon {
         self.upstreams
             .shared()
             .configure(runtime.config.shared.as_ref(), runtime.config.keyring);
+        self.upstreams.retain_upstreams(&runtime.config.upstreams);
         *self.runtime.write().expect("runtime lock") = Arc::new(runtime);
     }
 
     /// Forgets the merged view of a crate (after a publish or yank through the daemon).
     pub(crate) fn forget_merged(&self, krate: &CrateName) {
-        self.merged.lock().expect("merged lock").remove(krate);
+        self.upstreams.memory().forget_merged(krate);
     }
 
     /// The advisory database in force and its generation (bumped by [`Daemon::set_advisories`]).

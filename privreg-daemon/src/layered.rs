@@ -71,6 +71,38 @@ pub(crate) struct MergedBody {
     /// When a decision could change with nothing else changing (a version growing out of an
     /// `age` pin), in seconds since the epoch: the body is computed again from then on.
     expires: Option<u64>,
+    /// `body` is an upstream entry's body (a file served as it came), whose bytes that entry
+    /// weighs against the memory budget.
+    body_shared: bool,
+}
+
+impl MergedBody {
+    /// A merged view of `body` alone, for the unit tests of what holds them.
+    #[cfg(test)]
+    pub(crate) fn for_test(body: Bytes) -> MergedBody {
+        MergedBody {
+            etag: strong_etag(&body),
+            body,
+            sources: BTreeMap::new(),
+            fingerprint: (0, 0, Vec::new()),
+            expires: None,
+            body_shared: false,
+        }
+    }
+
+    /// About how many bytes of memory the merged view holds besides what the upstream entries
+    /// it came from hold (see [`crate::upstream::Memory`]).
+    pub(crate) fn weight(&self) -> usize {
+        /// Per served version: the map's node, the version, the upstream's name and the
+        /// checksum, with their heap blocks.
+        const PER_VERSION: usize = 64 + size_of::<(Version, (String, String))>() + 16 + 80;
+        let body = if self.body_shared { 0 } else { self.body.len() };
+        size_of::<MergedBody>()
+            + body
+            + self.etag.capacity()
+            + self.sources.len() * PER_VERSION
+            + self.fingerprint.2.capacity() * size_of::<u64>()
+    }
 }
 
 impl MergedBody {
@@ -252,12 +284,17 @@ impl Daemon {
             })
             .collect();
         let etag = strong_etag(&body);
+        let body_shared = entries
+            .iter()
+            .flatten()
+            .any(|e| e.body.as_ptr() == body.as_ptr() && e.body.len() == body.len());
         let m = Arc::new(MergedBody {
             body,
             etag,
             sources,
             fingerprint,
             expires: merged.expires,
+            body_shared,
         });
         self.remember_merge(krate.clone(), m.clone());
         Ok(m)
@@ -287,6 +324,7 @@ mod tests {
             file: None,
             rev,
             seen: Arc::default(),
+            disk: crate::upstream::OnDisk::Same,
         })
     }
 
@@ -328,6 +366,7 @@ mod tests {
             sources: BTreeMap::new(),
             fingerprint: (1, 0, vec![2]),
             expires,
+            body_shared: false,
         };
         let key = (1, 0, vec![2]);
         assert!(body(None).holds(&key, u64::MAX));

@@ -13,6 +13,7 @@ mod conns;
 mod daemon;
 mod download;
 mod h2c;
+mod keyed;
 mod layered;
 mod metrics;
 mod page;

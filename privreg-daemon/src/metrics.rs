@@ -15,6 +15,7 @@ use privreg_shared::route::{self, View};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -135,6 +136,78 @@ pub(crate) fn file_kind(rel: UpstreamPath<'_>) -> &'static str {
     }
 }
 
+/// The in-memory index cache: lookups, reads from disk and evictions counted as they happen;
+/// its size set when the metrics are read.
+#[derive(Default)]
+struct MemoryMetrics {
+    hits: Counter,
+    misses: Counter,
+    disk_reads: Counter,
+    evictions: Counter,
+    bytes: Gauge,
+    budget: Gauge,
+    entries: Gauge,
+}
+
+impl MemoryMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let counters = [
+            (
+                "memory_cache_hits",
+                "Index and config.json files found in the in-memory cache",
+                &self.hits,
+            ),
+            (
+                "memory_cache_misses",
+                "Index and config.json files not in the in-memory cache (read from disk, or not cached)",
+                &self.misses,
+            ),
+            (
+                "memory_cache_disk_reads",
+                "Files read back from the disk cache into memory",
+                &self.disk_reads,
+            ),
+            (
+                "memory_cache_evictions",
+                "Files and merged views dropped from memory to keep within limits.index-memory",
+                &self.evictions,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        let sizes = [
+            (
+                "memory_cache",
+                "What the in-memory index cache holds (estimated: bodies, parsed lines, merged views)",
+                &self.bytes,
+            ),
+            (
+                "memory_cache_budget",
+                "The in-memory index cache's budget, limits.index-memory",
+                &self.budget,
+            ),
+        ];
+        for (name, help, gauge) in sizes {
+            registry.register_with_unit(name, help, Unit::Bytes, gauge.clone());
+        }
+        registry.register(
+            "memory_cache_entries",
+            "Files and merged views in the in-memory index cache",
+            self.entries.clone(),
+        );
+    }
+}
+
+/// The in-memory index cache's counts so far: (hits, misses, reads from disk, evictions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MemoryCounts {
+    pub hits: u64,
+    pub misses: u64,
+    pub disk_reads: u64,
+    pub evictions: u64,
+}
+
 /// The daemon's metrics registry and its metric families.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -152,6 +225,7 @@ pub(crate) struct Metrics {
     reload_errors: Counter,
     shared_tier: Family<SharedTierLabels, Counter>,
     shared_tier_failing: prometheus_client::metrics::gauge::Gauge,
+    memory: MemoryMetrics,
     latency: Mutex<HashMap<String, Latency>>,
     recent: Mutex<VecDeque<Hidden>>,
 }
@@ -180,6 +254,7 @@ impl Metrics {
             reload_errors: Counter::default(),
             shared_tier: Family::default(),
             shared_tier_failing: prometheus_client::metrics::gauge::Gauge::default(),
+            memory: MemoryMetrics::default(),
             latency: Mutex::default(),
             recent: Mutex::default(),
             registry: Registry::default(),
@@ -257,6 +332,7 @@ impl Metrics {
             "1 while the shared cache tier's last request failed (it is skipped for its cooldown), else 0",
             m.shared_tier_failing.clone(),
         );
+        m.memory.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -274,6 +350,44 @@ impl Metrics {
             }
             _ => {}
         }
+    }
+
+    /// A lookup in the in-memory index cache: found there, or not.
+    pub(crate) fn memory_lookup(&self, hit: bool) {
+        if hit {
+            self.memory.hits.inc();
+        } else {
+            self.memory.misses.inc();
+        }
+    }
+
+    /// A file read back from the disk cache into memory.
+    pub(crate) fn memory_disk_read(&self) {
+        self.memory.disk_reads.inc();
+    }
+
+    /// A file or merged view dropped from memory to keep within the budget.
+    pub(crate) fn memory_eviction(&self) {
+        self.memory.evictions.inc();
+    }
+
+    /// The in-memory index cache's counts so far.
+    pub(crate) fn memory_counts(&self) -> MemoryCounts {
+        MemoryCounts {
+            hits: self.memory.hits.get(),
+            misses: self.memory.misses.get(),
+            disk_reads: self.memory.disk_reads.get(),
+            evictions: self.memory.evictions.get(),
+        }
+    }
+
+    /// The in-memory index cache's size now (bytes, budget, entries), for the next read of
+    /// the metrics.
+    pub(crate) fn memory_usage(&self, bytes: u64, budget: u64, entries: u64) {
+        let gauge = |g: &Gauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        gauge(&self.memory.bytes, bytes);
+        gauge(&self.memory.budget, budget);
+        gauge(&self.memory.entries, entries);
     }
 
     /// The metrics in the Prometheus text format (version 0.0.4).
@@ -453,6 +567,12 @@ mod tests {
         m.cache_hit();
         m.upstream("acme", "index", "ok", Duration::from_millis(30));
         m.reloaded(false);
+        m.memory_lookup(true);
+        m.memory_lookup(true);
+        m.memory_lookup(false);
+        m.memory_disk_read();
+        m.memory_eviction();
+        m.memory_usage(1000, 4096, 3);
         let text = m.encode();
         for want in [
             "# TYPE privreg_requests_total counter\n",
@@ -465,12 +585,30 @@ mod tests {
             "privreg_upstream_request_duration_seconds_bucket{upstream=\"acme\",kind=\"index\",le=\"0.05\"} 1\n",
             "privreg_config_reloads_total 1\n",
             "privreg_config_reload_errors_total 1\n",
+            "privreg_memory_cache_hits_total 2\n",
+            "privreg_memory_cache_misses_total 1\n",
+            "privreg_memory_cache_disk_reads_total 1\n",
+            "privreg_memory_cache_evictions_total 1\n",
+            "# TYPE privreg_memory_cache_bytes gauge\n",
+            "privreg_memory_cache_bytes 1000\n",
+            "privreg_memory_cache_budget_bytes 4096\n",
+            "privreg_memory_cache_entries 3\n",
         ] {
             assert!(text.contains(want), "{want} missing from:\n{text}");
         }
         assert!(
             !text.contains("passwd"),
             "a raw path became a label:\n{text}"
+        );
+        let counts = m.memory_counts();
+        assert_eq!(
+            (
+                counts.hits,
+                counts.misses,
+                counts.disk_reads,
+                counts.evictions
+            ),
+            (2, 1, 1, 1)
         );
         let l = &m.latency()["acme"];
         assert_eq!((l.count, l.last_outcome), (1, "ok"));

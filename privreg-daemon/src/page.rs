@@ -11,7 +11,7 @@ use crate::body::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use privreg_shared::protocol::PageLink;
+use privreg_shared::protocol::{MemoryStatus, PageLink};
 use privreg_shared::route::Endpoint;
 
 use crate::daemon::Daemon;
@@ -53,6 +53,8 @@ pub(crate) struct PageData {
     pub decisions: Vec<Hidden>,
     /// The team tier (`[cache.shared]`), when configured.
     pub shared_tier: Option<privreg_shared::protocol::SharedTierStatus>,
+    /// The in-memory index cache.
+    pub memory: MemoryStatus,
     /// Seconds since the epoch, for "… ago".
     pub now: u64,
 }
@@ -125,6 +127,7 @@ pub(crate) fn render(d: &PageData) -> Markup {
                     (upstreams_section(d))
                     (shared_tier_section(d))
                     (cache_section(d))
+                    (memory_section(&d.memory))
                     (decisions_section(d))
                 }
             }
@@ -285,12 +288,7 @@ fn shared_tier_section(d: &PageData) -> Markup {
 }
 
 fn cache_section(d: &PageData) -> Markup {
-    let lookups = d.hits + d.misses;
-    let ratio = if lookups == 0 {
-        "–".to_owned()
-    } else {
-        format!("{:.1}%", 100.0 * d.hits as f64 / lookups as f64)
-    };
+    let ratio = percent(d.hits, d.hits + d.misses);
     html! {
         section id="cache" {
             h2 { "Cache" }
@@ -304,6 +302,32 @@ fn cache_section(d: &PageData) -> Markup {
                 (stat(&d.prefetches.to_string(), "prefetches"))
             }
             p class="muted" { "Directory: " code { (d.cache_dir.display()) } }
+        }
+    }
+}
+
+/// A share as a percentage with one decimal, or a dash when there is nothing to divide.
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "–".to_owned()
+    } else {
+        format!("{:.1}%", 100.0 * part as f64 / whole as f64)
+    }
+}
+
+/// The in-memory index cache: size against its budget, hit ratio, reads from disk, evictions.
+fn memory_section(m: &MemoryStatus) -> Markup {
+    html! {
+        section id="memory" {
+            h2 { "Memory" }
+            div class="stats" {
+                (stat(&format!("{} of {}", human_bytes(m.bytes), human_bytes(m.budget_bytes)), "held in memory (limits.index-memory)"))
+                (stat(&percent(m.bytes, m.budget_bytes), "of the budget"))
+                (stat(&m.entries.to_string(), "files and merged views"))
+                (stat(&percent(m.hits, m.hits + m.misses), "hit ratio (memory)"))
+                (stat(&m.disk_reads.to_string(), "read back from disk"))
+                (stat(&m.evictions.to_string(), "evictions"))
+            }
         }
     }
 }
@@ -394,11 +418,14 @@ impl Daemon {
     ) -> Option<Response<Body>> {
         let get = method == Method::GET || method == Method::HEAD;
         Some(match endpoint {
-            Endpoint::Metrics if get => respond(
-                StatusCode::OK,
-                metrics::CONTENT_TYPE,
-                self.metrics().encode(),
-            ),
+            Endpoint::Metrics if get => {
+                self.memory_status();
+                respond(
+                    StatusCode::OK,
+                    metrics::CONTENT_TYPE,
+                    self.metrics().encode(),
+                )
+            }
             Endpoint::Page if get => {
                 let html = render(&self.page_data().await).into_string();
                 let mut r = respond(StatusCode::OK, "text/html; charset=utf-8", html);
@@ -502,6 +529,7 @@ impl Daemon {
             upstream_requests: self.upstreams().request_count(),
             decisions: self.metrics().recent_decisions(),
             shared_tier: self.upstreams().shared().status(),
+            memory: self.memory_status(),
             now: epoch_secs(SystemTime::now()),
         }
     }
@@ -553,6 +581,15 @@ mod tests {
                 stanza: Some("/cfg/preferences:3".into()),
             }],
             shared_tier: None,
+            memory: MemoryStatus {
+                bytes: 48 << 20,
+                budget_bytes: 64 << 20,
+                entries: 2100,
+                hits: 900,
+                misses: 100,
+                disk_reads: 40,
+                evictions: 17,
+            },
             now: 200,
         }
     }
@@ -567,6 +604,10 @@ mod tests {
             "id=\"upstreams\"",
             "id=\"cache\"",
             "id=\"decisions\"",
+            "id=\"memory\"",
+            "48.0 MiB of 64.0 MiB",
+            "90.0%",
+            "2100",
             "config.toml:3: unknown key `&lt;script&gt;`",
             "upstream acme answered &lt;b&gt;500&lt;/b&gt;",
             "failing",

@@ -233,6 +233,7 @@ mod tests {
             body,
             rev,
             seen: Arc::default(),
+            disk: crate::upstream::OnDisk::Same,
         })
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use privreg_shared::CrateName;
 use privreg_shared::policy::{self, Answer, Dated, State};
 use privreg_shared::protocol::{
-    CacheWriteError, Conflict, Merged, Policy, PolicyOutcome, PolicyUpstream, Status,
+    CacheWriteError, Conflict, MemoryStatus, Merged, Policy, PolicyOutcome, PolicyUpstream, Status,
     UpstreamStatus, VersionDecision,
 };
 use privreg_shared::store::now_secs;
@@ -56,6 +56,24 @@ impl Daemon {
             prefetches: self.prefetch_count(),
             h2c_upgrades: self.h2c_upgrade_count(),
             shared_tier: self.upstreams().shared().status(),
+            memory: self.memory_status(),
+        }
+    }
+
+    /// The in-memory index cache now; also sets its size for the next read of `/metrics`.
+    pub(crate) fn memory_status(&self) -> MemoryStatus {
+        let usage = self.upstreams().memory().usage();
+        self.metrics()
+            .memory_usage(usage.bytes, usage.budget, usage.entries);
+        let counts = self.metrics().memory_counts();
+        MemoryStatus {
+            bytes: usage.bytes,
+            budget_bytes: usage.budget,
+            entries: usage.entries,
+            hits: counts.hits,
+            misses: counts.misses,
+            disk_reads: counts.disk_reads,
+            evictions: counts.evictions,
         }
     }
 

@@ -57,6 +57,10 @@ pub struct Limits {
     /// How long a connection with no request in flight may stay silent (`idle-timeout`).
     /// Read when the daemon starts.
     pub idle_timeout: Duration,
+    /// Bytes the daemon's in-memory index cache may hold (`index-memory`): upstream index files
+    /// with their parsed lines, and merged views; the least recently used go first and are read
+    /// back from the disk cache when asked for again. Read when the daemon starts.
+    pub index_memory: u64,
 }
 
 impl Default for Limits {
@@ -69,6 +73,7 @@ impl Default for Limits {
             max_connections: 512,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_mins(1),
+            index_memory: 64 << 20,
         }
     }
 }
@@ -145,6 +150,7 @@ struct RawLimits {
     max_connections: Option<Spanned<i64>>,
     header_read_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
+    index_memory: Option<Spanned<RawSize>>,
 }
 
 #[derive(Deserialize)]
@@ -523,6 +529,7 @@ fn parse_limits(raw: &RawLimits) -> Result<Limits, Invalid> {
         max_connections,
         header_read_timeout,
         idle_timeout,
+        index_memory: size(&raw.index_memory, "index-memory", 64 << 10, d.index_memory)?,
     })
 }
 
@@ -648,7 +655,7 @@ index = "sparse+http://127.0.0.1:2/index/"
     #[test]
     fn limits() {
         let c = parse(
-            "[limits]\nmax-index-size = \"1MiB\"\nmax-crate-size = 2048\nmax-upstream-requests = 4\nmax-header-size = \"16 KiB\"\nmax-connections = 64\nheader-read-timeout = \"5s\"\nidle-timeout = \"2m\"\n[upstreams.a]\nindex = \"sparse+http://h/\"\n",
+            "[limits]\nmax-index-size = \"1MiB\"\nmax-crate-size = 2048\nmax-upstream-requests = 4\nmax-header-size = \"16 KiB\"\nmax-connections = 64\nheader-read-timeout = \"5s\"\nidle-timeout = \"2m\"\nindex-memory = \"256KiB\"\n[upstreams.a]\nindex = \"sparse+http://h/\"\n",
         )
         .unwrap();
         let want = Limits {
@@ -659,6 +666,7 @@ index = "sparse+http://127.0.0.1:2/index/"
             max_connections: 64,
             header_read_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_mins(2),
+            index_memory: 256 << 10,
         };
         assert_eq!(c.limits, want);
         assert_eq!(c.upstreams[0].limits, want);
@@ -746,6 +754,12 @@ index = "sparse+http://127.0.0.1:2/index/"
                 "header-read-timeout",
             ),
             ("[limits]\nidle-timeout = \"soon\"\n", 2, "idle-timeout"),
+            (
+                "[limits]\nindex-memory = \"1KiB\"\n",
+                2,
+                "limits.index-memory",
+            ),
+            ("[limits]\n\nindex-memory = \"lots\"\n", 3, "index-memory"),
         ];
         for (text, line, needle) in cases {
             let e = parse(text).unwrap_err();

@@ -374,6 +374,37 @@ impl IndexLine {
 }
 
 impl IndexFile {
+    /// About how many bytes of memory the parsed file holds besides its body (which its lines
+    /// are slices of): the lines' own fields and the skipped lines' reasons, each heap block at
+    /// its capacity plus the allocator's bookkeeping. For weighing files against a memory
+    /// budget; the body is weighed by whoever holds it.
+    pub fn parsed_bytes(&self) -> usize {
+        /// The allocator's bookkeeping per heap block (glibc's header, rounded up).
+        const BLOCK: usize = 16;
+        let heap = |capacity: usize| if capacity == 0 { 0 } else { capacity + BLOCK };
+        // A semver identifier of up to 8 bytes is held inline.
+        let ident = |s: &str| if s.len() > 8 { heap(s.len() + 8) } else { 0 };
+        let line = |l: &IndexLine| {
+            heap(l.name.capacity())
+                + heap(l.cksum.capacity())
+                + ident(l.vers.pre.as_str())
+                + ident(l.vers.build.as_str())
+                + heap(l.dep_registries.capacity() * size_of::<String>())
+                + l.dep_registries
+                    .iter()
+                    .map(|r| heap(r.capacity()))
+                    .sum::<usize>()
+        };
+        heap(self.lines.capacity() * size_of::<IndexLine>())
+            + self.lines.iter().map(line).sum::<usize>()
+            + heap(self.skipped.capacity() * size_of::<SkippedLine>())
+            + self
+                .skipped
+                .iter()
+                .map(|s| heap(s.reason.capacity()))
+                .sum::<usize>()
+    }
+
     /// Parses an upstream's body. Lines that cargo could not use are skipped and reported, never
     /// fatal.
     pub fn parse(body: &[u8]) -> IndexFile {
@@ -514,6 +545,34 @@ mod tests {
             f.lines[1].render(false, &|_| true),
             line("foo", "1.1.0", "")
         );
+    }
+
+    #[test]
+    fn parsed_bytes_grow_with_the_lines_and_leave_out_the_body() {
+        let body = |n: usize| {
+            (0..n)
+                .map(|i| line("foo", &format!("1.0.{i}"), "") + "\n")
+                .collect::<String>()
+        };
+        let (one, ten) = (
+            IndexFile::parse(body(1).as_bytes()),
+            IndexFile::parse(body(10).as_bytes()),
+        );
+        // Each line: its slot in the vector, its name and its checksum.
+        let per_line = size_of::<IndexLine>() + (3 + 16) + (64 + 16);
+        assert!(one.parsed_bytes() >= per_line, "{}", one.parsed_bytes());
+        assert!(
+            ten.parsed_bytes() >= 10 * per_line,
+            "{}",
+            ten.parsed_bytes()
+        );
+        // The raw lines are slices of the body, which is not counted here.
+        assert!(ten.parsed_bytes() < 10 * per_line + 1024 + ten.body.len() / 2);
+        let long_pre = IndexFile::parse(line("foo", "1.0.0-prerelease.1", "").as_bytes());
+        assert!(long_pre.parsed_bytes() > one.parsed_bytes());
+        let skipped = IndexFile::parse(b"not json\n");
+        assert!(skipped.parsed_bytes() > 0);
+        assert_eq!(IndexFile::parse(b"").parsed_bytes(), 0);
     }
 
     #[test]

@@ -14,4 +14,6 @@ pub use policy::{
 pub use refresh::{FileReport, Outcome, RefreshReport, RefreshRequest};
 pub use registry::RegistryConfig;
 pub use state::{DAEMON_STATE_FILE, DaemonState};
-pub use status::{CacheWriteError, PageLink, SharedTierStatus, Status, UpstreamStatus};
+pub use status::{
+    CacheWriteError, MemoryStatus, PageLink, SharedTierStatus, Status, UpstreamStatus,
+};

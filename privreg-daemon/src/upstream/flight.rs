@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::error::FetchError;
 use super::memory::Key;
+use crate::keyed::KeyedLocks;
 
 /// What the last request for one file left for the callers after it.
 #[derive(Debug, Default)]
@@ -42,21 +43,19 @@ impl Flight {
     }
 }
 
-/// Per file: the lock a request holds while it asks, and what the last one left.
+/// Per file: the lock a request holds while it asks, and what the last one left (dropped once
+/// nobody asks and no `Retry-After` stands).
 #[derive(Default)]
 pub(super) struct Flights {
-    flights: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Flight>>>>,
+    flights: KeyedLocks<Key, Flight>,
 }
 
 impl Flights {
     /// The flight of `key`, to lock while asking the upstream for it.
     pub(super) fn of(&self, key: &Key) -> Arc<tokio::sync::Mutex<Flight>> {
+        let now = Instant::now();
         self.flights
-            .lock()
-            .expect("flights lock")
-            .entry(key.clone())
-            .or_default()
-            .clone()
+            .of_keeping(key, |f| f.retry_at.is_some_and(|t| t > now))
     }
 }
 
@@ -69,6 +68,14 @@ pub(super) struct Permits {
 impl Permits {
     /// The semaphore of upstream `name`, allowing `limit` requests at once. A reload that
     /// changed the limit starts a fresh budget for new requests.
+    /// Keeps only the upstreams `keep` names.
+    pub(super) fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .retain(|name, _| keep(name));
+    }
+
     pub(super) fn semaphore(&self, name: &str, limit: usize) -> Arc<tokio::sync::Semaphore> {
         let mut map = self.in_flight.lock().expect("in-flight lock");
         let slot = map

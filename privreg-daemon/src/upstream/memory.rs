@@ -1,18 +1,42 @@
-//! The upstream files privreg holds: in memory, loaded from the disk cache on first use, and
-//! written back to it when an answer changes them.
+//! The upstream files privreg holds: in memory within a budget (`limits.index-memory`, least
+//! recently used first out), read from the disk cache on first use and again after they left
+//! memory, and written back to it when an answer changes them. The layered view's merged files
+//! share the budget.
+//!
+//! A file that leaves memory keeps what the disk copy does not know yet (a later confirmation by
+//! its upstream, an invalidation) in a small side table, so that reading it back changes neither
+//! its freshness nor what the next request asks the upstream.
 
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use moka::Equivalent;
+use moka::notification::RemovalCause;
+use moka::policy::EvictionPolicy;
+use privreg_shared::CrateName;
 use privreg_shared::config::Upstream;
 use privreg_shared::index::IndexFile;
 use privreg_shared::store::{self, Cache, FirstSeen, Meta, Stored, UpstreamPath};
 
 use super::classify::Answer;
 use super::request::rel_url;
+use crate::layered::MergedBody;
+use crate::metrics::Metrics;
+
+/// Whether the disk cache holds what an [`Entry`] in memory says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnDisk {
+    /// The same body and metadata.
+    Same,
+    /// The same body under older metadata: a 304 that only confirmed it again (not rewritten,
+    /// see [`unchanged_on_disk`]), or an expiry or invalidation.
+    Behind,
+    /// Not this body: writing it failed (a full disk).
+    Missing,
+}
 
 /// One upstream file as privreg knows it.
 #[derive(Debug)]
@@ -23,6 +47,8 @@ pub(crate) struct Entry {
     pub file: Option<Arc<IndexFile>>,
     /// Changes whenever the body does (a 304 keeps it).
     pub rev: u64,
+    /// What the disk cache holds of it.
+    pub disk: OnDisk,
     /// When privreg first saw the versions of an index file that appeared after its first
     /// fetch and have no `pubtime` (empty for other files).
     pub seen: Arc<FirstSeen>,
@@ -37,15 +63,78 @@ impl Entry {
         }
     }
 
-    /// The same body (and parsed file, and revision) under other metadata.
+    /// The same body (and parsed file, and revision) under other metadata, which the disk copy
+    /// does not have.
     fn with_meta(&self, meta: Meta) -> Entry {
         Entry {
             meta,
             body: self.body.clone(),
             file: self.file.clone(),
             rev: self.rev,
+            disk: match self.disk {
+                OnDisk::Missing => OnDisk::Missing,
+                OnDisk::Same | OnDisk::Behind => OnDisk::Behind,
+            },
             seen: self.seen.clone(),
         }
+    }
+
+    /// About how many bytes of memory the entry holds: its body, its parsed lines and its
+    /// metadata (the cache's own bookkeeping is [`OVERHEAD`]).
+    pub(crate) fn weight(&self) -> usize {
+        let strings = [&self.meta.etag, &self.meta.last_modified]
+            .into_iter()
+            .flatten()
+            .map(String::capacity)
+            .sum::<usize>();
+        let parsed = self
+            .file
+            .as_ref()
+            .map_or(0, |f| size_of::<IndexFile>() + f.parsed_bytes());
+        // A first-seen date: a map node, the version and the time.
+        let seen = self.seen.len() * (size_of::<(semver::Version, u64)>() + 32);
+        size_of::<Entry>() + self.body.len() + strings + parsed + seen
+    }
+
+    /// The metadata to keep when the entry leaves memory, if the disk copy lacks it: with a
+    /// body that was never written, whatever the disk holds is stale and must be asked for
+    /// without conditions.
+    fn unwritten(&self) -> Option<Meta> {
+        match self.disk {
+            OnDisk::Same => None,
+            OnDisk::Behind => Some(self.meta.clone()),
+            OnDisk::Missing => Some(expired(&self.meta, true)),
+        }
+    }
+}
+
+/// `meta`, expired (`unconditional`: without its validators too).
+fn expired(meta: &Meta, unconditional: bool) -> Meta {
+    let mut meta = Meta {
+        fetched: 0,
+        ..meta.clone()
+    };
+    if unconditional {
+        (meta.etag, meta.last_modified) = (None, None);
+    }
+    meta
+}
+
+/// The metadata of a file read back from disk, given what memory knew of it when it left
+/// (`newer`): the later confirmation of the same answer, or an expiry or invalidation
+/// (`fetched` 0) of whatever is on disk; a disk copy written since wins otherwise.
+pub(super) fn overlay(disk: Meta, newer: &Meta) -> Meta {
+    let same = disk.present == newer.present
+        && disk.etag == newer.etag
+        && disk.last_modified == newer.last_modified;
+    match (same, newer.fetched) {
+        (true, 0) => Meta { fetched: 0, ..disk },
+        (true, at) => Meta {
+            fetched: disk.fetched.max(at),
+            ..disk
+        },
+        (false, 0) => expired(&disk, true),
+        (false, _) => disk,
     }
 }
 
@@ -121,23 +210,161 @@ pub(super) fn stored(answer: Answer, held: Option<&Entry>, now: u64) -> (Stored,
 pub(super) fn unchanged_on_disk(kept_rev: Option<u64>, held: Option<&Entry>, new: &Meta) -> bool {
     kept_rev.is_some()
         && held.is_some_and(|old| {
-            old.meta.etag == new.etag && old.meta.last_modified == new.last_modified
+            old.disk != OnDisk::Missing
+                && old.meta.etag == new.etag
+                && old.meta.last_modified == new.last_modified
         })
 }
 
-/// The files held, in memory before the disk.
-pub(super) struct Memory {
+/// What memory holds under one name: an upstream's file, or a crate's merged view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Slot {
+    File(Key),
+    Merged(CrateName),
+}
+
+/// A [`Slot`] by reference, to look one up without copying its key.
+#[derive(Clone, Copy)]
+enum SlotRef<'a> {
+    File(&'a Key),
+    Merged(&'a CrateName),
+}
+
+impl Hash for SlotRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            SlotRef::File(k) => (0u8, k).hash(state),
+            SlotRef::Merged(c) => (1u8, c).hash(state),
+        }
+    }
+}
+
+impl Hash for Slot {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            Slot::File(k) => SlotRef::File(k),
+            Slot::Merged(c) => SlotRef::Merged(c),
+        }
+        .hash(state);
+    }
+}
+
+impl Equivalent<Slot> for SlotRef<'_> {
+    fn equivalent(&self, slot: &Slot) -> bool {
+        match (self, slot) {
+            (SlotRef::File(a), Slot::File(b)) => *a == b,
+            (SlotRef::Merged(a), Slot::Merged(b)) => *a == b,
+            _ => false,
+        }
+    }
+}
+
+/// What a [`Slot`] holds.
+#[derive(Debug, Clone)]
+enum Held {
+    File(Arc<Entry>),
+    Merged(Arc<MergedBody>),
+}
+
+/// Bytes weighed per entry besides its contents: the cache's node, hash-table slot and queue
+/// links, the `Arc`, and the allocator's bookkeeping of each block (and, for a file read from
+/// disk, the metadata line its body was sliced from).
+pub(super) const OVERHEAD: usize = 320;
+
+/// The share of the budget (one part in this many) for the metadata of files that left memory.
+const SIDE_SHARE: u64 = 32;
+
+fn weight(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// The weight of what `slot` holds against the budget: about the bytes it keeps alive.
+fn weigh(slot: &Slot, held: &Held) -> u32 {
+    let key = match slot {
+        Slot::File((dir, path)) => dir.capacity() + path.capacity(),
+        Slot::Merged(krate) => krate.as_str().len(),
+    };
+    let value = match held {
+        Held::File(e) => e.weight(),
+        Held::Merged(m) => m.weight(),
+    };
+    weight(OVERHEAD + key + value)
+}
+
+/// The weight of a side-table row: a key and its metadata.
+fn weigh_meta(key: &Key, meta: &Meta) -> u32 {
+    let strings = [&meta.etag, &meta.last_modified]
+        .into_iter()
+        .flatten()
+        .map(String::len)
+        .sum::<usize>();
+    weight(OVERHEAD + key.0.len() + key.1.len() + size_of::<Meta>() + strings)
+}
+
+/// What memory holds now, for `/-/status`, the status page and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub bytes: u64,
+    pub budget: u64,
+    pub entries: u64,
+}
+
+/// The files held, in memory before the disk, within a budget.
+pub(crate) struct Memory {
     cache: Cache,
-    entries: Mutex<HashMap<Key, Arc<Entry>>>,
+    held: moka::sync::Cache<Slot, Held>,
+    /// Per file that left memory: metadata the disk copy lacks (see [`Entry::unwritten`]),
+    /// applied when the file is read back (see [`overlay`]). Part of the budget.
+    newer: moka::sync::Cache<Key, Meta>,
+    budget: u64,
     next_rev: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl Memory {
-    pub(super) fn new(cache: Cache) -> Memory {
+    /// Memory for files of `cache`, holding about `budget` bytes at most.
+    pub(crate) fn new(cache: Cache, budget: u64, metrics: Arc<Metrics>) -> Memory {
+        let side = budget / SIDE_SHARE;
+        let newer = moka::sync::Cache::builder()
+            .max_capacity(side)
+            .weigher(weigh_meta)
+            .eviction_policy(EvictionPolicy::lru())
+            .build();
+        let (keep, counted) = (newer.clone(), metrics.clone());
+        let held = moka::sync::Cache::builder()
+            .max_capacity(budget - side)
+            .weigher(weigh)
+            .eviction_policy(EvictionPolicy::lru())
+            .eviction_listener(move |slot: Arc<Slot>, held: Held, cause| {
+                if cause != RemovalCause::Size {
+                    return;
+                }
+                counted.memory_eviction();
+                if let (Slot::File(key), Held::File(e)) = (&*slot, &held)
+                    && let Some(meta) = e.unwritten()
+                {
+                    keep.insert(key.clone(), meta);
+                }
+            })
+            .build();
         Memory {
             cache,
-            entries: Mutex::default(),
+            held,
+            newer,
+            budget,
             next_rev: AtomicU64::new(1),
+            metrics,
+        }
+    }
+
+    /// What memory holds now (pending evictions done first, so that it is within the budget).
+    pub(crate) fn usage(&self) -> Usage {
+        self.held.run_pending_tasks();
+        self.newer.run_pending_tasks();
+        Usage {
+            bytes: self.held.weighted_size() + self.newer.weighted_size(),
+            budget: self.budget,
+            entries: self.held.entry_count(),
         }
     }
 
@@ -148,6 +375,7 @@ impl Memory {
         stored: Stored,
         rel: UpstreamPath<'_>,
         up: &Upstream,
+        disk: OnDisk,
         seen: FirstSeen,
     ) -> Entry {
         let file = match rel {
@@ -165,6 +393,7 @@ impl Memory {
             body: stored.body,
             file,
             rev: self.next_rev.fetch_add(1, Ordering::Relaxed),
+            disk,
             seen: Arc::new(seen),
         }
     }
@@ -174,7 +403,7 @@ impl Memory {
     fn first_seen_after(
         &self,
         up: &Upstream,
-        krate: &privreg_shared::CrateName,
+        krate: &CrateName,
         held: Option<&Entry>,
         file: Option<&IndexFile>,
         now: u64,
@@ -191,34 +420,53 @@ impl Memory {
         after
     }
 
-    /// The entry in memory, else on disk (loaded into memory).
+    /// The entry of `key` if memory holds it (no lookup counted).
+    fn held_file(&self, key: &Key) -> Option<Arc<Entry>> {
+        match self.held.get(&SlotRef::File(key)) {
+            Some(Held::File(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The entry in memory, else on disk (read back into memory, with what memory knew of it
+    /// when it left).
     pub(super) fn known(
         &self,
         up: &Upstream,
         rel: UpstreamPath<'_>,
         key: &Key,
     ) -> Option<Arc<Entry>> {
-        if let Some(e) = self.entries.lock().expect("memory lock").get(key) {
-            return Some(e.clone());
+        if let Some(e) = self.held_file(key) {
+            self.metrics.memory_lookup(true);
+            return Some(e);
         }
-        let stored = match self.cache.load(up, rel) {
+        self.metrics.memory_lookup(false);
+        let mut stored = match self.cache.load(up, rel) {
             Ok(s) => s?,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the cache");
                 return None;
             }
         };
+        self.metrics.memory_disk_read();
+        let mut disk = OnDisk::Same;
+        if let Some(newer) = self.newer.remove(key) {
+            let meta = overlay(stored.meta.clone(), &newer);
+            if meta != stored.meta {
+                (stored.meta, disk) = (meta, OnDisk::Behind);
+            }
+        }
         let seen = match rel {
             UpstreamPath::Index(krate) if stored.meta.present => self.cache.first_seen(up, krate),
             _ => FirstSeen::default(),
         };
-        let entry = Arc::new(self.entry_from(stored, rel, up, seen));
+        let entry = Arc::new(self.entry_from(stored, rel, up, disk, seen));
         self.insert(key.clone(), entry.clone());
         Some(entry)
     }
 
     fn insert(&self, key: Key, entry: Arc<Entry>) {
-        self.entries.lock().expect("memory lock").insert(key, entry);
+        self.held.insert(Slot::File(key), Held::File(entry));
     }
 
     /// Records a usable answer for a file, given the entry held before: on disk (unless a 304
@@ -234,11 +482,18 @@ impl Memory {
         let held = held.map(|e| &**e);
         let now = store::now_secs();
         let (stored, kept_rev) = stored(answer, held, now);
-        if !unchanged_on_disk(kept_rev, held, &stored.meta)
-            && let Err(e) = self.cache.store(up, rel, &stored)
-        {
-            tracing::warn!(error = %e, "cannot write the cache; serving without caching");
-        }
+        let disk = if unchanged_on_disk(kept_rev, held, &stored.meta) {
+            OnDisk::Behind
+        } else {
+            self.newer.invalidate(&key);
+            match self.cache.store(up, rel, &stored) {
+                Ok(()) => OnDisk::Same,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write the cache; serving without caching");
+                    OnDisk::Missing
+                }
+            }
+        };
         let entry = if let (Some(rev), Some(old)) = (kept_rev, held) {
             // Unchanged body: keep the parsed file and its dates.
             Arc::new(Entry {
@@ -246,10 +501,11 @@ impl Memory {
                 body: stored.body,
                 file: old.file.clone(),
                 rev,
+                disk,
                 seen: old.seen.clone(),
             })
         } else {
-            let mut entry = self.entry_from(stored, rel, up, FirstSeen::default());
+            let mut entry = self.entry_from(stored, rel, up, disk, FirstSeen::default());
             if let UpstreamPath::Index(krate) = rel {
                 let seen = self.first_seen_after(up, krate, held, entry.file.as_deref(), now);
                 entry.seen = Arc::new(seen);
@@ -270,10 +526,15 @@ impl Memory {
         stored: Stored,
         held: Option<&Arc<Entry>>,
     ) -> Arc<Entry> {
-        if let Err(e) = self.cache.store(up, rel, &stored) {
-            tracing::warn!(error = %e, "cannot write the cache; serving without caching");
-        }
-        let mut entry = self.entry_from(stored, rel, up, FirstSeen::default());
+        self.newer.invalidate(&key);
+        let disk = match self.cache.store(up, rel, &stored) {
+            Ok(()) => OnDisk::Same,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the cache; serving without caching");
+                OnDisk::Missing
+            }
+        };
+        let mut entry = self.entry_from(stored, rel, up, disk, FirstSeen::default());
         if let UpstreamPath::Index(krate) = rel {
             let held = held.map(|e| &**e);
             let seen =
@@ -285,49 +546,71 @@ impl Memory {
         entry
     }
 
-    /// Makes the entry in memory stale and without validators, so that the next request asks
-    /// the upstream without conditions (some upstreams keep their ETag across a yank, and a 304
-    /// would keep the old body).
-    pub(super) fn invalidate(&self, key: &Key) {
-        if let Some(e) = self.entries.lock().expect("memory lock").get_mut(key) {
-            let meta = Meta {
-                fetched: 0,
+    /// Makes the file stale and without validators, so that the next request asks the upstream
+    /// without conditions (some upstreams keep their ETag across a yank, and a 304 would keep
+    /// the old body); also when only the disk holds it.
+    pub(crate) fn invalidate(&self, key: &Key) {
+        if let Some(e) = self.held_file(key) {
+            self.insert(key.clone(), Arc::new(e.with_meta(expired(&e.meta, true))));
+        } else {
+            let stale = Meta {
+                present: true,
                 etag: None,
                 last_modified: None,
-                ..e.meta.clone()
+                fetched: 0,
             };
-            *e = Arc::new(e.with_meta(meta));
+            self.newer.insert(key.clone(), stale);
         }
+    }
+
+    /// Drops the file from memory, and what memory kept of it after it left: for a file removed
+    /// from the disk cache, so that nothing stays of it and the next request asks the upstream.
+    pub(crate) fn forget(&self, key: &Key) {
+        self.held.invalidate(&SlotRef::File(key));
+        self.newer.invalidate(key);
     }
 
     /// Puts an expired copy of `old` in memory so that the next fetch asks the upstream
     /// (`unconditional`: without its validators).
     pub(super) fn expire(&self, key: Key, old: &Entry, unconditional: bool) {
-        let mut meta = Meta {
-            fetched: 0,
-            ..old.meta.clone()
-        };
-        if unconditional {
-            (meta.etag, meta.last_modified) = (None, None);
-        }
+        let meta = expired(&old.meta, unconditional);
         self.insert(key, Arc::new(old.with_meta(meta)));
     }
 
     /// Puts `old` back when memory still holds the copy [`Memory::expire`] made of it (nothing
     /// new came in meanwhile).
     pub(super) fn restore(&self, key: Key, old: &Arc<Entry>) {
-        let mut entries = self.entries.lock().expect("memory lock");
-        if entries
-            .get(&key)
+        if self
+            .held_file(&key)
             .is_some_and(|e| e.rev == old.rev && e.meta.fetched == 0)
         {
-            entries.insert(key, old.clone());
+            self.insert(key, old.clone());
         }
+    }
+
+    /// The merged view of `krate` held, if any.
+    pub(crate) fn merged(&self, krate: &CrateName) -> Option<Arc<MergedBody>> {
+        match self.held.get(&SlotRef::Merged(krate)) {
+            Some(Held::Merged(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Holds the merged view of `krate`.
+    pub(crate) fn remember_merged(&self, krate: CrateName, merged: Arc<MergedBody>) {
+        self.held.insert(Slot::Merged(krate), Held::Merged(merged));
+    }
+
+    /// Drops the merged view of `krate`.
+    pub(crate) fn forget_merged(&self, krate: &CrateName) {
+        self.held.invalidate(&SlotRef::Merged(krate));
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::super::classify::Validators;
     use super::*;
 
@@ -342,6 +625,7 @@ mod tests {
             body: Bytes::from_static(b"old"),
             file: None,
             rev,
+            disk: OnDisk::Same,
             seen: Arc::default(),
         }
     }
@@ -389,8 +673,14 @@ mod tests {
             last_modified: Some(lm.to_owned()),
             fetched: 99,
         };
+        let missing = Entry {
+            disk: OnDisk::Missing,
+            ..entry(true, Some("\"e1\""), Some("monday"), 7)
+        };
         let cases = [
             (Some(7), Some(&held), meta("\"e1\"", "monday"), true),
+            // A body whose write failed is written again.
+            (Some(7), Some(&missing), meta("\"e1\"", "monday"), false),
             (Some(7), Some(&held), meta("\"e2\"", "monday"), false),
             (Some(7), Some(&held), meta("\"e1\"", "tuesday"), false),
             (None, Some(&held), meta("\"e1\"", "monday"), false),
@@ -413,6 +703,22 @@ mod tests {
         assert!(!fresh_at(&e, ttl, at(9)));
     }
 
+    fn memory(dir: &tempfile::TempDir, budget: u64) -> (Memory, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let memory = Memory::new(Cache::new(dir.path()), budget, metrics.clone());
+        (memory, metrics)
+    }
+
+    fn held_now(m: &Memory, k: &Key) -> Arc<Entry> {
+        m.held_file(k).expect("held in memory")
+    }
+
+    /// Whether memory holds `key`, without making it recently used.
+    fn holds(m: &Memory, k: &Key) -> bool {
+        m.held.run_pending_tasks();
+        m.held.contains_key(&SlotRef::File(k))
+    }
+
     /// Index lines of crate `foo` for these versions, without `pubtime`.
     fn foo_body(versions: &[&str]) -> Bytes {
         let ck = "c".repeat(64);
@@ -429,16 +735,16 @@ mod tests {
         let up = super::super::test_upstream();
         let krate = privreg_shared::CrateName::new("foo").unwrap();
         let rel = UpstreamPath::Index(&krate);
-        let memory = Memory::new(Cache::new(dir.path()));
+        let (mem, _) = memory(&dir, 1 << 20);
         let answer = |versions: &[&str]| Answer::Modified {
             body: foo_body(versions),
             validators: validators(None, None),
         };
         let v = |s: &str| semver::Version::parse(s).unwrap();
-        let (first, _) = memory.remember(&up, rel, key(&up, rel), answer(&["1.0.0"]), None);
+        let (first, _) = mem.remember(&up, rel, key(&up, rel), answer(&["1.0.0"]), None);
         assert!(first.seen.is_empty(), "the first fetch dates nothing");
         let before = store::now_secs();
-        let (second, changed) = memory.remember(
+        let (second, changed) = mem.remember(
             &up,
             rel,
             key(&up, rel),
@@ -450,7 +756,7 @@ mod tests {
         let dated = second.seen.get(&v("1.1.0")).expect("1.1.0 is dated");
         assert!((before..=store::now_secs()).contains(&dated));
         // A 304 keeps the record; a restart reads it back from the disk.
-        let (third, _) = memory.remember(
+        let (third, _) = mem.remember(
             &up,
             rel,
             key(&up, rel),
@@ -458,7 +764,7 @@ mod tests {
             Some(&second),
         );
         assert!(Arc::ptr_eq(&third.seen, &second.seen));
-        let restarted = Memory::new(Cache::new(dir.path()));
+        let (restarted, _) = memory(&dir, 1 << 20);
         let loaded = restarted.known(&up, rel, &key(&up, rel)).unwrap();
         assert_eq!(*loaded.seen, *second.seen);
         // A 404 forgets it, and a crate that comes back is new as a whole.
@@ -473,15 +779,15 @@ mod tests {
     #[test]
     fn expiring_invalidating_and_restoring_an_entry() {
         let dir = tempfile::tempdir().unwrap();
-        let memory = Memory::new(Cache::new(dir.path()));
+        let (memory, _) = memory(&dir, 1 << 20);
         let k: Key = ("acme-0".into(), "config.json".into());
         let old = Arc::new(entry(true, Some("\"e1\""), Some("monday"), 3));
         memory.insert(k.clone(), old.clone());
-        let now = |m: &Memory| m.entries.lock().unwrap()[&k].clone();
+        let now = |m: &Memory| held_now(m, &k);
 
         memory.expire(k.clone(), &old, false);
         let e = now(&memory);
-        assert_eq!((e.meta.fetched, e.rev), (0, 3));
+        assert_eq!((e.meta.fetched, e.rev, e.disk), (0, 3, OnDisk::Behind));
         assert_eq!(e.meta.etag.as_deref(), Some("\"e1\""));
         memory.restore(k.clone(), &old);
         assert!(Arc::ptr_eq(&now(&memory), &old));
@@ -502,5 +808,249 @@ mod tests {
         let e = now(&memory);
         assert_eq!((e.meta.fetched, e.meta.etag.clone(), e.rev), (0, None, 4));
         assert!(e.meta.present);
+    }
+
+    #[test]
+    fn read_back_metadata_keeps_what_memory_knew() {
+        let meta = |etag: Option<&str>, fetched| Meta {
+            present: true,
+            etag: etag.map(str::to_owned),
+            last_modified: None,
+            fetched,
+        };
+        let disk = meta(Some("\"e1\""), 100);
+        // Confirmed later by a 304: the later time; never an earlier one.
+        assert_eq!(
+            overlay(disk.clone(), &meta(Some("\"e1\""), 500)),
+            meta(Some("\"e1\""), 500)
+        );
+        assert_eq!(overlay(disk.clone(), &meta(Some("\"e1\""), 50)), disk);
+        // Expired with its validators: stale, asked for conditionally.
+        assert_eq!(
+            overlay(disk.clone(), &meta(Some("\"e1\""), 0)),
+            meta(Some("\"e1\""), 0)
+        );
+        // Invalidated (or a body never written): stale, asked for without conditions.
+        assert_eq!(overlay(disk.clone(), &meta(None, 0)), meta(None, 0));
+        // A disk copy written since (other validators) wins over a confirmation of the old one.
+        assert_eq!(overlay(disk.clone(), &meta(Some("\"e0\""), 500)), disk);
+        let absent = Meta {
+            present: false,
+            ..meta(None, 500)
+        };
+        assert_eq!(overlay(disk.clone(), &absent), disk);
+    }
+
+    #[test]
+    fn the_weight_counts_the_body_the_parsed_lines_and_the_bookkeeping() {
+        let line = |v: u32| {
+            format!(
+                "{{\"name\":\"c\",\"vers\":\"1.0.{v}\",\"deps\":[],\"cksum\":\"{}\",\"features\":{{}},\"yanked\":false}}\n",
+                "0".repeat(64)
+            )
+        };
+        let body = Bytes::from((0..50).map(line).collect::<String>());
+        let file = Arc::new(IndexFile::parse_bytes(body.clone()));
+        assert_eq!(file.lines.len(), 50);
+        let parsed = file.parsed_bytes();
+        let e = Entry {
+            file: Some(file),
+            body: body.clone(),
+            ..entry(true, Some("\"etag\""), None, 1)
+        };
+        assert!(e.weight() >= body.len() + parsed + size_of::<IndexFile>());
+        let key: Key = ("acme-0123456789ab".into(), "c".into());
+        let w = weigh(&Slot::File(key.clone()), &Held::File(Arc::new(e)));
+        assert!(
+            w as usize >= body.len() + parsed + OVERHEAD + key.0.len(),
+            "{w}"
+        );
+        // Honest, not padded: within a few hundred bytes per line of what it holds.
+        assert!((w as usize) < 2 * body.len() + parsed + 2 * OVERHEAD, "{w}");
+        // A 404 weighs its bookkeeping only.
+        let absent = weigh(
+            &Slot::File(key),
+            &Held::File(Arc::new(entry(false, None, None, 1))),
+        );
+        assert!((absent as usize) < OVERHEAD + 256, "{absent}");
+    }
+
+    fn modified(body: &str, etag: &str) -> Answer {
+        Answer::Modified {
+            body: Bytes::from(body.to_owned()),
+            validators: validators(Some(etag), None),
+        }
+    }
+
+    fn index_body(name: &str, versions: usize) -> String {
+        (0..versions).fold(String::new(), |mut body, v| {
+            let _ = writeln!(
+                body,
+                "{{\"name\":\"{name}\",\"vers\":\"1.0.{v}\",\"deps\":[],\"cksum\":\"{}\",\"features\":{{}},\"yanked\":false}}",
+                "0".repeat(64)
+            );
+            body
+        })
+    }
+
+    #[test]
+    fn memory_stays_within_its_budget_and_reads_evicted_files_back_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = 64 << 10;
+        let (memory, metrics) = memory(&dir, budget);
+        let up = super::super::test_upstream();
+        let names: Vec<CrateName> = (0..200)
+            .map(|i| CrateName::new(&format!("crate-{i}")).unwrap())
+            .collect();
+        let mut first = None;
+        for name in &names {
+            let rel = UpstreamPath::Index(name);
+            let body = index_body(name.as_str(), 12);
+            let (e, changed) =
+                memory.remember(&up, rel, key(&up, rel), modified(&body, "\"1\""), None);
+            assert!(changed && e.disk == OnDisk::Same);
+            first.get_or_insert(e);
+            let usage = memory.usage();
+            assert!(usage.bytes <= budget, "{usage:?}");
+            assert_eq!(usage.budget, budget);
+        }
+        let usage = memory.usage();
+        assert!(usage.bytes > budget / 2, "the budget is used: {usage:?}");
+        let counts = metrics.memory_counts();
+        assert!(counts.evictions > 100, "{counts:?}");
+        // What a caller holds stays whole after its file left memory.
+        let first = first.unwrap();
+        let rel = UpstreamPath::Index(&names[0]);
+        assert!(!holds(&memory, &key(&up, rel)));
+        assert_eq!(first.file.as_ref().unwrap().lines.len(), 12);
+
+        // Read back from disk: the same body and metadata, still fresh.
+        let back = memory.known(&up, rel, &key(&up, rel)).expect("on disk");
+        assert_eq!((&back.body, &back.meta), (&first.body, &first.meta));
+        assert_eq!(back.disk, OnDisk::Same);
+        assert!(fresh(&back, Duration::from_mins(1)));
+        assert_eq!(back.file.as_ref().unwrap().lines.len(), 12);
+        assert_eq!(metrics.memory_counts().disk_reads, 1);
+        assert!(memory.usage().bytes <= budget);
+    }
+
+    /// Fills memory with other files until `key` has left it.
+    fn push_out(memory: &Memory, up: &Upstream, key: &Key) {
+        let mut i = 0;
+        while holds(memory, key) {
+            let name = CrateName::new(&format!("filler-{i}")).unwrap();
+            let rel = UpstreamPath::Index(&name);
+            let body = index_body(name.as_str(), 12);
+            memory.remember(up, rel, super::key(up, rel), modified(&body, "\"f\""), None);
+            memory.usage();
+            i += 1;
+            assert!(i < 10_000, "the file never left memory");
+        }
+    }
+
+    #[test]
+    fn confirmations_and_invalidations_survive_eviction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (memory, _) = memory(&dir, 64 << 10);
+        let up = super::super::test_upstream();
+        let (a, b) = (
+            CrateName::new("aaa").unwrap(),
+            CrateName::new("bbb").unwrap(),
+        );
+        let (ra, rb) = (UpstreamPath::Index(&a), UpstreamPath::Index(&b));
+        let (ka, kb) = (key(&up, ra), key(&up, rb));
+        let body = index_body("aaa", 3);
+        let (old, _) = memory.remember(&up, ra, ka.clone(), modified(&body, "\"1\""), None);
+        // Written an hour ago, as far as the disk knows; then a 304 confirms it now, which
+        // changes nothing on disk.
+        let hour_ago = Stored {
+            meta: Meta {
+                fetched: old.meta.fetched - 3600,
+                ..old.meta.clone()
+            },
+            body: old.body.clone(),
+        };
+        memory.cache.store(&up, ra, &hour_ago).unwrap();
+        let stale = Arc::new(Entry {
+            meta: hour_ago.meta.clone(),
+            body: old.body.clone(),
+            file: old.file.clone(),
+            rev: old.rev,
+            disk: OnDisk::Same,
+            seen: Arc::default(),
+        });
+        let (confirmed, changed) = memory.remember(
+            &up,
+            ra,
+            ka.clone(),
+            Answer::NotModified(validators(Some("\"1\""), None)),
+            Some(&stale),
+        );
+        assert!(!changed);
+        assert_eq!(confirmed.disk, OnDisk::Behind);
+        assert_eq!(
+            memory.cache.load(&up, ra).unwrap().unwrap().meta.fetched,
+            hour_ago.meta.fetched
+        );
+        let ttl = Duration::from_mins(1);
+        assert!(fresh(&confirmed, ttl));
+
+        // Invalidate one that is held, and one that only the disk holds.
+        memory.remember(
+            &up,
+            rb,
+            kb.clone(),
+            modified(&index_body("bbb", 3), "\"2\""),
+            None,
+        );
+        push_out(&memory, &up, &ka);
+        push_out(&memory, &up, &kb);
+        memory.invalidate(&kb);
+
+        let back = memory.known(&up, ra, &ka).unwrap();
+        assert!(
+            fresh(&back, ttl),
+            "the 304's freshness was lost: {:?}",
+            back.meta
+        );
+        assert_eq!(back.meta.etag.as_deref(), Some("\"1\""));
+        let back = memory.known(&up, rb, &kb).unwrap();
+        assert!(!fresh(&back, ttl));
+        assert_eq!(
+            (back.meta.etag.as_deref(), back.disk),
+            (None, OnDisk::Behind)
+        );
+
+        // Invalidated while held, then evicted: still stale and unconditional when read back.
+        memory.invalidate(&ka);
+        push_out(&memory, &up, &ka);
+        let back = memory.known(&up, ra, &ka).unwrap();
+        assert_eq!((back.meta.fetched, back.meta.etag.as_deref()), (0, None));
+
+        // Forgotten: nothing of it is kept in memory.
+        memory.forget(&ka);
+        assert!(!holds(&memory, &ka));
+    }
+
+    #[test]
+    fn merged_views_share_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let (memory, _) = memory(&dir, 64 << 10);
+        let krate = CrateName::new("foo").unwrap();
+        assert!(memory.merged(&krate).is_none());
+        let m = Arc::new(MergedBody::for_test(Bytes::from(vec![b'x'; 4096])));
+        memory.remember_merged(krate.clone(), m.clone());
+        assert!(Arc::ptr_eq(&memory.merged(&krate).unwrap(), &m));
+        assert!(memory.usage().bytes >= 4096);
+        memory.forget_merged(&krate);
+        assert!(memory.merged(&krate).is_none());
+        for i in 0..100 {
+            let name = CrateName::new(&format!("m{i}")).unwrap();
+            memory.remember_merged(
+                name,
+                Arc::new(MergedBody::for_test(Bytes::from(vec![b'x'; 4096]))),
+            );
+            assert!(memory.usage().bytes <= 64 << 10);
+        }
     }
 }

@@ -24,11 +24,13 @@ mod scope;
 use body::{read_limited, read_limited_into};
 use classify::{Answer, Head};
 use flight::{Flights, Permits};
-use memory::{Key, Memory, fresh};
+use memory::{Key, fresh};
 
 pub(crate) use client::http_client;
 pub(crate) use error::FetchError;
-pub(crate) use memory::Entry;
+#[cfg(test)]
+pub(crate) use memory::OnDisk;
+pub(crate) use memory::{Entry, Memory};
 pub(crate) use scope::RequestKind;
 
 use crate::metrics::Metrics;
@@ -46,6 +48,10 @@ pub(crate) struct Fetched {
 
 /// How many of a crate's newest versions have their dependencies prefetched.
 pub(crate) const PREFETCH_VERSIONS: usize = 3;
+
+/// Crates whose prefetch interest is remembered, at most (the least recently mentioned are
+/// forgotten: at worst a fresh file is looked up again, from memory or disk).
+const INTEREST_CRATES: u64 = 16_384;
 
 /// Health of one upstream as last seen.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -70,7 +76,7 @@ pub(crate) struct Upstreams {
     prefetch: tokio::sync::mpsc::UnboundedSender<(CrateName, Option<String>)>,
     memory: Memory,
     /// Per crate key: what the prefetcher knows of it.
-    interest: Mutex<HashMap<String, crate::prefetch::Interest>>,
+    interest: moka::sync::Cache<String, Arc<Mutex<crate::prefetch::Interest>>>,
     /// Per file: the request asking for it now, and what the last one left.
     flights: Flights,
     health: Mutex<HashMap<String, Health>>,
@@ -86,15 +92,16 @@ pub(crate) struct Upstreams {
 }
 
 impl Upstreams {
+    /// `index_memory`: the budget of the files held in memory (`limits.index-memory`).
     pub(crate) fn new(
         cache: Cache,
+        index_memory: u64,
         tokens: Tokens,
         prefetch: tokio::sync::mpsc::UnboundedSender<(CrateName, Option<String>)>,
         metrics: Arc<Metrics>,
     ) -> Upstreams {
         Upstreams {
             shared: Arc::new(SharedTier::new(metrics.clone())),
-            metrics,
             client: http_client(),
             tokens,
             hits: AtomicU64::new(0),
@@ -102,19 +109,47 @@ impl Upstreams {
             revalidations: AtomicU64::new(0),
             revalidating: Mutex::default(),
             prefetch,
-            memory: Memory::new(cache),
-            interest: Mutex::default(),
+            memory: Memory::new(cache, index_memory, metrics.clone()),
+            interest: moka::sync::Cache::builder()
+                .max_capacity(INTEREST_CRATES)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .build(),
             flights: Flights::default(),
             health: Mutex::default(),
             requests: AtomicU64::new(0),
             in_flight: Permits::default(),
             auth_probed: Mutex::default(),
+            metrics,
         }
     }
 
     /// The team tier.
     pub(crate) fn shared(&self) -> &Arc<SharedTier> {
         &self.shared
+    }
+
+    /// The files (and merged views) held in memory.
+    pub(crate) fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
+    /// Forgets what is kept per upstream for upstreams no longer configured (after a reload), so
+    /// that renaming or repointing upstreams does not grow it.
+    pub(crate) fn retain_upstreams(&self, configured: &[Upstream]) {
+        let is_configured = |name: &str, index: Option<&str>| {
+            configured
+                .iter()
+                .any(|u| u.name.as_str() == name && index.is_none_or(|i| u.index == i))
+        };
+        self.auth_probed
+            .lock()
+            .expect("auth lock")
+            .retain(|(name, index)| is_configured(name.as_str(), Some(index)));
+        self.health
+            .lock()
+            .expect("health lock")
+            .retain(|name, _| is_configured(name, None));
+        self.in_flight.retain(|name| is_configured(name, None));
     }
 
     /// Upstream requests made so far (for tests and metrics).
@@ -139,10 +174,10 @@ impl Upstreams {
     /// Hands the dependencies of the versions of `krate` that cargo will want (see
     /// [`crate::prefetch`]) to the prefetcher, once per version and dependency requirement.
     pub(crate) fn announce_dependencies(&self, krate: &CrateName, file: &IndexFile) {
-        let mut interest = self.interest.lock().expect("interest lock");
-        let follow = interest
-            .entry(krate.key())
-            .or_default()
+        let interest = |key: String| self.interest.get_with(key, Arc::default);
+        let follow = interest(krate.key())
+            .lock()
+            .expect("interest lock")
             .take(&file.lines, PREFETCH_VERSIONS);
         for line in follow {
             // What cargo resolves for a dependent that asks for no extra features: normal and
@@ -158,7 +193,11 @@ impl Upstreams {
                     .req
                     .as_deref()
                     .and_then(|r| semver::VersionReq::parse(r).ok());
-                if interest.entry(name.key()).or_default().mention(req) {
+                let mentioned = interest(name.key())
+                    .lock()
+                    .expect("interest lock")
+                    .mention(req);
+                if mentioned {
                     let _ = self.prefetch.send((name.lower(), dep.registry.clone()));
                 }
             }
@@ -251,6 +290,16 @@ impl Upstreams {
     /// conditions.
     pub(crate) fn invalidate(&self, up: &Upstream, rel: UpstreamPath<'_>) {
         self.memory.invalidate(&memory::key(up, rel));
+    }
+
+    /// Drops a file from memory entirely (for whoever removes it from the disk cache): the next
+    /// request for it asks the upstream. A copy being served stays alive until it is sent.
+    #[allow(
+        dead_code,
+        reason = "the seam for the disk cache's collection (issue 16)"
+    )]
+    pub(crate) fn forget(&self, up: &Upstream, rel: UpstreamPath<'_>) {
+        self.memory.forget(&memory::key(up, rel));
     }
 
     /// Whether an answer for this file is held, in memory or on disk, fresh or not.

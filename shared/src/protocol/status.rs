@@ -36,9 +36,33 @@ pub struct Status {
     pub prefetches: u64,
     /// Connections switched to HTTP/2 on cargo's `Upgrade: h2c` offer.
     pub h2c_upgrades: u64,
+    /// The in-memory index cache (absent from daemons older than it).
+    #[serde(default)]
+    pub memory: MemoryStatus,
     /// The team tier (`[cache.shared]`), when one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_tier: Option<SharedTierStatus>,
+}
+
+/// The daemon's in-memory index cache in [`Status`]: upstream index files with their parsed
+/// lines, and merged views, least recently used first out, within `limits.index-memory`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryStatus {
+    /// What it holds now, in bytes (an estimate: bodies, parsed lines, merged views, keys and
+    /// bookkeeping).
+    pub bytes: u64,
+    /// Its budget in bytes: `limits.index-memory`.
+    pub budget_bytes: u64,
+    /// Files and merged views held.
+    pub entries: u64,
+    /// Lookups answered from memory.
+    pub hits: u64,
+    /// Lookups memory could not answer (read from the disk cache, or not cached at all).
+    pub misses: u64,
+    /// Files read back from the disk cache into memory.
+    pub disk_reads: u64,
+    /// Entries dropped to keep within the budget.
+    pub evictions: u64,
 }
 
 /// The shared cache tier (`[cache.shared]`) in [`Status`].
@@ -144,6 +168,15 @@ mod tests {
             prefetches: 2,
             h2c_upgrades: 0,
             shared_tier: None,
+            memory: MemoryStatus {
+                bytes: 1000,
+                budget_bytes: 4096,
+                entries: 3,
+                hits: 7,
+                misses: 2,
+                disk_reads: 1,
+                evictions: 4,
+            },
         }
     }
 
@@ -154,13 +187,20 @@ mod tests {
         r#""ttl_secs":120,"last_ok":100,"last_error":null,"last_error_at":null}],"#,
         r#""config_error":null,"cache_write_error":{"at":150,"error":"disk full"},"#,
         r#""upstream_requests":5,"cache_hits":3,"cache_misses":1,"revalidations":0,"#,
-        r#""prefetches":2,"h2c_upgrades":0}"#
+        r#""prefetches":2,"h2c_upgrades":0,"#,
+        r#""memory":{"bytes":1000,"budget_bytes":4096,"entries":3,"hits":7,"misses":2,"#,
+        r#""disk_reads":1,"evictions":4}}"#
     );
 
     #[test]
     fn the_status_wire_format_is_pinned() {
         assert_eq!(serde_json::to_string(&status()).unwrap(), STATUS);
         assert_eq!(serde_json::from_str::<Status>(STATUS).unwrap(), status());
+        // A daemon from before the memory cache says nothing of it.
+        let older = STATUS.split(r#","memory""#).next().unwrap().to_owned() + "}";
+        let read = serde_json::from_str::<Status>(&older).unwrap();
+        assert_eq!(read.memory, MemoryStatus::default());
+        assert_eq!(read.h2c_upgrades, 0);
     }
 
     #[test]

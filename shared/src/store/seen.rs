@@ -44,6 +44,11 @@ impl FirstSeen {
         self.0.is_empty()
     }
 
+    /// How many versions are dated.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// The record after the file `before` was replaced by `after` at `now` (seconds since the
     /// epoch). `before` is `None` when privreg held no answer at all for the file (its first
     /// fetch, or after its cache entry was removed): then nothing new is dated. An empty
