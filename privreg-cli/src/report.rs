@@ -4,7 +4,7 @@ use privreg_shared::store::{disk_usage as du, human_bytes};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use privreg_shared::protocol::{PolicyOutcome, UpstreamStatus, VersionState};
+use privreg_shared::protocol::{AdvisoriesStatus, PolicyOutcome, UpstreamStatus, VersionState};
 
 use super::Dirs;
 
@@ -106,6 +106,28 @@ fn health(u: &UpstreamStatus, now: u64) -> String {
     }
 }
 
+/// The advisory database in one line: where from, how many, how old.
+fn advisories(a: &AdvisoriesStatus, now: u64) -> String {
+    let age = |at: u64| {
+        humantime::format_duration(Duration::from_secs(now.saturating_sub(at))).to_string()
+    };
+    match (a.count, a.updated_at) {
+        (Some(n), Some(at)) => format!(
+            "{n} from {}, fetched {} ago, newest {}",
+            a.db,
+            age(at),
+            a.newest.as_deref().unwrap_or("-")
+        ),
+        (Some(n), None) => format!("{n} from {}", a.db),
+        (None, _) if a.wanted => format!("none loaded yet from {}", a.db),
+        (None, _) => format!(
+            "not fetched ({}): nothing asks for it yet (add [advisories] to config.toml, an \
+             advisory pin, or run privreg audit)",
+            a.db
+        ),
+    }
+}
+
 pub(crate) async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     let st = crate::autostart::connect(dirs, TIMEOUT)
         .await?
@@ -142,6 +164,11 @@ pub(crate) async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
             u.index,
             health(u, now)
         );
+    }
+    println!("advisories: {}", advisories(&st.advisories, now));
+    if let Some(e) = &st.advisories.last_error {
+        println!("warning:   the advisory database was not updated: {e}");
+        println!("           the last good copy stays in force");
     }
     if let Some(e) = &st.cache_write_error {
         println!(

@@ -15,6 +15,7 @@ use privreg_shared::route::{self, View};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -144,6 +145,9 @@ pub(crate) struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     reloads: Counter,
     reload_errors: Counter,
+    advisories: Gauge,
+    advisory_db_updated: Gauge,
+    advisory_db_errors: Counter,
     latency: Mutex<HashMap<String, Latency>>,
     recent: Mutex<VecDeque<Hidden>>,
 }
@@ -170,6 +174,9 @@ impl Metrics {
             decisions: Family::default(),
             reloads: Counter::default(),
             reload_errors: Counter::default(),
+            advisories: Gauge::default(),
+            advisory_db_updated: Gauge::default(),
+            advisory_db_errors: Counter::default(),
             latency: Mutex::default(),
             recent: Mutex::default(),
             registry: Registry::default(),
@@ -236,6 +243,22 @@ impl Metrics {
             "config_reload_errors",
             "Reloads refused because config.toml or a pin file had an error (the last good configuration stayed in force)",
             m.reload_errors.clone(),
+        );
+        registry.register(
+            "advisories",
+            "Advisories in the RustSec advisory database in force (0 while none is loaded)",
+            m.advisories.clone(),
+        );
+        registry.register_with_unit(
+            "advisory_db_updated",
+            "When the advisory database in force was fetched (Unix time; 0 while none is loaded)",
+            Unit::Seconds,
+            m.advisory_db_updated.clone(),
+        );
+        registry.register(
+            "advisory_db_errors",
+            "Fetches or loads of the advisory database that failed (the last good copy stayed in force)",
+            m.advisory_db_errors.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -323,6 +346,19 @@ impl Metrics {
         if !ok {
             self.reload_errors.inc();
         }
+    }
+
+    /// An advisory database put in force: how many advisories, fetched when.
+    pub(crate) fn advisory_db(&self, count: usize, updated_at: Option<u64>) {
+        self.advisories
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.advisory_db_updated
+            .set(updated_at.and_then(|u| i64::try_from(u).ok()).unwrap_or(0));
+    }
+
+    /// A fetch or load of the advisory database failed.
+    pub(crate) fn advisory_db_error(&self) {
+        self.advisory_db_errors.inc();
     }
 
     /// A layered index file computed for `krate`: counts its decisions, and remembers those that

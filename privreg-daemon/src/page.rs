@@ -11,7 +11,7 @@ use crate::body::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use privreg_shared::protocol::PageLink;
+use privreg_shared::protocol::{AdvisoriesStatus, PageLink};
 use privreg_shared::route::Endpoint;
 
 use crate::daemon::Daemon;
@@ -51,6 +51,8 @@ pub(crate) struct PageData {
     pub prefetches: u64,
     pub upstream_requests: u64,
     pub decisions: Vec<Hidden>,
+    /// The advisory database in force.
+    pub advisories: AdvisoriesStatus,
     /// Seconds since the epoch, for "… ago".
     pub now: u64,
 }
@@ -122,6 +124,7 @@ pub(crate) fn render(d: &PageData) -> Markup {
                     (errors_section(d, problems))
                     (upstreams_section(d))
                     (cache_section(d))
+                    (advisories_section(d))
                     (decisions_section(d))
                 }
             }
@@ -266,6 +269,31 @@ fn cache_section(d: &PageData) -> Markup {
                 (stat(&d.prefetches.to_string(), "prefetches"))
             }
             p class="muted" { "Directory: " code { (d.cache_dir.display()) } }
+        }
+    }
+}
+
+/// The RustSec advisory database: where from, how old, how many, the last error.
+fn advisories_section(d: &PageData) -> Markup {
+    let a = &d.advisories;
+    html! {
+        section id="advisories" {
+            h2 { "Advisory database" }
+            div class="stats" {
+                (stat(&a.count.map_or("–".to_owned(), |c| c.to_string()), "advisories"))
+                (stat(a.newest.as_deref().unwrap_or("–"), "newest advisory"))
+                (stat(&a.updated_at.map_or("never".to_owned(), |u| ago(d.now, u)), "fetched"))
+            }
+            @if let Some(e) = &a.last_error {
+                p class="error" {
+                    "Last update failed " (a.last_error_at.map_or(String::new(), |at| ago(d.now, at)))
+                    " (the last good copy stays in force): " code { (e) }
+                }
+            }
+            p class="muted" {
+                "Source: " code { (a.db) }
+                @if !a.wanted { " — not fetched: nothing asks for it (no [advisories] in config.toml, no advisory pin, no audit yet)" }
+            }
         }
     }
 }
@@ -463,6 +491,7 @@ impl Daemon {
             prefetches: self.prefetch_count(),
             upstream_requests: self.upstreams().request_count(),
             decisions: self.metrics().recent_decisions(),
+            advisories: self.advisory_state().status(&rt.config.advisories),
             now: epoch_secs(SystemTime::now()),
         }
     }
@@ -513,6 +542,13 @@ mod tests {
                 more: 2,
                 stanza: Some("/cfg/preferences:3".into()),
             }],
+            advisories: AdvisoriesStatus {
+                db: "/adb".into(),
+                wanted: true,
+                count: Some(7),
+                last_error: Some("cannot load <b>".into()),
+                ..AdvisoriesStatus::default()
+            },
             now: 200,
         }
     }

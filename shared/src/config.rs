@@ -13,6 +13,10 @@ use toml::Spanned;
 use crate::name::UpstreamName;
 use crate::policy::UpstreamRef;
 
+mod advisories;
+
+pub use advisories::{Advisories, AdvisoryDbSource, DEFAULT_ADVISORY_REFRESH};
+
 /// The config file's name inside the config directory.
 pub const CONFIG_FILE: &str = "config.toml";
 /// The address the daemon listens on when `listen` is absent (loopback only).
@@ -110,6 +114,7 @@ struct RawConfig {
     #[serde(default)]
     upstreams: IndexMap<Spanned<String>, RawUpstream>,
     limits: Option<RawLimits>,
+    advisories: Option<advisories::RawAdvisories>,
 }
 
 /// A size: bytes, or a string such as "64MiB".
@@ -200,6 +205,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// `[limits]`, defaults where absent.
     pub limits: Limits,
+    /// `[advisories]`, defaults where absent.
+    pub advisories: Advisories,
 }
 
 impl Config {
@@ -236,12 +243,15 @@ impl Config {
         };
         let upstreams =
             parse_upstreams(raw.upstreams, limits).map_err(|(span, m)| err(Some(span), m))?;
+        let advisories = advisories::parse_advisories(raw.advisories.as_ref(), path)
+            .map_err(|(span, m)| err(Some(span), m))?;
         Ok(Config {
             listen,
             auth: raw.auth.unwrap_or(true),
             keyring: raw.keyring.unwrap_or_default(),
             upstreams,
             limits,
+            advisories,
         })
     }
 
@@ -610,6 +620,33 @@ index = "sparse+http://127.0.0.1:2/index/"
     }
 
     #[test]
+    fn advisories() {
+        let d = parse("").unwrap().advisories;
+        assert_eq!(d, Advisories::default());
+        assert!(!d.explicit);
+        assert_eq!(d.refresh, Duration::from_hours(24));
+        let a = parse("[advisories]\n").unwrap().advisories;
+        assert!(a.explicit);
+        assert_eq!(a.db, AdvisoryDbSource::Default);
+        let a = parse("[advisories]\ndb = \"adb\"\nrefresh = \"2h\"\n")
+            .unwrap()
+            .advisories;
+        assert_eq!(a.db, AdvisoryDbSource::Path("/cfg/adb".into()));
+        assert_eq!(a.refresh, Duration::from_hours(2));
+        let a = parse("[advisories]\ndb = \"https://127.0.0.1:1/advisory-db.git\"\n")
+            .unwrap()
+            .advisories;
+        assert_eq!(
+            a.db,
+            AdvisoryDbSource::Git("https://127.0.0.1:1/advisory-db.git".into())
+        );
+        let a = parse("[advisories]\ndb = \"/srv/adb\"\n")
+            .unwrap()
+            .advisories;
+        assert_eq!(a.db, AdvisoryDbSource::Path("/srv/adb".into()));
+    }
+
+    #[test]
     fn limits() {
         let c = parse(
             "[limits]\nmax-index-size = \"1MiB\"\nmax-crate-size = 2048\nmax-upstream-requests = 4\nmax-header-size = \"16 KiB\"\nmax-connections = 64\nheader-read-timeout = \"5s\"\nidle-timeout = \"2m\"\n[upstreams.a]\nindex = \"sparse+http://h/\"\n",
@@ -710,6 +747,17 @@ index = "sparse+http://127.0.0.1:2/index/"
                 "header-read-timeout",
             ),
             ("[limits]\nidle-timeout = \"soon\"\n", 2, "idle-timeout"),
+            (
+                "[advisories]\nrefresh = \"often\"\n",
+                2,
+                "advisories.refresh",
+            ),
+            (
+                "[advisories]\ndb = \"git://h/advisory-db\"\n",
+                2,
+                "advisories.db",
+            ),
+            ("[advisories]\n\nurl = \"x\"\n", 3, "url"),
         ];
         for (text, line, needle) in cases {
             let e = parse(text).unwrap_err();

@@ -1,16 +1,21 @@
 //! Every JSON document that crosses a process boundary, as one type used by both sides: the
 //! daemon writes or answers it, the CLI, the credential provider and tests read it.
 
+mod audit;
 mod policy;
 mod refresh;
 mod registry;
 mod state;
 mod status;
 
+pub use audit::{
+    AuditAnswer, AuditPackage, AuditReport, AuditRequest, Finding, LockfileAudit, Problem,
+    SkippedPackage,
+};
 pub use policy::{
     Conflict, Merged, Policy, PolicyOutcome, PolicyUpstream, VersionDecision, VersionState,
 };
 pub use refresh::{FileReport, Outcome, RefreshReport, RefreshRequest};
 pub use registry::RegistryConfig;
 pub use state::{DAEMON_STATE_FILE, DaemonState};
-pub use status::{CacheWriteError, PageLink, Status, UpstreamStatus};
+pub use status::{AdvisoriesStatus, CacheWriteError, PageLink, Status, UpstreamStatus};

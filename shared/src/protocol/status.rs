@@ -36,6 +36,31 @@ pub struct Status {
     pub prefetches: u64,
     /// Connections switched to HTTP/2 on cargo's `Upgrade: h2c` offer.
     pub h2c_upgrades: u64,
+    /// The RustSec advisory database in force (`[advisories]`).
+    #[serde(default)]
+    pub advisories: AdvisoriesStatus,
+}
+
+/// The advisory database in [`Status`]: where it comes from, the copy in force, the last error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdvisoriesStatus {
+    /// `advisories.db`: the git URL or directory it is fetched from.
+    pub db: String,
+    /// Whether the daemon fetches it: `[advisories]` is in config.toml, a pin uses the `advisory`
+    /// selector, or `privreg audit` asked for it.
+    pub wanted: bool,
+    /// `advisories.refresh` in seconds.
+    pub refresh_secs: u64,
+    /// How many advisories the copy in force holds; `None`: no copy is loaded.
+    pub count: Option<u64>,
+    /// The newest advisory's date in the copy in force (`YYYY-MM-DD`).
+    pub newest: Option<String>,
+    /// When (seconds since the epoch) the copy in force was fetched.
+    pub updated_at: Option<u64>,
+    /// Why the last fetch or load failed (the last good copy stays in force).
+    pub last_error: Option<String>,
+    /// When (seconds since the epoch) it failed.
+    pub last_error_at: Option<u64>,
 }
 
 /// One upstream's configuration and health in [`Status`].
@@ -111,6 +136,16 @@ mod tests {
             revalidations: 0,
             prefetches: 2,
             h2c_upgrades: 0,
+            advisories: AdvisoriesStatus {
+                db: "/adb".into(),
+                wanted: true,
+                refresh_secs: 86400,
+                count: Some(3),
+                newest: Some("2024-05-01".into()),
+                updated_at: Some(120),
+                last_error: Some("cannot load".into()),
+                last_error_at: Some(140),
+            },
         }
     }
 
@@ -121,7 +156,9 @@ mod tests {
         r#""ttl_secs":120,"last_ok":100,"last_error":null,"last_error_at":null}],"#,
         r#""config_error":null,"cache_write_error":{"at":150,"error":"disk full"},"#,
         r#""upstream_requests":5,"cache_hits":3,"cache_misses":1,"revalidations":0,"#,
-        r#""prefetches":2,"h2c_upgrades":0}"#
+        r#""prefetches":2,"h2c_upgrades":0,"advisories":{"db":"/adb","wanted":true,"#,
+        r#""refresh_secs":86400,"count":3,"newest":"2024-05-01","updated_at":120,"#,
+        r#""last_error":"cannot load","last_error_at":140}}"#
     );
 
     #[test]
