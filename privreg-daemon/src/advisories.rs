@@ -30,9 +30,9 @@ const STAMP: &str = ".privreg-fetched";
 /// How often the loop looks again at whether the database is wanted and due.
 const CHECK_EVERY: Duration = Duration::from_secs(30);
 /// How long `privreg audit` waits for a first copy when none is loaded.
-const FIRST_COPY_WAIT: Duration = Duration::from_secs(120);
+const FIRST_COPY_WAIT: Duration = Duration::from_mins(2);
 /// How long a git fetch waits for another process's lock on the checkout.
-const GIT_LOCK_WAIT: Duration = Duration::from_secs(60);
+const GIT_LOCK_WAIT: Duration = Duration::from_mins(1);
 
 /// What the status shows of the database, and what drives its refreshes.
 #[derive(Default)]

@@ -151,3 +151,94 @@ impl AdvisorySource for AdvisoryDb {
         hits
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn advisory(id: &str, package: &str, extra: &str, versions: &str) -> String {
+        format!(
+            "```toml\n[advisory]\nid = \"{id}\"\npackage = \"{package}\"\ndate = \"2024-01-0{}\"\n{extra}\n[versions]\n{versions}\n```\n\n# Title\n\nDescription.\n",
+            id.len() % 9 + 1
+        )
+    }
+
+    fn write(root: &Path, package: &str, id: &str, text: &str) {
+        let dir = root.join("crates").join(package);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{id}.md")), text).unwrap();
+    }
+
+    fn v(s: &str) -> semver::Version {
+        semver::Version::parse(s).unwrap()
+    }
+
+    #[test]
+    fn versions_kinds_and_names_match_as_rustsec_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(
+            root,
+            "Foo_Bar",
+            "RUSTSEC-2024-0001",
+            &advisory(
+                "RUSTSEC-2024-0001",
+                "Foo_Bar",
+                "",
+                "patched = [\">= 1.2.0\"]\nunaffected = [\"< 1.0.0\"]",
+            ),
+        );
+        write(
+            root,
+            "Foo_Bar",
+            "RUSTSEC-2024-0002",
+            &advisory(
+                "RUSTSEC-2024-0002",
+                "Foo_Bar",
+                "informational = \"unsound\"\nwithdrawn = \"2024-02-01\"",
+                "patched = []",
+            ),
+        );
+        let db = AdvisoryDb::open(root).unwrap();
+        assert_eq!(db.count(), 2);
+        let name = CrateName::new("foo-bar").unwrap();
+        let unaffected = db.affected(&name, &v("0.9.0"));
+        assert_eq!(
+            unaffected.len(),
+            1,
+            "only the withdrawn one, which lists no patch"
+        );
+        assert!(unaffected[0].withdrawn);
+        assert!(db.affected(&name, &v("1.2.0")).iter().all(|h| h.withdrawn));
+        let hits = db.affected(&name, &v("1.1.5"));
+        assert_eq!(hits.len(), 2);
+        assert_eq!(hits[0].id, "RUSTSEC-2024-0001");
+        assert_eq!(hits[0].kind, AdvisoryKind::Vulnerability);
+        assert_eq!(hits[0].patched, [">=1.2.0"]);
+        assert!(!hits[0].withdrawn);
+        assert_eq!(hits[1].kind, AdvisoryKind::Unsound);
+        assert!(hits[1].withdrawn);
+        assert!(
+            db.affected(&CrateName::new("other").unwrap(), &v("1.0.0"))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_file_that_does_not_parse_fails_the_load_and_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "x",
+            "RUSTSEC-2024-0003",
+            "```toml\n[advisory\n```\n",
+        );
+        let e = AdvisoryDb::open(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("RUSTSEC-2024-0003.md"), "{e}");
+        let empty = tempfile::tempdir().unwrap();
+        assert!(
+            AdvisoryDb::open(empty.path()).is_err(),
+            "no crates/ directory"
+        );
+    }
+}
