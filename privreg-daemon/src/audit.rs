@@ -186,3 +186,125 @@ fn push(findings: &mut Vec<Finding>, package: &AuditPackage, problems: Vec<Probl
         problem,
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use privreg_shared::protocol::{Merged, VersionDecision};
+
+    fn decision(
+        version: &str,
+        upstream: &str,
+        state: VersionState,
+        yanked: bool,
+    ) -> VersionDecision {
+        VersionDecision {
+            version: version.into(),
+            upstream: upstream.into(),
+            priority: if state == VersionState::YankedByPin {
+                "-1"
+            } else {
+                "500"
+            }
+            .into(),
+            state,
+            stanza: (state != VersionState::Served).then(|| "preferences:1".to_owned()),
+            yanked,
+            winner: None,
+        }
+    }
+
+    fn policy(versions: Vec<VersionDecision>) -> Policy {
+        Policy {
+            krate: "x".into(),
+            upstreams: Vec::new(),
+            outcome: PolicyOutcome::Merged(Merged {
+                owners: vec!["corp".into()],
+                versions,
+                conflicts: Vec::new(),
+                hints: Vec::new(),
+                config_error: None,
+            }),
+        }
+    }
+
+    fn package(version: &str, upstream: Option<&str>) -> AuditPackage {
+        AuditPackage {
+            name: "x".into(),
+            version: version.into(),
+            upstream: upstream.map(str::to_owned),
+            checksum: None,
+        }
+    }
+
+    #[test]
+    fn the_layered_view_reports_what_cargo_would_see() {
+        let p = policy(vec![
+            decision("1.0.3", "corp", VersionState::YankedByPin, false),
+            decision("1.0.2", "corp", VersionState::Served, true),
+            decision("1.0.1", "corp", VersionState::Served, false),
+            decision("1.0.1", "crates-io", VersionState::Duplicate, false),
+            decision("1.0.0", "crates-io", VersionState::Shadowed, false),
+        ]);
+        let none = HashSet::new();
+        let problems = |v: &str| policy_problems(&package(v, None), &p, &none);
+        assert!(
+            problems("1.0.1").is_empty(),
+            "served; its duplicate is no problem"
+        );
+        assert_eq!(
+            problems("1.0.2"),
+            [Problem::Yanked {
+                upstream: "corp".into()
+            }]
+        );
+        assert_eq!(
+            problems("1.0.3"),
+            [Problem::SoftBlocked {
+                upstream: "corp".into(),
+                stanza: Some("preferences:1".into()),
+                priority: "-1".into(),
+            }]
+        );
+        assert_eq!(
+            problems("1.0.0"),
+            [Problem::Hidden {
+                state: VersionState::Shadowed,
+                upstream: "crates-io".into(),
+                stanza: Some("preferences:1".into()),
+            }]
+        );
+        assert!(matches!(problems("2.0.0")[..], [Problem::NotServed { .. }]));
+        // A stanza with an `age` selector decided it: too young.
+        let aged: HashSet<String> = ["preferences:1".to_owned()].into();
+        assert_eq!(
+            policy_problems(&package("1.0.3", None), &p, &aged),
+            [Problem::TooYoung {
+                upstream: "corp".into(),
+                stanza: Some("preferences:1".into()),
+                hidden: false,
+            }]
+        );
+    }
+
+    #[test]
+    fn an_upstream_view_ignores_shadowing_but_not_pins() {
+        let p = policy(vec![
+            decision("1.0.0", "crates-io", VersionState::Shadowed, false),
+            decision("0.9.0", "crates-io", VersionState::Blocked, false),
+        ]);
+        let none = HashSet::new();
+        assert!(policy_problems(&package("1.0.0", Some("crates-io")), &p, &none).is_empty());
+        assert!(matches!(
+            policy_problems(&package("0.9.0", Some("crates-io")), &p, &none)[..],
+            [Problem::Hidden {
+                state: VersionState::Blocked,
+                ..
+            }]
+        ));
+        assert!(matches!(
+            policy_problems(&package("1.0.0", Some("corp")), &p, &none)[..],
+            [Problem::NotServed { .. }]
+        ));
+    }
+}

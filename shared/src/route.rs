@@ -260,10 +260,13 @@ mod tests {
             parse("/-/refresh").unwrap(),
             (View::Layered, Endpoint::Refresh)
         );
+        assert_eq!(parse("/-/audit").unwrap(), (View::Layered, Endpoint::Audit));
         for path in [
             "/upstream/acme/-/refresh",
             "/-/refresh/",
             "/-/refresh/serde",
+            "/upstream/acme/-/audit",
+            "/-/audit/x",
         ] {
             assert!(
                 matches!(parse(path), Err(RouteError::NotFound(_))),
