@@ -25,7 +25,8 @@ use crate::daemon::Daemon;
 
 /// The cache subdirectory that holds the copies.
 const DIR: &str = "advisory-db";
-/// The file in a copy that says when it was fetched (seconds since the epoch).
+/// The file in a copy that says when it was fetched (seconds since the epoch) and from where
+/// (a line each).
 const STAMP: &str = ".privreg-fetched";
 /// How often the loop looks again at whether the database is wanted and due.
 const CHECK_EVERY: Duration = Duration::from_secs(30);
@@ -51,6 +52,8 @@ struct Shown {
     count: Option<u64>,
     newest: Option<String>,
     updated_at: Option<u64>,
+    /// Where the copy in force came from (`advisories.db` then), when known.
+    from: Option<String>,
     last_error: Option<String>,
     last_error_at: Option<u64>,
     wanted: bool,
@@ -122,11 +125,12 @@ impl AdvisoryState {
         self.done.notify_waiters();
     }
 
-    fn loaded(&self, db: &AdvisoryDb, updated_at: Option<u64>) {
+    fn loaded(&self, db: &AdvisoryDb, stamp: Stamp) {
         let mut s = self.shown.lock().expect("advisory state lock");
         s.count = Some(db.count() as u64);
         s.newest = db.newest().map(str::to_owned);
-        s.updated_at = updated_at;
+        s.updated_at = stamp.at;
+        s.from = stamp.from;
     }
 
     fn failed(&self, error: String) {
@@ -135,15 +139,17 @@ impl AdvisoryState {
         s.last_error_at = Some(now_secs());
     }
 
-    /// Whether a fetch from `source` is due: never tried (and no copy young enough), tried
-    /// longer than `refresh` ago, or `db` changed since.
+    /// Whether a fetch is due: never tried (and no copy from the same `db` young enough),
+    /// tried longer than `refresh` ago, or `db` changed since.
     fn due(&self, config: &Advisories) -> bool {
         let s = self.shown.lock().expect("advisory state lock");
         match &s.last_attempt {
             Some((at, source)) => *source != config.db || at.elapsed() >= config.refresh,
-            None => s
-                .updated_at
-                .is_none_or(|u| now_secs().saturating_sub(u) >= config.refresh.as_secs()),
+            None => {
+                s.from.as_deref() != Some(source_text(&config.db).as_str())
+                    || s.updated_at
+                        .is_none_or(|u| now_secs().saturating_sub(u) >= config.refresh.as_secs())
+            }
         }
     }
 }
@@ -182,12 +188,12 @@ pub(crate) fn start(daemon: Arc<Daemon>) {
         let root = daemon.cache_dir().join(DIR);
         let loaded = tokio::task::spawn_blocking(move || load_current(&root)).await;
         match loaded {
-            Ok(Ok(Some((db, updated_at)))) => {
+            Ok(Ok(Some((db, stamp)))) => {
                 tracing::info!(
                     advisories = db.count(),
                     "loaded the last good copy of the advisory database"
                 );
-                install(&daemon, db, updated_at);
+                install(&daemon, db, stamp);
             }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
@@ -202,9 +208,9 @@ pub(crate) fn start(daemon: Arc<Daemon>) {
     });
 }
 
-fn install(daemon: &Daemon, db: AdvisoryDb, updated_at: Option<u64>) {
-    daemon.advisory_state().loaded(&db, updated_at);
-    daemon.metrics().advisory_db(db.count(), updated_at);
+fn install(daemon: &Daemon, db: AdvisoryDb, stamp: Stamp) {
+    daemon.metrics().advisory_db(db.count(), stamp.at);
+    daemon.advisory_state().loaded(&db, stamp);
     daemon.set_advisories(Arc::new(db));
 }
 
@@ -226,13 +232,13 @@ async fn run(daemon: Arc<Daemon>) {
             let source = config.db.clone();
             let fetched = tokio::task::spawn_blocking(move || refresh(&root, &source)).await;
             match fetched {
-                Ok(Ok((db, updated_at))) => {
+                Ok(Ok((db, stamp))) => {
                     tracing::info!(
                         advisories = db.count(),
                         newest = db.newest().unwrap_or("-"),
                         "advisory database updated"
                     );
-                    install(&daemon, db, Some(updated_at));
+                    install(&daemon, db, stamp);
                     state.shown.lock().expect("advisory state lock").last_error = None;
                 }
                 Ok(Err(e)) => {
@@ -253,7 +259,32 @@ async fn run(daemon: Arc<Daemon>) {
 }
 
 /// The last good copy, if there is one, and when it was fetched.
-fn load_current(root: &Path) -> Result<Option<(AdvisoryDb, Option<u64>)>, String> {
+/// When and from where a copy was fetched (its [`STAMP`] file).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Stamp {
+    at: Option<u64>,
+    from: Option<String>,
+}
+
+impl Stamp {
+    fn parse(text: &str) -> Stamp {
+        let mut lines = text.lines();
+        Stamp {
+            at: lines.next().and_then(|l| l.trim().parse().ok()),
+            from: lines.next().map(str::to_owned).filter(|l| !l.is_empty()),
+        }
+    }
+
+    fn render(&self) -> String {
+        format!(
+            "{}\n{}\n",
+            self.at.unwrap_or(0),
+            self.from.as_deref().unwrap_or("")
+        )
+    }
+}
+
+fn load_current(root: &Path) -> Result<Option<(AdvisoryDb, Stamp)>, String> {
     let current = root.join("current");
     if !current.is_dir() {
         // A crash mid-swap leaves the previous copy as `old-*`.
@@ -265,8 +296,8 @@ fn load_current(root: &Path) -> Result<Option<(AdvisoryDb, Option<u64>)>, String
     }
     let db = AdvisoryDb::open(&current).map_err(|e| e.to_string())?;
     let stamp = std::fs::read_to_string(current.join(STAMP))
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
+        .map(|t| Stamp::parse(&t))
+        .unwrap_or_default();
     Ok(Some((db, stamp)))
 }
 
@@ -284,7 +315,7 @@ fn leftovers(root: &Path, prefix: &str) -> Vec<PathBuf> {
 
 /// Fetches (git) or reads (directory) the database, checks that it loads, and makes a copy of
 /// it the last good copy. Blocking.
-fn refresh(root: &Path, source: &AdvisoryDbSource) -> Result<(AdvisoryDb, u64), String> {
+fn refresh(root: &Path, source: &AdvisoryDbSource) -> Result<(AdvisoryDb, Stamp), String> {
     std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
     let from = match source {
         AdvisoryDbSource::Default => fetch_git(root, DEFAULT_DB_URL)?,
@@ -302,8 +333,11 @@ fn refresh(root: &Path, source: &AdvisoryDbSource) -> Result<(AdvisoryDb, u64), 
         format!("cannot copy {} into the cache: {e}", from.display())
     })?;
     let db = AdvisoryDb::open(&tmp).map_err(|e| e.to_string())?;
-    let updated_at = now_secs();
-    std::fs::write(tmp.join(STAMP), updated_at.to_string())
+    let stamp = Stamp {
+        at: Some(now_secs()),
+        from: Some(source_text(source)),
+    };
+    std::fs::write(tmp.join(STAMP), stamp.render())
         .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     let current = root.join("current");
     let old = root.join(format!("old-{}", std::process::id()));
@@ -316,7 +350,14 @@ fn refresh(root: &Path, source: &AdvisoryDbSource) -> Result<(AdvisoryDb, u64), 
     for old in leftovers(root, "old-") {
         let _ = std::fs::remove_dir_all(old);
     }
-    Ok((db, updated_at))
+    // Checkouts of repositories no longer configured.
+    for checkout in leftovers(root, "git-") {
+        if checkout.is_dir() && checkout != from {
+            let _ = std::fs::remove_dir_all(&checkout);
+            let _ = std::fs::remove_file(checkout.with_extension("lock"));
+        }
+    }
+    Ok((db, stamp))
 }
 
 /// Fetches the git repository at `url` into its checkout under `root`; returns the checkout.
@@ -361,5 +402,22 @@ mod tests {
         assert!(has_selector("age <3d", "age"));
         assert!(!has_selector("registry advisory-mirror", "advisory"));
         assert!(!has_selector("version >=1; origin age.example", "age"));
+    }
+
+    #[test]
+    fn stamps_round_trip() {
+        let s = Stamp {
+            at: Some(42),
+            from: Some("/srv/advisory-db".into()),
+        };
+        assert_eq!(Stamp::parse(&s.render()), s);
+        assert_eq!(
+            Stamp::parse("17"),
+            Stamp {
+                at: Some(17),
+                from: None
+            }
+        );
+        assert_eq!(Stamp::parse(""), Stamp::default());
     }
 }
