@@ -11,7 +11,7 @@
 //! with the `advisory` selector, or `privreg audit`. A plain setup never reaches out by itself.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -41,9 +41,9 @@ pub(crate) struct AdvisoryState {
     shown: Mutex<Shown>,
     /// `privreg audit` asked for the database: fetch it from now on.
     asked: AtomicBool,
-    /// Load or fetch attempts finished, for waiters on a first copy.
-    attempts: AtomicU64,
+    /// Told when a load or fetch finishes (for [`AdvisoryState::ask`]).
     done: tokio::sync::Notify,
+    /// Makes the refresh loop look again at once.
     wake: tokio::sync::Notify,
 }
 
@@ -59,6 +59,8 @@ struct Shown {
     wanted: bool,
     /// When the last fetch was tried, and from where.
     last_attempt: Option<(Instant, AdvisoryDbSource)>,
+    /// A load or fetch is under way.
+    in_progress: bool,
 }
 
 fn now_secs() -> u64 {
@@ -88,27 +90,24 @@ impl AdvisoryState {
         }
     }
 
-    /// For `privreg audit`: fetch from now on, and when no copy is loaded yet, wait (bounded) for
-    /// the next attempt to finish.
+    /// For `privreg audit`: fetch from now on, and when no copy is loaded, wait (bounded) for
+    /// the fetch that this starts, unless one already failed (the audit then says so).
     pub(crate) async fn ask(&self) {
         self.asked.store(true, Ordering::Relaxed);
-        let loaded = self
-            .shown
-            .lock()
-            .expect("advisory state lock")
-            .count
-            .is_some();
-        if loaded {
+        let settled = || {
+            let s = self.shown.lock().expect("advisory state lock");
+            s.count.is_some() || (s.last_attempt.is_some() && !s.in_progress)
+        };
+        if settled() {
             return;
         }
-        let before = self.attempts.load(Ordering::Acquire);
         let waited = tokio::time::timeout(FIRST_COPY_WAIT, async {
             loop {
                 let done = self.done.notified();
                 tokio::pin!(done);
                 done.as_mut().enable();
                 self.wake();
-                if self.attempts.load(Ordering::Acquire) != before {
+                if settled() {
                     return;
                 }
                 done.await;
@@ -121,7 +120,7 @@ impl AdvisoryState {
     }
 
     fn finished(&self) {
-        self.attempts.fetch_add(1, Ordering::Release);
+        self.shown.lock().expect("advisory state lock").in_progress = false;
         self.done.notify_waiters();
     }
 
@@ -223,11 +222,11 @@ async fn run(daemon: Arc<Daemon>) {
             || pins_use_advisories(daemon.config_dir());
         state.shown.lock().expect("advisory state lock").wanted = wanted;
         if wanted && state.due(&config) {
-            state
-                .shown
-                .lock()
-                .expect("advisory state lock")
-                .last_attempt = Some((Instant::now(), config.db.clone()));
+            {
+                let mut s = state.shown.lock().expect("advisory state lock");
+                s.last_attempt = Some((Instant::now(), config.db.clone()));
+                s.in_progress = true;
+            }
             let root = daemon.cache_dir().join(DIR);
             let source = config.db.clone();
             let fetched = tokio::task::spawn_blocking(move || refresh(&root, &source)).await;

@@ -179,6 +179,11 @@ fn check_conventions(s: &Scrape, text: &str) {
                 assert!(x.metric.ends_with("_seconds"), "histogram {}", x.metric);
                 x.metric.clone()
             }
+            // A level, not a count (e.g. the advisories in force): never `_total`.
+            Value::Gauge(_) => {
+                assert!(!x.metric.ends_with("_total"), "gauge {}", x.metric);
+                x.metric.clone()
+            }
             // prometheus-parse leaves a histogram's _sum and _count untyped.
             Value::Untyped(_) => {
                 let base = x
