@@ -228,7 +228,7 @@ fn the_advisory_pin_steers_a_fresh_resolution_to_the_patched_version() {
     let text = stdout(&out);
     assert!(text.contains("RUSTSEC-2024-0001"), "{text}");
     assert!(
-        text.contains("soft-blocked") && text.contains("preferences:2"),
+        text.contains("soft-blocked") && text.contains("preferences:1"),
         "{text}"
     );
 }
