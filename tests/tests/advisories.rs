@@ -198,6 +198,12 @@ fn audit_reports_the_advisory_with_its_patched_versions_and_passes_a_clean_lockf
 #[test]
 fn the_advisory_pin_steers_a_fresh_resolution_to_the_patched_version() {
     let s = setup("");
+    // The database loads in the background; a resolution before it would not be steered.
+    s.wait_status("the database is loaded", |t| {
+        t.contains("advisories: 2 from")
+    });
+    // A lockfile from before the pin, holding an affected version.
+    let old = s.locked("old", "vuln = \"=1.0.0\"\n");
     let before = s.privreg.reloads(None);
     std::fs::write(
         s.privreg.config_dir.join("preferences"),
@@ -211,21 +217,19 @@ fn the_advisory_pin_steers_a_fresh_resolution_to_the_patched_version() {
         "the pin is in force:\n{}",
         stdout(&status)
     );
-    // The database loads in the background; a resolution before it would not be steered.
-    s.wait_status("the database is loaded", |t| {
-        t.contains("advisories: 2 from")
-    });
+
     let app = s.locked("app", "vuln = \"1\"\n");
     let vuln: Vec<_> = locked_packages(app.parent().unwrap())
         .into_iter()
         .filter(|(n, _)| n == "vuln")
         .collect();
     assert_eq!(vuln, [("vuln".to_owned(), "1.0.1".to_owned())]);
-    // An existing lockfile with an affected version still builds (a soft block), and the audit
-    // names both the advisory and the stanza.
-    let old = s.locked("old", "vuln = \"=1.0.0\"\n");
+    // The existing lockfile still fetches (a soft block), and the audit names both the
+    // advisory and the stanza.
+    s.sb.cargo_ok(old.parent().unwrap(), &["fetch"]);
     let out = s.audit(&[old.to_str().unwrap()]);
     let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("RUSTSEC-2024-0001"), "{text}");
     assert!(
         text.contains("soft-blocked") && text.contains("preferences:1"),
