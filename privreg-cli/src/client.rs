@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use privreg_shared::config::Config;
-use privreg_shared::protocol::{PageLink, Policy, RefreshReport, RefreshRequest, Status};
+use privreg_shared::protocol::{
+    AuditAnswer, AuditRequest, PageLink, Policy, RefreshReport, RefreshRequest, Status,
+};
 use privreg_shared::secrets::Token;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -232,6 +234,16 @@ impl DaemonClient {
             .header(CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(request).expect("the request serialises"));
         self.document(path, req, "a report").await
+    }
+
+    /// `POST /-/audit`.
+    pub(crate) async fn audit(&self, request: &AuditRequest) -> Result<AuditAnswer, DaemonError> {
+        let path = "/-/audit";
+        let req = self
+            .request(Method::POST, path)
+            .header(CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(request).expect("the request serialises"));
+        self.document(path, req, "an audit").await
     }
 
     /// `POST /-/open`: a one-time link to the status page.

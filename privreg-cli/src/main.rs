@@ -1,5 +1,6 @@
 //! `privreg`: the control CLI (see `privreg --help`).
 
+mod audit;
 mod autostart;
 mod cargo_config;
 mod client;
@@ -154,6 +155,17 @@ pub enum Command {
     ///
     /// Example: privreg refresh acme-core
     Refresh(refresh::RefreshArgs),
+    /// Check lockfiles against the policy in force and the RustSec advisory database.
+    ///
+    /// Reports every locked package that a pin hides or soft-blocks (with the stanza), that is
+    /// too young for an `age` pin, that an advisory affects (with its ID and patched versions),
+    /// that its upstream yanked, or whose checksum differs from the one privreg first served.
+    /// Packages of the public registry are checked in the layered view, those of an upstream's
+    /// own URL in that upstream's view; path, git and other registries' packages are skipped
+    /// and listed. Exits 1 on any finding, 2 when no advisory database could be loaded.
+    ///
+    /// Example: privreg audit Cargo.lock --format json
+    Audit(audit::AuditArgs),
     /// Print the completion script for a shell.
     ///
     /// bash: source it from ~/.bashrc, or save it to
@@ -250,6 +262,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Service(cmd) => service::run(&dirs, cmd).await,
         Command::Warm(args) => warm::run(&dirs, args).await,
         Command::Refresh(args) => refresh::run(&dirs, args).await,
+        Command::Audit(args) => audit::run(&dirs, args).await,
         Command::Completions(args) => Ok(completions::run(&args)),
     }
 }

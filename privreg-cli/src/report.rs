@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use privreg_shared::protocol::{
-    Dating, MemoryStatus, PolicyOutcome, UpstreamStatus, VersionDecision, VersionState,
+    AdvisoriesStatus, Dating, MemoryStatus, PolicyOutcome, UpstreamStatus, VersionDecision,
+    VersionState,
 };
 
 use super::Dirs;
@@ -188,6 +189,28 @@ fn memory_line(m: &MemoryStatus) -> String {
     )
 }
 
+/// The advisory database in one line: where from, how many, how old.
+fn advisories(a: &AdvisoriesStatus, now: u64) -> String {
+    let age = |at: u64| {
+        humantime::format_duration(Duration::from_secs(now.saturating_sub(at))).to_string()
+    };
+    match (a.count, a.updated_at) {
+        (Some(n), Some(at)) => format!(
+            "{n} from {}, fetched {} ago, newest {}",
+            a.db,
+            age(at),
+            a.newest.as_deref().unwrap_or("-")
+        ),
+        (Some(n), None) => format!("{n} from {}", a.db),
+        (None, _) if a.wanted => format!("none loaded yet from {}", a.db),
+        (None, _) => format!(
+            "not fetched ({}): nothing asks for it yet (add [advisories] to config.toml, an \
+             advisory pin, or run privreg audit)",
+            a.db
+        ),
+    }
+}
+
 pub(crate) async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     let st = crate::autostart::connect(dirs, TIMEOUT)
         .await?
@@ -228,6 +251,11 @@ pub(crate) async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     }
     if let Some(t) = &st.shared_tier {
         println!("{}", shared_tier_line(t));
+    }
+    println!("advisories: {}", advisories(&st.advisories, now));
+    if let Some(e) = &st.advisories.last_error {
+        println!("warning:   the advisory database was not updated: {e}");
+        println!("           the last good copy stays in force");
     }
     if let Some(e) = &st.cache_write_error {
         println!(

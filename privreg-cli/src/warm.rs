@@ -287,7 +287,7 @@ async fn warm_job(conn: &DaemonClient, job: &Job) -> anyhow::Result<Vec<Outcome>
 }
 
 /// The lockfile of the project around the current directory.
-fn current_lockfile() -> anyhow::Result<PathBuf> {
+pub(crate) fn current_lockfile() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let located = std::process::Command::new(&cargo)
         .args(["locate-project", "--workspace", "--message-format", "plain"])
@@ -317,7 +317,7 @@ fn current_lockfile() -> anyhow::Result<PathBuf> {
 }
 
 /// A lockfile named on the command line (a directory means its Cargo.lock).
-fn lockfile_path(arg: &Path) -> PathBuf {
+pub(crate) fn lockfile_path(arg: &Path) -> PathBuf {
     if arg.is_dir() {
         arg.join("Cargo.lock")
     } else {
@@ -325,7 +325,7 @@ fn lockfile_path(arg: &Path) -> PathBuf {
     }
 }
 
-fn load(path: &Path) -> anyhow::Result<Lockfile> {
+pub(crate) fn load(path: &Path) -> anyhow::Result<Lockfile> {
     if !path.is_file() {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         bail!(

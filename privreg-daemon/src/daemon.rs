@@ -11,6 +11,7 @@ use privreg_shared::CrateName;
 use privreg_shared::advisory::{AdvisorySource, NoAdvisories};
 use privreg_shared::secrets::{Keyring, Token};
 
+use crate::advisories::AdvisoryState;
 use crate::keyed::KeyedLocks;
 use crate::layered::{MergedBody, Runtime};
 use crate::metrics::Metrics;
@@ -49,6 +50,8 @@ pub(crate) struct Daemon {
     /// The advisory database in force, and a number bumped each time it is replaced (part of
     /// the merged views' fingerprint, so that they are recomputed).
     advisories: RwLock<(u64, Arc<dyn AdvisorySource>)>,
+    /// The advisory database's refreshes and what the status shows of it.
+    advisory_state: AdvisoryState,
 }
 
 impl Daemon {
@@ -95,6 +98,7 @@ impl Daemon {
             metrics,
             sessions: PageSessions::new(port.unwrap_or(0)),
             advisories: RwLock::new((0, Arc::new(NoAdvisories))),
+            advisory_state: AdvisoryState::default(),
         }
     }
 
@@ -196,6 +200,8 @@ impl Daemon {
             .configure(runtime.config.shared.as_ref(), runtime.config.keyring);
         self.upstreams.retain_upstreams(&runtime.config.upstreams);
         *self.runtime.write().expect("runtime lock") = Arc::new(runtime);
+        // `[advisories]` or an `advisory` pin may have changed.
+        self.advisory_state.wake();
     }
 
     /// Forgets the merged view of a crate (after a publish or yank through the daemon).
@@ -210,10 +216,14 @@ impl Daemon {
     }
 
     /// Puts a newly loaded advisory database in force; merged views are recomputed.
-    #[allow(dead_code, reason = "the seam for issue 17; the database uses it")]
     pub(crate) fn set_advisories(&self, source: Arc<dyn AdvisorySource>) {
         let mut guard = self.advisories.write().expect("advisories lock");
         *guard = (guard.0 + 1, source);
+    }
+
+    /// The advisory database's refreshes and what the status shows of it.
+    pub(crate) fn advisory_state(&self) -> &AdvisoryState {
+        &self.advisory_state
     }
 
     /// The config or pin error in force, if the last reload failed.

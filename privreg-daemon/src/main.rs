@@ -6,7 +6,9 @@
 //! [`upstream`] talks to upstreams, [`privreg_shared::store`] keeps their answers on disk, [`layered`] merges,
 //! [`download`] verifies crates, and [`server`] answers cargo.
 
+mod advisories;
 mod api;
+mod audit;
 mod auth;
 mod body;
 mod conns;
@@ -198,6 +200,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
     crate::reload::watch(daemon.clone()).context("cannot watch the config directory")?;
     crate::prefetch::start(daemon.clone());
+    // The advisory database's last good copy loads in the background; start never waits for it.
+    crate::advisories::start(daemon.clone());
     // Temp files a crash left behind are never read; clear them away.
     let cache = daemon.cache().clone();
     tokio::task::spawn_blocking(move || {

@@ -226,6 +226,9 @@ pub(crate) struct Metrics {
     shared_tier: Family<SharedTierLabels, Counter>,
     shared_tier_failing: prometheus_client::metrics::gauge::Gauge,
     memory: MemoryMetrics,
+    advisories: Gauge,
+    advisory_db_updated: Gauge,
+    advisory_db_errors: Counter,
     latency: Mutex<HashMap<String, Latency>>,
     recent: Mutex<VecDeque<Hidden>>,
 }
@@ -255,6 +258,9 @@ impl Metrics {
             shared_tier: Family::default(),
             shared_tier_failing: prometheus_client::metrics::gauge::Gauge::default(),
             memory: MemoryMetrics::default(),
+            advisories: Gauge::default(),
+            advisory_db_updated: Gauge::default(),
+            advisory_db_errors: Counter::default(),
             latency: Mutex::default(),
             recent: Mutex::default(),
             registry: Registry::default(),
@@ -333,6 +339,22 @@ impl Metrics {
             m.shared_tier_failing.clone(),
         );
         m.memory.register(&mut registry);
+        registry.register(
+            "advisories",
+            "Advisories in the RustSec advisory database in force (0 while none is loaded)",
+            m.advisories.clone(),
+        );
+        registry.register_with_unit(
+            "advisory_db_updated",
+            "When the advisory database in force was fetched (Unix time; 0 while none is loaded)",
+            Unit::Seconds,
+            m.advisory_db_updated.clone(),
+        );
+        registry.register(
+            "advisory_db_errors",
+            "Fetches or loads of the advisory database that failed (the last good copy stayed in force)",
+            m.advisory_db_errors.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -473,6 +495,19 @@ impl Metrics {
         if !ok {
             self.reload_errors.inc();
         }
+    }
+
+    /// An advisory database put in force: how many advisories, fetched when.
+    pub(crate) fn advisory_db(&self, count: usize, updated_at: Option<u64>) {
+        self.advisories
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.advisory_db_updated
+            .set(updated_at.and_then(|u| i64::try_from(u).ok()).unwrap_or(0));
+    }
+
+    /// A fetch or load of the advisory database failed.
+    pub(crate) fn advisory_db_error(&self) {
+        self.advisory_db_errors.inc();
     }
 
     /// A layered index file computed for `krate`: counts its decisions, and remembers those that

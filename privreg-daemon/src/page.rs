@@ -11,7 +11,7 @@ use crate::body::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use privreg_shared::protocol::{MemoryStatus, PageLink};
+use privreg_shared::protocol::{AdvisoriesStatus, MemoryStatus, PageLink};
 use privreg_shared::route::Endpoint;
 
 use crate::daemon::Daemon;
@@ -55,6 +55,8 @@ pub(crate) struct PageData {
     pub shared_tier: Option<privreg_shared::protocol::SharedTierStatus>,
     /// The in-memory index cache.
     pub memory: MemoryStatus,
+    /// The advisory database in force.
+    pub advisories: AdvisoriesStatus,
     /// Seconds since the epoch, for "… ago".
     pub now: u64,
 }
@@ -128,6 +130,7 @@ pub(crate) fn render(d: &PageData) -> Markup {
                     (shared_tier_section(d))
                     (cache_section(d))
                     (memory_section(&d.memory))
+                    (advisories_section(d))
                     (decisions_section(d))
                 }
             }
@@ -332,6 +335,31 @@ fn memory_section(m: &MemoryStatus) -> Markup {
     }
 }
 
+/// The RustSec advisory database: where from, how old, how many, the last error.
+fn advisories_section(d: &PageData) -> Markup {
+    let a = &d.advisories;
+    html! {
+        section id="advisories" {
+            h2 { "Advisory database" }
+            div class="stats" {
+                (stat(&a.count.map_or("–".to_owned(), |c| c.to_string()), "advisories"))
+                (stat(a.newest.as_deref().unwrap_or("–"), "newest advisory"))
+                (stat(&a.updated_at.map_or("never".to_owned(), |u| ago(d.now, u)), "fetched"))
+            }
+            @if let Some(e) = &a.last_error {
+                p class="error" {
+                    "Last update failed " (a.last_error_at.map_or(String::new(), |at| ago(d.now, at)))
+                    " (the last good copy stays in force): " code { (e) }
+                }
+            }
+            p class="muted" {
+                "Source: " code { (a.db) }
+                @if !a.wanted { " — not fetched: nothing asks for it (no [advisories] in config.toml, no advisory pin, no audit yet)" }
+            }
+        }
+    }
+}
+
 /// Recent policy decisions that hid or blocked versions.
 fn decisions_section(d: &PageData) -> Markup {
     html! {
@@ -530,6 +558,7 @@ impl Daemon {
             decisions: self.metrics().recent_decisions(),
             shared_tier: self.upstreams().shared().status(),
             memory: self.memory_status(),
+            advisories: self.advisory_state().status(&rt.config.advisories),
             now: epoch_secs(SystemTime::now()),
         }
     }
@@ -589,6 +618,13 @@ mod tests {
                 misses: 100,
                 disk_reads: 40,
                 evictions: 17,
+            },
+            advisories: AdvisoriesStatus {
+                db: "/adb".into(),
+                wanted: true,
+                count: Some(7),
+                last_error: Some("cannot load <b>".into()),
+                ..AdvisoriesStatus::default()
             },
             now: 200,
         }

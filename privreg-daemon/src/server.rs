@@ -321,6 +321,9 @@ impl Daemon {
         if endpoint == Endpoint::Refresh {
             return self.refresh_endpoint(req).await;
         }
+        if endpoint == Endpoint::Audit {
+            return self.audit_endpoint(req).await;
+        }
         if let Some(r) = self.observe(&endpoint, req.method()).await {
             return r;
         }
@@ -346,53 +349,78 @@ impl Daemon {
             Endpoint::Metrics | Endpoint::Page | Endpoint::PageLink | Endpoint::PageOpen(_) => {
                 unreachable!("answered by observe")
             }
-            Endpoint::Refresh | Endpoint::Health | Endpoint::Login | Endpoint::Api(_) => {
+            Endpoint::Refresh
+            | Endpoint::Audit
+            | Endpoint::Health
+            | Endpoint::Login
+            | Endpoint::Api(_) => {
                 unreachable!("answered above")
             }
         }
     }
 }
 
+/// The JSON body of a POST to an endpoint that acts (`/-/refresh`, `/-/audit`), at most `limit`
+/// bytes; else the answer that refuses it. `usage` says what to POST.
+async fn json_post(
+    req: Request<Incoming>,
+    usage: &'static str,
+    limit: usize,
+) -> Result<Bytes, Response<Body>> {
+    if req.method() != Method::POST {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, usage);
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return Err(r);
+    }
+    // A web page cannot send this type across origins without asking first (and nothing
+    // here answers that), so a page the user visits cannot make the daemon act.
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err(text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send Content-Type: application/json",
+        ));
+    }
+    match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body refused: {e}"),
+        )),
+    }
+}
+
 impl Daemon {
     /// `POST /-/refresh`: see [`crate::refresh`].
     async fn refresh_endpoint(&self, req: Request<Incoming>) -> Response<Body> {
-        if req.method() != Method::POST {
-            let mut r = text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "POST {\"crates\": [...]} here (no crates: every cached index file)",
-            );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return r;
-        }
-        // A web page cannot send this type across origins without asking first (and nothing
-        // here answers that), so a page the user visits cannot make the daemon refresh.
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !is_json {
-            return text(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send Content-Type: application/json",
-            );
-        }
-        let limit = crate::refresh::MAX_REFRESH_BODY;
-        let body = match http_body_util::Limited::new(req.into_body(), limit)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                return text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body refused: {e}"),
-                );
-            }
+        let usage = "POST {\"crates\": [...]} here (no crates: every cached index file)";
+        let body = match json_post(req, usage, crate::refresh::MAX_REFRESH_BODY).await {
+            Ok(b) => b,
+            Err(refused) => return refused,
         };
         match self.refresh_request(&body).await {
             Ok(report) => json(StatusCode::OK, &report),
+            Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    }
+
+    /// `POST /-/audit`: see [`crate::audit`].
+    async fn audit_endpoint(&self, req: Request<Incoming>) -> Response<Body> {
+        let usage = "POST {\"packages\": [{\"name\": ..., \"version\": ...}]} here";
+        let body = match json_post(req, usage, crate::audit::MAX_AUDIT_BODY).await {
+            Ok(b) => b,
+            Err(refused) => return refused,
+        };
+        match self.audit_request(&body).await {
+            Ok(answer) => json(StatusCode::OK, &answer),
             Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
         }
     }

@@ -57,6 +57,7 @@ impl Daemon {
             h2c_upgrades: self.h2c_upgrade_count(),
             shared_tier: self.upstreams().shared().status(),
             memory: self.memory_status(),
+            advisories: self.advisory_state().status(&rt.config.advisories),
         }
     }
 

@@ -19,6 +19,9 @@ pub use shared_cache::{
     DEFAULT_SHARED_COOLDOWN, DEFAULT_SHARED_TIMEOUT, DEFAULT_SHARED_UPSTREAM, SharedCacheConfig,
     SharedMode,
 };
+mod advisories;
+
+pub use advisories::{Advisories, AdvisoryDbSource, DEFAULT_ADVISORY_REFRESH};
 
 /// The config file's name inside the config directory.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -122,6 +125,7 @@ struct RawConfig {
     #[serde(default)]
     upstreams: IndexMap<Spanned<String>, RawUpstream>,
     limits: Option<RawLimits>,
+    advisories: Option<advisories::RawAdvisories>,
     cache: Option<RawCache>,
 }
 
@@ -223,6 +227,8 @@ pub struct Config {
     pub limits: Limits,
     /// `[cache.shared]`: the team tier, if configured.
     pub shared: Option<SharedCacheConfig>,
+    /// `[advisories]`, defaults where absent.
+    pub advisories: Advisories,
 }
 
 impl Config {
@@ -266,6 +272,8 @@ impl Config {
                     .map_err(|(span, m)| err(Some(span), m))?,
             ),
         };
+        let advisories = advisories::parse_advisories(raw.advisories.as_ref(), path)
+            .map_err(|(span, m)| err(Some(span), m))?;
         Ok(Config {
             listen,
             auth: raw.auth.unwrap_or(true),
@@ -273,6 +281,7 @@ impl Config {
             upstreams,
             limits,
             shared,
+            advisories,
         })
     }
 
@@ -653,6 +662,33 @@ index = "sparse+http://127.0.0.1:2/index/"
     }
 
     #[test]
+    fn advisories() {
+        let d = parse("").unwrap().advisories;
+        assert_eq!(d, Advisories::default());
+        assert!(!d.explicit);
+        assert_eq!(d.refresh, Duration::from_hours(24));
+        let a = parse("[advisories]\n").unwrap().advisories;
+        assert!(a.explicit);
+        assert_eq!(a.db, AdvisoryDbSource::Default);
+        let a = parse("[advisories]\ndb = \"adb\"\nrefresh = \"2h\"\n")
+            .unwrap()
+            .advisories;
+        assert_eq!(a.db, AdvisoryDbSource::Path("/cfg/adb".into()));
+        assert_eq!(a.refresh, Duration::from_hours(2));
+        let a = parse("[advisories]\ndb = \"https://127.0.0.1:1/advisory-db.git\"\n")
+            .unwrap()
+            .advisories;
+        assert_eq!(
+            a.db,
+            AdvisoryDbSource::Git("https://127.0.0.1:1/advisory-db.git".into())
+        );
+        let a = parse("[advisories]\ndb = \"/srv/adb\"\n")
+            .unwrap()
+            .advisories;
+        assert_eq!(a.db, AdvisoryDbSource::Path("/srv/adb".into()));
+    }
+
+    #[test]
     fn limits() {
         let c = parse(
             "[limits]\nmax-index-size = \"1MiB\"\nmax-crate-size = 2048\nmax-upstream-requests = 4\nmax-header-size = \"16 KiB\"\nmax-connections = 64\nheader-read-timeout = \"5s\"\nidle-timeout = \"2m\"\nindex-memory = \"256KiB\"\n[upstreams.a]\nindex = \"sparse+http://h/\"\n",
@@ -760,6 +796,17 @@ index = "sparse+http://127.0.0.1:2/index/"
                 "limits.index-memory",
             ),
             ("[limits]\n\nindex-memory = \"lots\"\n", 3, "index-memory"),
+            (
+                "[advisories]\nrefresh = \"often\"\n",
+                2,
+                "advisories.refresh",
+            ),
+            (
+                "[advisories]\ndb = \"git://h/advisory-db\"\n",
+                2,
+                "advisories.db",
+            ),
+            ("[advisories]\n\nurl = \"x\"\n", 3, "url"),
         ];
         for (text, line, needle) in cases {
             let e = parse(text).unwrap_err();

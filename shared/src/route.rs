@@ -52,6 +52,9 @@ pub enum Endpoint<'a> {
     /// `/-/refresh` (POST, layered view only): revalidate cached index files now; the crates to
     /// revalidate (none: every cached file) are in the JSON body.
     Refresh,
+    /// `/-/audit` (POST, layered view only): check locked packages (JSON body) against the
+    /// policy in force and the advisory database.
+    Audit,
 }
 
 /// Response header on index files and downloads: `hit` when the daemon already held the answer
@@ -78,6 +81,7 @@ impl Endpoint<'_> {
             Endpoint::PageLink => "page_link",
             Endpoint::PageOpen(_) => "page_open",
             Endpoint::Refresh => "refresh",
+            Endpoint::Audit => "audit",
         }
     }
 }
@@ -124,6 +128,7 @@ pub fn parse(path: &str) -> Result<(View<'_>, Endpoint<'_>), RouteError> {
             "-/" => return Ok((view, Endpoint::Page)),
             "-/open" => return Ok((view, Endpoint::PageLink)),
             "-/refresh" => return Ok((view, Endpoint::Refresh)),
+            "-/audit" => return Ok((view, Endpoint::Audit)),
             _ => {}
         }
         if let Some(nonce) = rest.strip_prefix("-/open/") {
@@ -255,10 +260,13 @@ mod tests {
             parse("/-/refresh").unwrap(),
             (View::Layered, Endpoint::Refresh)
         );
+        assert_eq!(parse("/-/audit").unwrap(), (View::Layered, Endpoint::Audit));
         for path in [
             "/upstream/acme/-/refresh",
             "/-/refresh/",
             "/-/refresh/serde",
+            "/upstream/acme/-/audit",
+            "/-/audit/x",
         ] {
             assert!(
                 matches!(parse(path), Err(RouteError::NotFound(_))),

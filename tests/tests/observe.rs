@@ -175,7 +175,8 @@ fn check_conventions(s: &Scrape, text: &str) {
                 assert!(x.metric.ends_with("_total"), "counter {}", x.metric);
                 x.metric.clone()
             }
-            // A state, e.g. `privreg_shared_tier_failing` (0 or 1).
+            // A level or a state, not a count (the memory cache's size, the advisories in force,
+            // `privreg_shared_tier_failing` at 0 or 1): never `_total`.
             Value::Gauge(_) => {
                 assert!(!x.metric.ends_with("_total"), "gauge {}", x.metric);
                 x.metric.clone()

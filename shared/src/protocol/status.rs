@@ -42,6 +42,31 @@ pub struct Status {
     /// The team tier (`[cache.shared]`), when one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_tier: Option<SharedTierStatus>,
+    /// The RustSec advisory database in force (`[advisories]`).
+    #[serde(default)]
+    pub advisories: AdvisoriesStatus,
+}
+
+/// The advisory database in [`Status`]: where it comes from, the copy in force, the last error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdvisoriesStatus {
+    /// `advisories.db`: the git URL or directory it is fetched from.
+    pub db: String,
+    /// Whether the daemon fetches it: `[advisories]` is in config.toml, a pin uses the `advisory`
+    /// selector, or `privreg audit` asked for it.
+    pub wanted: bool,
+    /// `advisories.refresh` in seconds.
+    pub refresh_secs: u64,
+    /// How many advisories the copy in force holds; `None`: no copy is loaded.
+    pub count: Option<u64>,
+    /// The newest advisory's date in the copy in force (`YYYY-MM-DD`).
+    pub newest: Option<String>,
+    /// When (seconds since the epoch) the copy in force was fetched.
+    pub updated_at: Option<u64>,
+    /// Why the last fetch or load failed (the last good copy stays in force).
+    pub last_error: Option<String>,
+    /// When (seconds since the epoch) it failed.
+    pub last_error_at: Option<u64>,
 }
 
 /// The daemon's in-memory index cache in [`Status`]: upstream index files with their parsed
@@ -177,6 +202,16 @@ mod tests {
                 disk_reads: 1,
                 evictions: 4,
             },
+            advisories: AdvisoriesStatus {
+                db: "/adb".into(),
+                wanted: true,
+                refresh_secs: 86400,
+                count: Some(3),
+                newest: Some("2024-05-01".into()),
+                updated_at: Some(120),
+                last_error: Some("cannot load".into()),
+                last_error_at: Some(140),
+            },
         }
     }
 
@@ -189,7 +224,9 @@ mod tests {
         r#""upstream_requests":5,"cache_hits":3,"cache_misses":1,"revalidations":0,"#,
         r#""prefetches":2,"h2c_upgrades":0,"#,
         r#""memory":{"bytes":1000,"budget_bytes":4096,"entries":3,"hits":7,"misses":2,"#,
-        r#""disk_reads":1,"evictions":4}}"#
+        r#""disk_reads":1,"evictions":4},"advisories":{"db":"/adb","wanted":true,"#,
+        r#""refresh_secs":86400,"count":3,"newest":"2024-05-01","updated_at":120,"#,
+        r#""last_error":"cannot load","last_error_at":140}}"#
     );
 
     #[test]

@@ -6,6 +6,12 @@
 
 use std::fmt;
 
+#[cfg(feature = "advisory-db")]
+mod db;
+
+#[cfg(feature = "advisory-db")]
+pub use db::{AdvisoryDb, AdvisoryDbError, DEFAULT_DB_URL};
+
 /// The kind of an advisory, as RustSec's `informational` field gives it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AdvisoryKind {
