@@ -12,6 +12,7 @@ mod body;
 mod conns;
 mod daemon;
 mod download;
+mod gc;
 mod h2c;
 mod layered;
 mod metrics;
@@ -180,14 +181,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
     crate::reload::watch(daemon.clone()).context("cannot watch the config directory")?;
     crate::prefetch::start(daemon.clone());
-    // Temp files a crash left behind are never read; clear them away.
-    let cache = daemon.cache().clone();
-    tokio::task::spawn_blocking(move || {
-        let removed = cache.sweep_temp();
-        if removed > 0 {
-            tracing::info!(removed, "removed temp files left by an earlier crash");
-        }
-    });
+    // Nothing walks the cache here, so that start time does not grow with it: the collector
+    // measures it, and removes temp files a crash left behind, in the background.
+    crate::gc::start(daemon.clone());
 
     let state = DaemonState::path(&cache_dir);
     let info = DaemonState {

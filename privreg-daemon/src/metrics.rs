@@ -146,6 +146,8 @@ pub(crate) struct Metrics {
     reload_errors: Counter,
     latency: Mutex<HashMap<String, Latency>>,
     recent: Mutex<VecDeque<Hidden>>,
+    /// The disk cache's use and collections (see [`crate::gc`]).
+    disk: crate::gc::Disk,
 }
 
 impl Default for Metrics {
@@ -172,6 +174,7 @@ impl Metrics {
             reload_errors: Counter::default(),
             latency: Mutex::default(),
             recent: Mutex::default(),
+            disk: crate::gc::Disk::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -237,7 +240,13 @@ impl Metrics {
             "Reloads refused because config.toml or a pin file had an error (the last good configuration stayed in force)",
             m.reload_errors.clone(),
         );
+        m.disk.register(&mut registry);
         Metrics { registry, ..m }
+    }
+
+    /// The disk cache's use and collections.
+    pub(crate) fn disk(&self) -> &crate::gc::Disk {
+        &self.disk
     }
 
     /// The metrics in the Prometheus text format (version 0.0.4).

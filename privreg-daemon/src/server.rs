@@ -321,7 +321,7 @@ impl Daemon {
         if endpoint == Endpoint::Refresh {
             return self.refresh_endpoint(req).await;
         }
-        if let Some(r) = self.observe(&endpoint, req.method()).await {
+        if let Some(r) = self.observe(&endpoint, req.method()) {
             return r;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {

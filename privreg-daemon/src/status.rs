@@ -54,6 +54,7 @@ impl Daemon {
             revalidations: self.upstreams().revalidation_count(),
             prefetches: self.prefetch_count(),
             h2c_upgrades: self.h2c_upgrade_count(),
+            disk: self.disk_status(),
         }
     }
 

@@ -66,6 +66,32 @@ impl Default for Limits {
     }
 }
 
+/// `[cache] max-size` when absent: the disk cache's bound.
+pub const DEFAULT_CACHE_MAX_SIZE: u64 = 10 << 30;
+/// `[cache] max-age` when absent: files unused this long are removed (as cargo does with its own
+/// caches).
+pub const DEFAULT_CACHE_MAX_AGE: Duration = Duration::from_hours(90 * 24);
+
+/// The disk cache's bounds, `[cache]`: enforced by the daemon's daily collection and by
+/// `privreg gc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// `max-size`: least recently used crates and index files are removed beyond it (`None`:
+    /// `"none"`, no bound).
+    pub max_size: Option<u64>,
+    /// `max-age`: crates and index files unused this long are removed (`None`: `"none"`).
+    pub max_age: Option<Duration>,
+}
+
+impl Default for CacheLimits {
+    fn default() -> CacheLimits {
+        CacheLimits {
+            max_size: Some(DEFAULT_CACHE_MAX_SIZE),
+            max_age: Some(DEFAULT_CACHE_MAX_AGE),
+        }
+    }
+}
+
 /// A problem with a config file, located where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
@@ -110,6 +136,14 @@ struct RawConfig {
     #[serde(default)]
     upstreams: IndexMap<Spanned<String>, RawUpstream>,
     limits: Option<RawLimits>,
+    cache: Option<RawCache>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCache {
+    max_size: Option<Spanned<RawSize>>,
+    max_age: Option<Spanned<String>>,
 }
 
 /// A size: bytes, or a string such as "64MiB".
@@ -200,6 +234,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// `[limits]`, defaults where absent.
     pub limits: Limits,
+    /// `[cache]`, defaults where absent.
+    pub cache: CacheLimits,
 }
 
 impl Config {
@@ -234,9 +270,14 @@ impl Config {
             None => Limits::default(),
             Some(l) => parse_limits(l).map_err(|(span, m)| err(Some(span), m))?,
         };
+        let cache = match &raw.cache {
+            None => CacheLimits::default(),
+            Some(c) => parse_cache(c).map_err(|(span, m)| err(Some(span), m))?,
+        };
         let upstreams =
             parse_upstreams(raw.upstreams, limits).map_err(|(span, m)| err(Some(span), m))?;
         Ok(Config {
+            cache,
             listen,
             auth: raw.auth.unwrap_or(true),
             keyring: raw.keyring.unwrap_or_default(),
@@ -399,6 +440,50 @@ fn parse_duration(
             ),
         )
     })
+}
+
+/// A size such as `"10GiB"` or a number of bytes (`None` when it is neither).
+pub fn parse_size(text: &str) -> Option<u64> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .ok()
+        .map(|b| b.as_u64())
+}
+
+fn parse_cache(raw: &RawCache) -> Result<CacheLimits, Invalid> {
+    let d = CacheLimits::default();
+    let max_size = match &raw.max_size {
+        None => d.max_size,
+        Some(v) => match v.get_ref() {
+            RawSize::Text(t) if t == "none" => None,
+            RawSize::Bytes(n) => Some(*n),
+            RawSize::Text(t) => Some(parse_size(t).ok_or_else(|| {
+                (
+                    v.span(),
+                    format!("`cache.max-size` {t:?} is not a size such as \"10GiB\" (or \"none\")"),
+                )
+            })?),
+        },
+    };
+    let max_age = match &raw.max_age {
+        None => d.max_age,
+        Some(v) if v.get_ref() == "none" => None,
+        Some(v) => Some(
+            humantime::parse_duration(v.get_ref())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    (
+                        v.span(),
+                        format!(
+                            "`cache.max-age` {:?} is not a non-zero duration such as \"90d\" (or \"none\")",
+                            v.get_ref()
+                        ),
+                    )
+                })?,
+        ),
+    };
+    Ok(CacheLimits { max_size, max_age })
 }
 
 fn parse_limits(raw: &RawLimits) -> Result<Limits, Invalid> {
@@ -606,6 +691,34 @@ index = "sparse+http://127.0.0.1:2/index/"
         for listen in ["[::1]:7878", "127.0.0.2:7878", "127.0.0.1:7878"] {
             let c = parse(&format!("listen = \"{listen}\"\n")).unwrap();
             assert_eq!(c.listen.to_string(), listen);
+        }
+    }
+
+    #[test]
+    fn cache_bounds() {
+        assert_eq!(parse("").unwrap().cache, CacheLimits::default());
+        let c = parse("[cache]\nmax-size = \"1GiB\"\nmax-age = \"30d\"\n").unwrap();
+        assert_eq!(
+            c.cache,
+            CacheLimits {
+                max_size: Some(1 << 30),
+                max_age: Some(Duration::from_hours(30 * 24)),
+            }
+        );
+        let c = parse("[cache]\nmax-size = \"none\"\nmax-age = \"none\"\n").unwrap();
+        assert_eq!((c.cache.max_size, c.cache.max_age), (None, None));
+        assert_eq!(
+            parse("[cache]\nmax-size = 4096\n").unwrap().cache.max_size,
+            Some(4096)
+        );
+        for (text, line, needle) in [
+            ("[cache]\nmax-size = \"big\"\n", 2, "cache.max-size"),
+            ("\n[cache]\nmax-age = \"0s\"\n", 3, "cache.max-age"),
+            ("[cache]\nmax-files = 1\n", 2, "max-files"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, Some(line), "{text}");
+            assert!(e.message.contains(needle), "{}", e.message);
         }
     }
 

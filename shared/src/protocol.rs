@@ -13,4 +13,4 @@ pub use policy::{
 pub use refresh::{FileReport, Outcome, RefreshReport, RefreshRequest};
 pub use registry::RegistryConfig;
 pub use state::{DAEMON_STATE_FILE, DaemonState};
-pub use status::{CacheWriteError, PageLink, Status, UpstreamStatus};
+pub use status::{CacheWriteError, DiskStatus, PageLink, Status, UpstreamStatus};

@@ -10,7 +10,10 @@
 //! - `v1/upstreams/<name>-<url-hash>/config.json`: the upstream's `config.json`, same format.
 //! - `v1/crates/<ab>/<sha256>.crate`: downloads, content-addressed and verified before renaming.
 //! - `v1/served/<index-path>.json`: the checksum served for each version of a crate (rule 8).
+//! - `v1/keep/<hash>.json`: what a lockfile warmed with `privreg warm --keep` keeps.
+//! - `v1/gc.json`: the last collection ([`gc`]).
 
+pub mod gc;
 mod spool;
 
 use std::collections::BTreeMap;
@@ -140,6 +143,8 @@ pub struct Cache {
     /// The last write, if it failed (when, and why), e.g. a full disk: the daemon keeps serving
     /// without caching and `privreg status` shows it until a write succeeds again.
     write_error: std::sync::Arc<std::sync::Mutex<Option<(u64, String)>>>,
+    /// Files served since the last [`Cache::flush_uses`] (see [`gc`]).
+    used: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 }
 
 /// Directory name of an upstream's files: its name plus a hash of its index URL, so that
@@ -158,6 +163,7 @@ impl Cache {
         Cache {
             root: cache_dir.join(Self::VERSION_DIR),
             write_error: std::sync::Arc::default(),
+            used: std::sync::Arc::default(),
         }
     }
 
@@ -267,6 +273,7 @@ impl Cache {
             return None;
         }
         file.rewind().ok()?;
+        self.note_path_use(path);
         Some((file, len))
     }
 

@@ -68,6 +68,8 @@ pub(crate) struct Upstreams {
     /// Dependencies (name, `registry` URL) of newly fetched index files, for the prefetcher.
     prefetch: tokio::sync::mpsc::UnboundedSender<(CrateName, Option<String>)>,
     memory: Memory,
+    /// The disk cache, for recording uses (see [`crate::gc`]).
+    cache: Cache,
     /// Per crate key: what the prefetcher knows of it.
     interest: Mutex<HashMap<String, crate::prefetch::Interest>>,
     /// Per file: the request asking for it now, and what the last one left.
@@ -98,7 +100,8 @@ impl Upstreams {
             revalidations: AtomicU64::new(0),
             revalidating: Mutex::default(),
             prefetch,
-            memory: Memory::new(cache),
+            memory: Memory::new(cache.clone()),
+            cache,
             interest: Mutex::default(),
             flights: Flights::default(),
             health: Mutex::default(),
@@ -280,6 +283,8 @@ impl Upstreams {
     /// share one upstream request.
     pub(crate) async fn fetch(self: &Arc<Self>, up: &Upstream, rel: UpstreamPath<'_>) -> Fetched {
         let key = memory::key(up, rel);
+        // Recorded in memory; the collector writes last uses in batches (see `crate::gc`).
+        self.cache.note_use(up, rel);
         if let Some(e) = self.memory.known(up, rel, &key) {
             if fresh(&e, up.ttl) {
                 self.hits.fetch_add(1, Ordering::Relaxed);

@@ -36,6 +36,33 @@ pub struct Status {
     pub prefetches: u64,
     /// Connections switched to HTTP/2 on cargo's `Upgrade: h2c` offer.
     pub h2c_upgrades: u64,
+    /// The disk cache: its use against `[cache] max-size` and the last collection.
+    #[serde(default)]
+    pub disk: DiskStatus,
+}
+
+/// The disk cache in [`Status`]. Its use is measured by a background scan (never when the
+/// daemon starts) or taken from the last collection's record, so it may be a little old.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStatus {
+    /// Bytes in the cache as last measured; `None` before the first measurement.
+    pub used_bytes: Option<u64>,
+    /// Files in the cache as last measured.
+    pub used_files: Option<u64>,
+    /// When (seconds since the epoch) it was measured.
+    pub measured_at: Option<u64>,
+    /// `[cache] max-size` in bytes (`None`: no bound).
+    pub max_size: Option<u64>,
+    /// `[cache] max-age` in seconds (`None`: no bound).
+    pub max_age_secs: Option<u64>,
+    /// Files the daemon's background scans have looked at since it started.
+    pub scanned_files: u64,
+    /// Lockfiles whose crates are kept (`privreg warm --keep`), as last scanned.
+    pub kept_lockfiles: u64,
+    /// The last collection, by the daemon or by `privreg gc`.
+    pub last_gc: Option<crate::store::gc::GcRecord>,
+    /// When (seconds since the epoch) the daemon collects next, at the earliest.
+    pub next_gc: Option<u64>,
 }
 
 /// One upstream's configuration and health in [`Status`].
@@ -111,6 +138,24 @@ mod tests {
             revalidations: 0,
             prefetches: 2,
             h2c_upgrades: 0,
+            disk: DiskStatus {
+                used_bytes: Some(2048),
+                used_files: Some(3),
+                measured_at: Some(140),
+                max_size: Some(4096),
+                max_age_secs: None,
+                scanned_files: 3,
+                kept_lockfiles: 1,
+                last_gc: Some(crate::store::gc::GcRecord {
+                    at: 140,
+                    removed_files: 1,
+                    freed_bytes: 100,
+                    bytes_after: 2048,
+                    files_after: 3,
+                    by: "daemon".into(),
+                }),
+                next_gc: Some(86_540),
+            },
         }
     }
 
@@ -121,7 +166,10 @@ mod tests {
         r#""ttl_secs":120,"last_ok":100,"last_error":null,"last_error_at":null}],"#,
         r#""config_error":null,"cache_write_error":{"at":150,"error":"disk full"},"#,
         r#""upstream_requests":5,"cache_hits":3,"cache_misses":1,"revalidations":0,"#,
-        r#""prefetches":2,"h2c_upgrades":0}"#
+        r#""prefetches":2,"h2c_upgrades":0,"disk":{"used_bytes":2048,"used_files":3,"#,
+        r#""measured_at":140,"max_size":4096,"max_age_secs":null,"scanned_files":3,"#,
+        r#""kept_lockfiles":1,"last_gc":{"at":140,"removed_files":1,"freed_bytes":100,"#,
+        r#""bytes_after":2048,"files_after":3,"by":"daemon"},"next_gc":86540}}"#
     );
 
     #[test]
