@@ -24,7 +24,7 @@ use crate::daemon::Daemon;
 
 /// How long after start the first background scan waits, so that a start's first requests
 /// have the disk to themselves.
-const FIRST_SCAN_AFTER: Duration = Duration::from_mins(1);
+const FIRST_SCAN_AFTER: Duration = Duration::from_secs(10);
 /// How often the files served are recorded (their modification times set).
 const FLUSH_EVERY: Duration = Duration::from_mins(1);
 
@@ -256,12 +256,30 @@ impl Daemon {
         }
     }
 
-    /// Measures the cache without removing anything.
+    /// Measures the cache, and removes the temp files older than the daemon (a crash's
+    /// leftovers: nothing reads them, and no write of this daemon made them).
     async fn measure(self: &Arc<Self>) {
         let cache = self.cache().clone();
+        let started = self.started_secs();
         let scan = tokio::task::spawn_blocking(move || {
             let kept = cache.keep_records().len() as u64;
-            (cache.scan(&cache.kept()).totals(), kept)
+            let mut scan = cache.scan(&cache.kept());
+            let mut swept = 0;
+            scan.items.retain(|i| {
+                let leftover = i.kind == Kind::Temp && i.last_use < started;
+                if leftover && std::fs::remove_file(&i.path).is_ok() {
+                    swept += 1;
+                    return false;
+                }
+                true
+            });
+            if swept > 0 {
+                tracing::info!(
+                    removed = swept,
+                    "removed temp files left by an earlier crash"
+                );
+            }
+            (scan.totals(), kept)
         })
         .await;
         if let Ok(((bytes, files), kept)) = scan {
@@ -274,8 +292,9 @@ impl Daemon {
     }
 }
 
-/// Starts the background task: a minute after start, and every minute after that, record the
-/// files served; collect when a day has passed since the last collection, else measure once.
+/// Starts the background task: shortly after start, measure the cache (and sweep a crash's
+/// temp files); then every minute record the files served, and collect when a day has passed
+/// since the last collection.
 pub(crate) fn start(daemon: Arc<Daemon>) {
     if let Some(r) = daemon.cache().gc_record() {
         daemon.disk().note_record(&r);
@@ -286,7 +305,7 @@ pub(crate) fn start(daemon: Arc<Daemon>) {
         .set(daemon.runtime().config.cache.max_size.unwrap_or(0));
     tokio::spawn(async move {
         tokio::time::sleep(FIRST_SCAN_AFTER).await;
-        let mut measured = false;
+        daemon.measure().await;
         loop {
             daemon.flush_uses().await;
             let limits = daemon.runtime().config.cache;
@@ -297,10 +316,6 @@ pub(crate) fn start(daemon: Arc<Daemon>) {
             }
             if next_due(last.as_ref(), now_secs()) <= now_secs() {
                 daemon.collect().await;
-                measured = true;
-            } else if !measured {
-                daemon.measure().await;
-                measured = true;
             }
             tokio::time::sleep(FLUSH_EVERY).await;
         }

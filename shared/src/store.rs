@@ -112,6 +112,18 @@ pub struct Stored {
     pub body: Bytes,
 }
 
+/// An upstream's file as it is stored: the metadata line (with the body's sha256), then the body.
+pub fn encode(s: &Stored) -> Vec<u8> {
+    let disk = DiskMeta {
+        meta: s.meta.clone(),
+        sha256: sha256_hex(&s.body),
+    };
+    let mut data = serde_json::to_vec(&disk).expect("meta serialises");
+    data.push(b'\n');
+    data.extend_from_slice(&s.body);
+    data
+}
+
 /// Bytes and files under `dir`, recursively (0 when it does not exist).
 pub fn disk_usage(dir: &Path) -> (u64, u64) {
     let (mut bytes, mut files) = (0, 0);
@@ -235,14 +247,12 @@ impl Cache {
         s: &Stored,
     ) -> Result<(), CacheError> {
         let path = self.upstream_path(up, rel);
-        let disk = DiskMeta {
-            meta: s.meta.clone(),
-            sha256: sha256_hex(&s.body),
-        };
-        let mut data = serde_json::to_vec(&disk).expect("meta serialises");
-        data.push(b'\n');
-        data.extend_from_slice(&s.body);
-        self.noting(write_atomic(&path, &data))
+        self.noting(write_atomic(&path, &encode(s)))
+    }
+
+    /// Where an upstream's file is, or would be, stored.
+    pub fn upstream_file(&self, up: &Upstream, rel: UpstreamPath<'_>) -> PathBuf {
+        self.upstream_path(up, rel)
     }
 
     /// Where the `.crate` with sha256 `cksum` (lower-case hex) is, or would be, stored.
