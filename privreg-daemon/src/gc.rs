@@ -260,13 +260,17 @@ impl Daemon {
     /// leftovers: nothing reads them, and no write of this daemon made them).
     async fn measure(self: &Arc<Self>) {
         let cache = self.cache().clone();
-        let started = self.started_secs();
+        let started = self.started();
         let scan = tokio::task::spawn_blocking(move || {
             let kept = cache.keep_records().len() as u64;
             let mut scan = cache.scan(&cache.kept());
             let mut swept = 0;
             scan.items.retain(|i| {
-                let leftover = i.kind == Kind::Temp && i.last_use < started;
+                // To the nanosecond: a download this daemon started in its first second stays.
+                let leftover = i.kind == Kind::Temp
+                    && std::fs::symlink_metadata(&i.path)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t < started);
                 if leftover && std::fs::remove_file(&i.path).is_ok() {
                     swept += 1;
                     return false;
