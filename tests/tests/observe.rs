@@ -164,8 +164,8 @@ fn observations(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// Prometheus naming conventions: `privreg_` prefix, counters `_total`, histograms in seconds,
-/// a HELP line for every family, and no unbounded label values.
+/// Prometheus naming conventions: `privreg_` prefix, counters `_total` (gauges never), histograms
+/// in seconds, a HELP line for every family, and no unbounded label values.
 fn check_conventions(s: &Scrape, text: &str) {
     assert!(!s.samples.is_empty(), "{text}");
     for x in &s.samples {
@@ -177,6 +177,11 @@ fn check_conventions(s: &Scrape, text: &str) {
             }
             Value::Histogram(_) => {
                 assert!(x.metric.ends_with("_seconds"), "histogram {}", x.metric);
+                x.metric.clone()
+            }
+            // A level (bytes on disk, a time): never `_total`.
+            Value::Gauge(_) => {
+                assert!(!x.metric.ends_with("_total"), "gauge {}", x.metric);
                 x.metric.clone()
             }
             // prometheus-parse leaves a histogram's _sum and _count untyped.
