@@ -197,7 +197,7 @@ fn check_conventions(s: &Scrape, text: &str) {
                 );
                 base.to_owned()
             }
-            other => panic!("{}: unexpected type {other:?}", x.metric),
+            other @ Value::Summary(_) => panic!("{}: unexpected type {other:?}", x.metric),
         };
         assert!(s.docs.contains_key(&family), "no HELP for {family}");
         for v in x.labels.values() {
