@@ -59,6 +59,9 @@ shellcheck install.sh
 # it cannot rot; `cargo run --release -p privreg-bench` measures for real (BENCHMARKS.md).
 # `--require-nginx`: the static-server comparison is part of the run, so a missing nginx fails it.
 cargo run --locked -p privreg-bench -- --quick --require-nginx
+# Growth (issue 16) at its smallest size: 1,000 distinct index files, RSS, latency, start time and
+# privreg gc; no assertions on time (BENCHMARKS.md has the release figures up to 20,000).
+cargo run --locked -p privreg-bench -- --growth 1000
 # Load (issue 8): 64 connections for 60 s of cached index files, missing crates and downloads;
 # fails on any error, on open files that grow, or on RSS past 1.2x its level after warm-up.
 cargo run --locked -p privreg-bench -- --soak 60

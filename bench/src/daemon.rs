@@ -38,6 +38,9 @@ pub(crate) struct Daemon {
     child: Option<Child>,
     pub addr: String,
     pub cache_dir: PathBuf,
+    config_dir: PathBuf,
+    bin: PathBuf,
+    log_level: String,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -75,26 +78,55 @@ impl Daemon {
         }
         std::fs::write(config_dir.join("config.toml"), config)?;
         let log = dir.path().join("daemon.log");
-        let child = Command::new(bin)
-            .arg("--config-dir")
-            .arg(&config_dir)
-            .arg("--cache-dir")
-            .arg(&cache_dir)
-            .env("PRIVREG_LOG", opts.log_level)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
         let mut d = Daemon {
-            child: Some(child),
+            child: None,
             addr: String::new(),
             cache_dir,
+            config_dir,
+            bin: bin.to_owned(),
+            log_level: opts.log_level.to_owned(),
             log,
             _dir: dir,
         };
+        d.spawn()?;
         d.wait_healthy()?;
         Ok(d)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(&self.bin)
+            .arg("--config-dir")
+            .arg(&self.config_dir)
+            .arg("--cache-dir")
+            .arg(&self.cache_dir)
+            .env("PRIVREG_LOG", &self.log_level)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Stops the daemon and starts it again on the same cache; returns the time from starting
+    /// the process to its first `/-/health` answer.
+    pub(crate) fn restart(&mut self) -> anyhow::Result<Duration> {
+        self.stop();
+        let _ = std::fs::remove_file(self.cache_dir.join("daemon.json"));
+        let t = Instant::now();
+        self.spawn()?;
+        self.wait_healthy()?;
+        Ok(t.elapsed())
+    }
+
+    /// The daemon's config directory.
+    pub(crate) fn config_dir(&self) -> &Path {
+        &self.config_dir
     }
 
     fn wait_healthy(&mut self) -> anyhow::Result<()> {
@@ -124,7 +156,7 @@ impl Daemon {
                     tail(&self.log, 30)
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

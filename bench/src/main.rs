@@ -10,6 +10,7 @@
 mod cargo;
 mod daemon;
 mod fixture;
+mod growth;
 mod load;
 mod mirror;
 mod report;
@@ -86,6 +87,11 @@ struct Args {
     /// Seconds of the soak's mix before the figures "after warm-up" are taken.
     #[arg(long, default_value_t = 15.0)]
     soak_warmup: f64,
+    /// Run the growth benchmark instead, for each number of distinct index files (synthetic,
+    /// about 20 KB each): RSS, cached-file p50/p99, start time and disk before and after
+    /// `privreg gc --max-size`.
+    #[arg(long, value_name = "N,…", value_delimiter = ',', conflicts_with_all = ["soak", "quick"])]
+    growth: Vec<usize>,
 }
 
 fn workspace_root() -> PathBuf {
@@ -108,6 +114,10 @@ fn daemon_bin(cargo: &Cargo) -> anyhow::Result<PathBuf> {
         "privreg-daemon",
         "--bin",
         "privreg-daemon",
+        "-p",
+        "privreg-cli",
+        "--bin",
+        "privreg",
     ])
     .arg("--manifest-path")
     .arg(workspace_root().join("Cargo.toml"))
@@ -117,7 +127,7 @@ fn daemon_bin(cargo: &Cargo) -> anyhow::Result<PathBuf> {
         cmd.arg("--release");
     }
     eprintln!(
-        "building privreg-daemon ({})",
+        "building privreg-daemon and privreg ({})",
         if release { "release" } else { "debug" }
     );
     let status = cmd.status().context("cannot run cargo build")?;
@@ -259,6 +269,38 @@ fn soak(
     Ok(())
 }
 
+/// `--growth N,…`: the growth benchmark (see `growth.rs`).
+fn growth(
+    args: &Args,
+    cargo: &Cargo,
+    daemon_bin: &Path,
+    work: &Path,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    let cli = growth::cli_bin(daemon_bin);
+    anyhow::ensure!(cli.is_file(), "{} is missing", cli.display());
+    let rows = growth::run(&args.growth, daemon_bin, &cli, work, &args.daemon_log, rt)?;
+    let release = daemon_bin.to_string_lossy().contains("/release/");
+    let sizes: Vec<String> = args.growth.iter().map(ToString::to_string).collect();
+    let run_info = report::RunInfo {
+        command: command_line(release),
+        date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        machine: report::machine(),
+        software: software(cargo, None, daemon_bin),
+        data: format!(
+            "synthetic index files, {} of them in turn, about 20 KB each",
+            sizes.join(", ")
+        ),
+    };
+    let block = growth::markdown(&run_info, &rows);
+    println!("{block}");
+    if let Some(path) = &args.write {
+        report::write_between(path, growth::BEGIN, growth::END, &block)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.quick {
@@ -282,6 +324,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     if let Some(secs) = args.soak {
         return soak(&args, secs, &cargo, &daemon_bin, work.path(), &rt);
+    }
+    if !args.growth.is_empty() {
+        return growth(&args, &cargo, &daemon_bin, work.path(), &rt);
     }
 
     // The data: the cached mirror, built once; else the synthetic registry.

@@ -6,6 +6,7 @@ mod cargo_config;
 mod client;
 mod completions;
 mod doctor;
+mod gc;
 mod init;
 mod login;
 mod page;
@@ -125,6 +126,17 @@ pub enum Command {
     ///
     /// Example: privreg verify
     Verify,
+    /// Remove least recently used crates and index files from the disk cache: down to
+    /// --max-size, and those unused for longer than --older-than (without either, `[cache]` in
+    /// config.toml decides). Says what it removes and how much it frees; crates of lockfiles
+    /// warmed with `privreg warm --keep` stay.
+    ///
+    /// Works on the cache directory directly (the daemon need not run) and is safe while the
+    /// daemon runs: files being served stay readable, and the daemon fetches removed files
+    /// again when they are asked for. The daemon also collects on its own, once a day.
+    ///
+    /// Example: privreg gc --max-size 2GiB --dry-run
+    Gc(gc::GcArgs),
     /// Generate service files for the daemon and help install.sh run it.
     ///
     /// Example: privreg service unit > ~/.config/systemd/user/privreg.service
@@ -259,6 +271,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Gc(args) => gc::run(&dirs, &args),
         Command::Service(cmd) => service::run(&dirs, cmd).await,
         Command::Warm(args) => warm::run(&dirs, args).await,
         Command::Refresh(args) => refresh::run(&dirs, args).await,

@@ -1,12 +1,12 @@
 //! `privreg policy` and `privreg status`: the daemon's JSON, printed for people.
 
-use privreg_shared::store::{disk_usage as du, human_bytes};
+use privreg_shared::store::human_bytes;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use privreg_shared::protocol::{
-    AdvisoriesStatus, Dating, MemoryStatus, PolicyOutcome, UpstreamStatus, VersionDecision,
-    VersionState,
+    AdvisoriesStatus, Dating, DiskStatus, MemoryStatus, PolicyOutcome, UpstreamStatus,
+    VersionDecision, VersionState,
 };
 
 use super::Dirs;
@@ -211,6 +211,27 @@ fn advisories(a: &AdvisoriesStatus, now: u64) -> String {
     }
 }
 
+/// The disk cache's use against `max-size`, as `privreg status` prints it.
+fn disk(d: &DiskStatus, now: u64) -> String {
+    let limit = d.max_size.map_or_else(
+        || "no max-size".to_owned(),
+        |m| format!("max-size {}", human_bytes(m)),
+    );
+    let kept = if d.kept_lockfiles > 0 {
+        format!(", {} kept lockfiles", d.kept_lockfiles)
+    } else {
+        String::new()
+    };
+    match (d.used_bytes, d.used_files, d.measured_at) {
+        (Some(b), Some(f), Some(at)) => format!(
+            "{} in {f} files of {limit}{kept} (measured {} ago)",
+            human_bytes(b),
+            ago(now, at)
+        ),
+        _ => format!("being measured in the background; {limit}{kept}"),
+    }
+}
+
 pub(crate) async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     let st = crate::autostart::connect(dirs, TIMEOUT)
         .await?
@@ -219,12 +240,22 @@ pub(crate) async fn status(dirs: &Dirs) -> anyhow::Result<ExitCode> {
     let uptime = humantime::format_duration(Duration::from_secs(st.uptime_secs));
     println!("daemon:    {} (pid {}, up {uptime})", st.url, st.pid);
     println!("config:    {}", st.config_dir.display());
-    let (bytes, files) = du(&st.cache_dir.join("v1"));
-    println!(
-        "cache:     {} ({} in {files} files)",
-        st.cache_dir.display(),
-        human_bytes(bytes)
-    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!("cache:     {}", st.cache_dir.display());
+    println!("disk:      {}", disk(&st.disk, now));
+    if let Some(g) = &st.disk.last_gc {
+        println!(
+            "gc:        {} ago by {}: removed {} files, freed {}",
+            ago(now, g.at),
+            g.by,
+            g.removed_files,
+            human_bytes(g.freed_bytes)
+        );
+    } else {
+        println!("gc:        no collection yet");
+    }
     let (hits, misses) = (st.cache_hits, st.cache_misses);
     let total = hits + misses;
     if total == 0 {

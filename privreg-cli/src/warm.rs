@@ -38,6 +38,55 @@ pub struct WarmArgs {
     /// Index files (each with its crates) fetched at the same time, at most.
     #[arg(long, short = 'j', default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     jobs: u16,
+    /// Also keep these lockfiles' crates and index files in the cache: collections (`privreg
+    /// gc`, the daemon's daily one) never remove them until `privreg warm --unkeep`.
+    #[arg(long, conflicts_with = "unkeep")]
+    keep: bool,
+    /// Release what `--keep` kept for these lockfiles (nothing is fetched).
+    #[arg(long)]
+    unkeep: bool,
+}
+
+/// A lockfile's path as keep records name it: absolute, symlinks resolved where possible.
+fn keep_key(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_owned())
+}
+
+/// Records what the lockfile at `path` keeps: its registry packages' checksums and names.
+fn keep(cache: &privreg_shared::store::Cache, path: &Path, plan: &Plan) -> anyhow::Result<usize> {
+    let mut crates = BTreeSet::new();
+    let mut names = BTreeSet::new();
+    for job in &plan.jobs {
+        names.insert(job.name.to_ascii_lowercase());
+        crates.extend(job.versions.values().flatten().cloned());
+    }
+    let record = privreg_shared::store::gc::KeepRecord {
+        lockfile: keep_key(path),
+        at: privreg_shared::store::now_secs(),
+        crates: crates.into_iter().collect(),
+        names: names.into_iter().collect(),
+    };
+    cache.keep(&record)?;
+    Ok(record.crates.len())
+}
+
+/// `--unkeep`: forgets the keep records of `paths`.
+fn unkeep(dirs: &Dirs, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let cache = privreg_shared::store::Cache::new(&dirs.cache);
+    for path in paths {
+        let key = keep_key(path);
+        if cache.unkeep(&key)? {
+            println!(
+                "released {}: its crates may be collected again",
+                key.display()
+            );
+        } else {
+            println!("{} was not kept", key.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Where a locked registry package is fetched from.
@@ -372,6 +421,9 @@ pub(crate) async fn run(dirs: &Dirs, args: WarmArgs) -> anyhow::Result<ExitCode>
     } else {
         args.lockfiles.iter().map(|p| lockfile_path(p)).collect()
     };
+    if args.unkeep {
+        return unkeep(dirs, &paths);
+    }
     let config = Config::load(&dirs.config)?;
     let upstreams: Vec<(String, String)> = config
         .upstreams
@@ -379,8 +431,23 @@ pub(crate) async fn run(dirs: &Dirs, args: WarmArgs) -> anyhow::Result<ExitCode>
         .map(|u| (registry_url_key(&u.index), u.name.to_string()))
         .collect();
     let mut plan = Plan::default();
+    let mut kept = Vec::new();
     for path in &paths {
-        plan.add(&load(path)?, &upstreams);
+        let lockfile = load(path)?;
+        if args.keep {
+            let mut own = Plan::default();
+            own.add(&lockfile, &upstreams);
+            kept.push((path, own));
+        }
+        plan.add(&lockfile, &upstreams);
+    }
+    let cache = privreg_shared::store::Cache::new(&dirs.cache);
+    for (path, own) in &kept {
+        let n = keep(&cache, path, own)?;
+        println!(
+            "keeping {} ({n} crates) until `privreg warm --unkeep`",
+            path.display()
+        );
     }
 
     let conn = crate::autostart::connect(dirs, Duration::from_mins(10)).await?;

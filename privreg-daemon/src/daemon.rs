@@ -122,6 +122,11 @@ impl Daemon {
         &self.metrics
     }
 
+    /// The disk cache's use and collections (see [`crate::gc`]).
+    pub(crate) fn disk(&self) -> &crate::gc::Disk {
+        self.metrics.disk()
+    }
+
     /// The status page's one-time links and sessions.
     pub(crate) fn sessions(&self) -> &PageSessions {
         &self.sessions

@@ -14,6 +14,7 @@ mod body;
 mod conns;
 mod daemon;
 mod download;
+mod gc;
 mod h2c;
 mod keyed;
 mod layered;
@@ -202,14 +203,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     crate::prefetch::start(daemon.clone());
     // The advisory database's last good copy loads in the background; start never waits for it.
     crate::advisories::start(daemon.clone());
-    // Temp files a crash left behind are never read; clear them away.
-    let cache = daemon.cache().clone();
-    tokio::task::spawn_blocking(move || {
-        let removed = cache.sweep_temp();
-        if removed > 0 {
-            tracing::info!(removed, "removed temp files left by an earlier crash");
-        }
-    });
+    // Nothing walks the cache here, so that start time does not grow with it: the collector
+    // measures it, and removes temp files a crash left behind, in the background.
+    crate::gc::start(daemon.clone());
 
     let state = DaemonState::path(&cache_dir);
     let info = DaemonState {

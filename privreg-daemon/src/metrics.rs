@@ -231,6 +231,8 @@ pub(crate) struct Metrics {
     advisory_db_errors: Counter,
     latency: Mutex<HashMap<String, Latency>>,
     recent: Mutex<VecDeque<Hidden>>,
+    /// The disk cache's use and collections (see [`crate::gc`]).
+    disk: crate::gc::Disk,
 }
 
 impl Default for Metrics {
@@ -263,6 +265,7 @@ impl Metrics {
             advisory_db_errors: Counter::default(),
             latency: Mutex::default(),
             recent: Mutex::default(),
+            disk: crate::gc::Disk::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -355,6 +358,7 @@ impl Metrics {
             "Fetches or loads of the advisory database that failed (the last good copy stayed in force)",
             m.advisory_db_errors.clone(),
         );
+        m.disk.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -410,6 +414,11 @@ impl Metrics {
         gauge(&self.memory.bytes, bytes);
         gauge(&self.memory.budget, budget);
         gauge(&self.memory.entries, entries);
+    }
+
+    /// The disk cache's use and collections.
+    pub(crate) fn disk(&self) -> &crate::gc::Disk {
+        &self.disk
     }
 
     /// The metrics in the Prometheus text format (version 0.0.4).

@@ -3,7 +3,8 @@
 //! versions. Every value goes through `maud`, which escapes it. Also the HTTP answers of
 //! `/metrics` and of the page's one-time links (`/-/open`, see [`crate::session`]).
 
-use privreg_shared::store::{disk_usage as du, human_bytes};
+use privreg_shared::protocol::DiskStatus;
+use privreg_shared::store::human_bytes;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,8 +44,8 @@ pub(crate) struct PageData {
     /// When (seconds since the epoch) and why the cache could not be written.
     pub cache_write_error: Option<(u64, String)>,
     pub upstreams: Vec<UpstreamRow>,
-    pub cache_bytes: u64,
-    pub cache_files: u64,
+    /// The disk cache: use against `max-size`, the last collection.
+    pub disk: DiskStatus,
     pub hits: u64,
     pub misses: u64,
     pub revalidations: u64,
@@ -131,6 +132,7 @@ pub(crate) fn render(d: &PageData) -> Markup {
                     (cache_section(d))
                     (memory_section(&d.memory))
                     (advisories_section(d))
+                    (disk_section(d))
                     (decisions_section(d))
                 }
             }
@@ -299,7 +301,6 @@ fn cache_section(d: &PageData) -> Markup {
                 (stat(&ratio, "hit ratio (index files)"))
                 (stat(&d.hits.to_string(), "hits"))
                 (stat(&d.misses.to_string(), "misses"))
-                (stat(&human_bytes(d.cache_bytes), &format!("on disk in {} files", d.cache_files)))
                 (stat(&d.upstream_requests.to_string(), "upstream requests"))
                 (stat(&d.revalidations.to_string(), "revalidations"))
                 (stat(&d.prefetches.to_string(), "prefetches"))
@@ -355,6 +356,50 @@ fn advisories_section(d: &PageData) -> Markup {
             p class="muted" {
                 "Source: " code { (a.db) }
                 @if !a.wanted { " — not fetched: nothing asks for it (no [advisories] in config.toml, no advisory pin, no audit yet)" }
+            }
+        }
+    }
+}
+
+/// The disk cache: its use against `[cache] max-size` and the last collection.
+fn disk_section(d: &PageData) -> Markup {
+    let k = &d.disk;
+    let used = match (k.used_bytes, k.used_files) {
+        (Some(b), Some(f)) => (human_bytes(b), format!("on disk in {f} files")),
+        _ => (
+            "–".to_owned(),
+            "on disk (measuring in the background)".to_owned(),
+        ),
+    };
+    let limit = k.max_size.map_or_else(|| "none".to_owned(), human_bytes);
+    let share = match (k.used_bytes, k.max_size) {
+        (Some(u), Some(m)) if m > 0 => format!("{:.0}%", 100.0 * u as f64 / m as f64),
+        _ => "–".to_owned(),
+    };
+    html! {
+        section id="disk" {
+            h2 { "Disk" }
+            div class="stats" {
+                (stat(&used.0, &used.1))
+                (stat(&limit, "max-size"))
+                (stat(&share, "of max-size used"))
+                (stat(&k.kept_lockfiles.to_string(), "kept lockfiles"))
+            }
+            p class="muted" {
+                @if let Some(at) = k.measured_at { "Measured " (ago(d.now, at)) ". " }
+                @match &k.last_gc {
+                    Some(g) => {
+                        "Last collection " (ago(d.now, g.at)) " by " (g.by) ": removed "
+                        (g.removed_files) " files, freed " (human_bytes(g.freed_bytes)) "."
+                    }
+                    None => { "No collection yet." }
+                }
+                @if let Some(next) = k.next_gc {
+                    @if next > d.now {
+                        " Next automatic collection in "
+                        (humantime::format_duration(Duration::from_secs(next - d.now))) "."
+                    }
+                }
             }
         }
     }
@@ -439,7 +484,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 impl Daemon {
     /// Answers `/metrics`, `/-/`, `/-/open` and `/-/open/<nonce>` once the request has passed
     /// the gate (see `auth.rs`); `None` for every other endpoint.
-    pub(crate) async fn observe(
+    pub(crate) fn observe(
         &self,
         endpoint: &Endpoint<'_>,
         method: &Method,
@@ -455,7 +500,7 @@ impl Daemon {
                 )
             }
             Endpoint::Page if get => {
-                let html = render(&self.page_data().await).into_string();
+                let html = render(&self.page_data()).into_string();
                 let mut r = respond(StatusCode::OK, "text/html; charset=utf-8", html);
                 r.headers_mut().insert(
                     header::CONTENT_SECURITY_POLICY,
@@ -518,7 +563,7 @@ impl Daemon {
     }
 
     /// What the page shows, now.
-    pub(crate) async fn page_data(&self) -> PageData {
+    pub(crate) fn page_data(&self) -> PageData {
         let rt = self.runtime();
         let health = self.upstreams().health();
         let latency = self.metrics().latency();
@@ -534,10 +579,6 @@ impl Daemon {
                 latency: latency.get(u.name.as_str()).cloned(),
             })
             .collect();
-        let root = self.cache().root().to_owned();
-        let (cache_bytes, cache_files) = tokio::task::spawn_blocking(move || du(&root))
-            .await
-            .unwrap_or_default();
         let (hits, misses) = self.upstreams().hits_and_misses();
         PageData {
             url: format!("{}/index/", self.base_url()),
@@ -548,8 +589,7 @@ impl Daemon {
             config_error: self.load_error(),
             cache_write_error: self.cache().write_error(),
             upstreams,
-            cache_bytes,
-            cache_files,
+            disk: self.disk_status(),
             hits,
             misses,
             revalidations: self.upstreams().revalidation_count(),
@@ -593,8 +633,21 @@ mod tests {
                     count: 3,
                 }),
             }],
-            cache_bytes: 3 * 1024 * 1024,
-            cache_files: 12,
+            disk: DiskStatus {
+                used_bytes: Some(3 * 1024 * 1024),
+                used_files: Some(12),
+                measured_at: Some(180),
+                max_size: Some(6 * 1024 * 1024),
+                last_gc: Some(privreg_shared::store::gc::GcRecord {
+                    at: 170,
+                    removed_files: 4,
+                    freed_bytes: 2048,
+                    bytes_after: 3 * 1024 * 1024,
+                    files_after: 12,
+                    by: "privreg gc".into(),
+                }),
+                ..DiskStatus::default()
+            },
             hits: 3,
             misses: 1,
             revalidations: 0,
@@ -650,6 +703,9 @@ mod tests {
             "12 ms / 10 ms",
             "75.0%",
             "3.0 MiB",
+            "id=\"disk\"",
+            "50%",
+            "removed 4 files, freed 2.0 KiB",
             "acme-core",
             "9.9.9",
             " and 2 more",

@@ -324,7 +324,7 @@ impl Daemon {
         if endpoint == Endpoint::Audit {
             return self.audit_endpoint(req).await;
         }
-        if let Some(r) = self.observe(&endpoint, req.method()).await {
+        if let Some(r) = self.observe(&endpoint, req.method()) {
             return r;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {

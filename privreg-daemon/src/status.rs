@@ -58,6 +58,7 @@ impl Daemon {
             shared_tier: self.upstreams().shared().status(),
             memory: self.memory_status(),
             advisories: self.advisory_state().status(&rt.config.advisories),
+            disk: self.disk_status(),
         }
     }
 

@@ -81,6 +81,32 @@ impl Default for Limits {
     }
 }
 
+/// `[cache] max-size` when absent: the disk cache's bound.
+pub const DEFAULT_CACHE_MAX_SIZE: u64 = 10 << 30;
+/// `[cache] max-age` when absent: files unused this long are removed (as cargo does with its own
+/// caches).
+pub const DEFAULT_CACHE_MAX_AGE: Duration = Duration::from_hours(90 * 24);
+
+/// The disk cache's bounds, `[cache]`: enforced by the daemon's daily collection and by
+/// `privreg gc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// `max-size`: least recently used crates and index files are removed beyond it (`None`:
+    /// `"none"`, no bound).
+    pub max_size: Option<u64>,
+    /// `max-age`: crates and index files unused this long are removed (`None`: `"none"`).
+    pub max_age: Option<Duration>,
+}
+
+impl Default for CacheLimits {
+    fn default() -> CacheLimits {
+        CacheLimits {
+            max_size: Some(DEFAULT_CACHE_MAX_SIZE),
+            max_age: Some(DEFAULT_CACHE_MAX_AGE),
+        }
+    }
+}
+
 /// A problem with a config file, located where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
@@ -131,8 +157,10 @@ struct RawConfig {
 
 /// `[cache]`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawCache {
+    max_size: Option<Spanned<RawSize>>,
+    max_age: Option<Spanned<String>>,
     shared: Option<shared_cache::RawShared>,
 }
 
@@ -229,6 +257,8 @@ pub struct Config {
     pub shared: Option<SharedCacheConfig>,
     /// `[advisories]`, defaults where absent.
     pub advisories: Advisories,
+    /// `[cache]`, defaults where absent.
+    pub cache: CacheLimits,
 }
 
 impl Config {
@@ -263,6 +293,10 @@ impl Config {
             None => Limits::default(),
             Some(l) => parse_limits(l).map_err(|(span, m)| err(Some(span), m))?,
         };
+        let cache = match &raw.cache {
+            None => CacheLimits::default(),
+            Some(c) => parse_cache(c).map_err(|(span, m)| err(Some(span), m))?,
+        };
         let upstreams =
             parse_upstreams(raw.upstreams, limits).map_err(|(span, m)| err(Some(span), m))?;
         let shared = match raw.cache.as_ref().and_then(|c| c.shared.as_ref()) {
@@ -275,6 +309,7 @@ impl Config {
         let advisories = advisories::parse_advisories(raw.advisories.as_ref(), path)
             .map_err(|(span, m)| err(Some(span), m))?;
         Ok(Config {
+            cache,
             listen,
             auth: raw.auth.unwrap_or(true),
             keyring: raw.keyring.unwrap_or_default(),
@@ -462,6 +497,50 @@ fn nonzero_duration(
                 ),
             )
         })
+}
+
+/// A size such as `"10GiB"` or a number of bytes (`None` when it is neither).
+pub fn parse_size(text: &str) -> Option<u64> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .ok()
+        .map(|b| b.as_u64())
+}
+
+fn parse_cache(raw: &RawCache) -> Result<CacheLimits, Invalid> {
+    let d = CacheLimits::default();
+    let max_size = match &raw.max_size {
+        None => d.max_size,
+        Some(v) => match v.get_ref() {
+            RawSize::Text(t) if t == "none" => None,
+            RawSize::Bytes(n) => Some(*n),
+            RawSize::Text(t) => Some(parse_size(t).ok_or_else(|| {
+                (
+                    v.span(),
+                    format!("`cache.max-size` {t:?} is not a size such as \"10GiB\" (or \"none\")"),
+                )
+            })?),
+        },
+    };
+    let max_age = match &raw.max_age {
+        None => d.max_age,
+        Some(v) if v.get_ref() == "none" => None,
+        Some(v) => Some(
+            humantime::parse_duration(v.get_ref())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    (
+                        v.span(),
+                        format!(
+                            "`cache.max-age` {:?} is not a non-zero duration such as \"90d\" (or \"none\")",
+                            v.get_ref()
+                        ),
+                    )
+                })?,
+        ),
+    };
+    Ok(CacheLimits { max_size, max_age })
 }
 
 fn parse_limits(raw: &RawLimits) -> Result<Limits, Invalid> {
@@ -686,6 +765,34 @@ index = "sparse+http://127.0.0.1:2/index/"
             .unwrap()
             .advisories;
         assert_eq!(a.db, AdvisoryDbSource::Path("/srv/adb".into()));
+    }
+
+    #[test]
+    fn cache_bounds() {
+        assert_eq!(parse("").unwrap().cache, CacheLimits::default());
+        let c = parse("[cache]\nmax-size = \"1GiB\"\nmax-age = \"30d\"\n").unwrap();
+        assert_eq!(
+            c.cache,
+            CacheLimits {
+                max_size: Some(1 << 30),
+                max_age: Some(Duration::from_hours(30 * 24)),
+            }
+        );
+        let c = parse("[cache]\nmax-size = \"none\"\nmax-age = \"none\"\n").unwrap();
+        assert_eq!((c.cache.max_size, c.cache.max_age), (None, None));
+        assert_eq!(
+            parse("[cache]\nmax-size = 4096\n").unwrap().cache.max_size,
+            Some(4096)
+        );
+        for (text, line, needle) in [
+            ("[cache]\nmax-size = \"big\"\n", 2, "cache.max-size"),
+            ("\n[cache]\nmax-age = \"0s\"\n", 3, "cache.max-age"),
+            ("[cache]\nmax-files = 1\n", 2, "max-files"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, Some(line), "{text}");
+            assert!(e.message.contains(needle), "{}", e.message);
+        }
     }
 
     #[test]

@@ -20,6 +20,6 @@ pub use refresh::{FileReport, Outcome, RefreshReport, RefreshRequest};
 pub use registry::RegistryConfig;
 pub use state::{DAEMON_STATE_FILE, DaemonState};
 pub use status::{
-    AdvisoriesStatus, CacheWriteError, MemoryStatus, PageLink, SharedTierStatus, Status,
-    UpstreamStatus,
+    AdvisoriesStatus, CacheWriteError, DiskStatus, MemoryStatus, PageLink, SharedTierStatus,
+    Status, UpstreamStatus,
 };

@@ -12,7 +12,10 @@
 //! - `v1/served/<index-path>.json`: the checksum served for each version of a crate (rule 8).
 //! - `<index file>.seen`, next to an upstream's index file: when privreg first saw its versions
 //!   (see [`FirstSeen`]).
+//! - `v1/keep/<hash>.json`: what a lockfile warmed with `privreg warm --keep` keeps.
+//! - `v1/gc.json`: the last collection ([`gc`]).
 
+pub mod gc;
 mod seen;
 mod spool;
 
@@ -113,6 +116,18 @@ pub struct Stored {
     pub body: Bytes,
 }
 
+/// An upstream's file as it is stored: the metadata line (with the body's sha256), then the body.
+pub fn encode(s: &Stored) -> Vec<u8> {
+    let disk = DiskMeta {
+        meta: s.meta.clone(),
+        sha256: sha256_hex(&s.body),
+    };
+    let mut data = serde_json::to_vec(&disk).expect("meta serialises");
+    data.push(b'\n');
+    data.extend_from_slice(&s.body);
+    data
+}
+
 /// Bytes and files under `dir`, recursively (0 when it does not exist).
 pub fn disk_usage(dir: &Path) -> (u64, u64) {
     let (mut bytes, mut files) = (0, 0);
@@ -144,6 +159,8 @@ pub struct Cache {
     /// The last write, if it failed (when, and why), e.g. a full disk: the daemon keeps serving
     /// without caching and `privreg status` shows it until a write succeeds again.
     write_error: std::sync::Arc<std::sync::Mutex<Option<(u64, String)>>>,
+    /// Files served since the last [`Cache::flush_uses`] (see [`gc`]).
+    used: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 }
 
 /// Directory name of an upstream's files: its name plus a hash of its index URL, so that
@@ -162,6 +179,7 @@ impl Cache {
         Cache {
             root: cache_dir.join(Self::VERSION_DIR),
             write_error: std::sync::Arc::default(),
+            used: std::sync::Arc::default(),
         }
     }
 
@@ -233,14 +251,12 @@ impl Cache {
         s: &Stored,
     ) -> Result<(), CacheError> {
         let path = self.upstream_path(up, rel);
-        let disk = DiskMeta {
-            meta: s.meta.clone(),
-            sha256: sha256_hex(&s.body),
-        };
-        let mut data = serde_json::to_vec(&disk).expect("meta serialises");
-        data.push(b'\n');
-        data.extend_from_slice(&s.body);
-        self.noting(write_atomic(&path, &data))
+        self.noting(write_atomic(&path, &encode(s)))
+    }
+
+    /// Where an upstream's file is, or would be, stored.
+    pub fn upstream_file(&self, up: &Upstream, rel: UpstreamPath<'_>) -> PathBuf {
+        self.upstream_path(up, rel)
     }
 
     /// Where the `.crate` with sha256 `cksum` (lower-case hex) is, or would be, stored.
@@ -271,6 +287,7 @@ impl Cache {
             return None;
         }
         file.rewind().ok()?;
+        self.note_path_use(path);
         Some((file, len))
     }
 

@@ -164,8 +164,8 @@ fn observations(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// Prometheus naming conventions: `privreg_` prefix, counters `_total`, histograms in seconds,
-/// a HELP line for every family, and no unbounded label values.
+/// Prometheus naming conventions: `privreg_` prefix, counters `_total` (gauges never), histograms
+/// in seconds, a HELP line for every family, and no unbounded label values.
 fn check_conventions(s: &Scrape, text: &str) {
     assert!(!s.samples.is_empty(), "{text}");
     for x in &s.samples {
@@ -175,8 +175,8 @@ fn check_conventions(s: &Scrape, text: &str) {
                 assert!(x.metric.ends_with("_total"), "counter {}", x.metric);
                 x.metric.clone()
             }
-            // A level or a state, not a count (the memory cache's size, the advisories in force,
-            // `privreg_shared_tier_failing` at 0 or 1): never `_total`.
+            // A level or a state, not a count (the memory cache's size, bytes on disk, the advisories
+            // in force, `privreg_shared_tier_failing` at 0 or 1): never `_total`.
             Value::Gauge(_) => {
                 assert!(!x.metric.ends_with("_total"), "gauge {}", x.metric);
                 x.metric.clone()

@@ -75,6 +75,8 @@ pub(crate) struct Upstreams {
     /// Dependencies (name, `registry` URL) of newly fetched index files, for the prefetcher.
     prefetch: tokio::sync::mpsc::UnboundedSender<(CrateName, Option<String>)>,
     memory: Memory,
+    /// The disk cache, for recording uses (see [`crate::gc`]).
+    cache: Cache,
     /// Per crate key: what the prefetcher knows of it.
     interest: moka::sync::Cache<String, Arc<Mutex<crate::prefetch::Interest>>>,
     /// Per file: the request asking for it now, and what the last one left.
@@ -109,7 +111,8 @@ impl Upstreams {
             revalidations: AtomicU64::new(0),
             revalidating: Mutex::default(),
             prefetch,
-            memory: Memory::new(cache, index_memory, metrics.clone()),
+            memory: Memory::new(cache.clone(), index_memory, metrics.clone()),
+            cache,
             interest: moka::sync::Cache::builder()
                 .max_capacity(INTEREST_CRATES)
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
@@ -338,6 +341,8 @@ impl Upstreams {
     /// share one upstream request.
     pub(crate) async fn fetch(self: &Arc<Self>, up: &Upstream, rel: UpstreamPath<'_>) -> Fetched {
         let key = memory::key(up, rel);
+        // Recorded in memory; the collector writes last uses in batches (see `crate::gc`).
+        self.cache.note_use(up, rel);
         let mut known = self.memory.known(up, rel, &key);
         if known
             .as_ref()

@@ -45,6 +45,9 @@ pub struct Status {
     /// The RustSec advisory database in force (`[advisories]`).
     #[serde(default)]
     pub advisories: AdvisoriesStatus,
+    /// The disk cache: its use against `[cache] max-size` and the last collection.
+    #[serde(default)]
+    pub disk: DiskStatus,
 }
 
 /// The advisory database in [`Status`]: where it comes from, the copy in force, the last error.
@@ -117,6 +120,30 @@ pub struct SharedTierStatus {
     pub writes: u64,
     /// Write-backs dropped because the queue was full or the tier was skipped.
     pub writes_dropped: u64,
+}
+
+/// The disk cache in [`Status`]. Its use is measured by a background scan (never when the
+/// daemon starts) or taken from the last collection's record, so it may be a little old.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStatus {
+    /// Bytes in the cache as last measured; `None` before the first measurement.
+    pub used_bytes: Option<u64>,
+    /// Files in the cache as last measured.
+    pub used_files: Option<u64>,
+    /// When (seconds since the epoch) it was measured.
+    pub measured_at: Option<u64>,
+    /// `[cache] max-size` in bytes (`None`: no bound).
+    pub max_size: Option<u64>,
+    /// `[cache] max-age` in seconds (`None`: no bound).
+    pub max_age_secs: Option<u64>,
+    /// Files the daemon's background scans have looked at since it started.
+    pub scanned_files: u64,
+    /// Lockfiles whose crates are kept (`privreg warm --keep`), as last scanned.
+    pub kept_lockfiles: u64,
+    /// The last collection, by the daemon or by `privreg gc`.
+    pub last_gc: Option<crate::store::gc::GcRecord>,
+    /// When (seconds since the epoch) the daemon collects next, at the earliest.
+    pub next_gc: Option<u64>,
 }
 
 /// One upstream's configuration and health in [`Status`].
@@ -212,6 +239,24 @@ mod tests {
                 last_error: Some("cannot load".into()),
                 last_error_at: Some(140),
             },
+            disk: DiskStatus {
+                used_bytes: Some(2048),
+                used_files: Some(3),
+                measured_at: Some(140),
+                max_size: Some(4096),
+                max_age_secs: None,
+                scanned_files: 3,
+                kept_lockfiles: 1,
+                last_gc: Some(crate::store::gc::GcRecord {
+                    at: 140,
+                    removed_files: 1,
+                    freed_bytes: 100,
+                    bytes_after: 2048,
+                    files_after: 3,
+                    by: "daemon".into(),
+                }),
+                next_gc: Some(86_540),
+            },
         }
     }
 
@@ -226,7 +271,11 @@ mod tests {
         r#""memory":{"bytes":1000,"budget_bytes":4096,"entries":3,"hits":7,"misses":2,"#,
         r#""disk_reads":1,"evictions":4},"advisories":{"db":"/adb","wanted":true,"#,
         r#""refresh_secs":86400,"count":3,"newest":"2024-05-01","updated_at":120,"#,
-        r#""last_error":"cannot load","last_error_at":140}}"#
+        r#""last_error":"cannot load","last_error_at":140},"disk":{"used_bytes":2048,"#,
+        r#""used_files":3,"measured_at":140,"max_size":4096,"max_age_secs":null,"#,
+        r#""scanned_files":3,"kept_lockfiles":1,"last_gc":{"at":140,"removed_files":1,"#,
+        r#""freed_bytes":100,"bytes_after":2048,"files_after":3,"by":"daemon"},"#,
+        r#""next_gc":86540}}"#
     );
 
     #[test]

@@ -70,7 +70,7 @@ impl FirstSeen {
 }
 
 /// The record's path next to the index file at `index`.
-fn seen_path(index: &Path) -> PathBuf {
+pub(super) fn seen_path(index: &Path) -> PathBuf {
     let mut name = index.as_os_str().to_owned();
     name.push(SEEN_SUFFIX);
     PathBuf::from(name)
