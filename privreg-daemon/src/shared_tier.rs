@@ -178,13 +178,20 @@ impl SharedTier {
             }
             got.bytes().await
         };
+        let started = Instant::now();
         match Self::bounded(tier, read).await {
             Ok(Some(bytes)) => {
-                tier.breaker.lock().expect("breaker lock").succeeded();
+                tier.breaker
+                    .lock()
+                    .expect("breaker lock")
+                    .succeeded(started);
                 Some(bytes)
             }
             Ok(None) => {
-                tier.breaker.lock().expect("breaker lock").succeeded();
+                tier.breaker
+                    .lock()
+                    .expect("breaker lock")
+                    .succeeded(started);
                 self.counts.misses.fetch_add(1, Ordering::Relaxed);
                 self.metrics.shared_tier(op, "miss");
                 None
@@ -299,9 +306,11 @@ impl SharedTier {
         let body = encode_index(stored);
         let this = self.clone();
         tokio::spawn(async move {
+            let started = Instant::now();
             let path = ObjectPath::from(key.as_str());
             let put = tier.store.put(&path, body.into());
-            this.written(&tier, &key, Self::bounded(&tier, put).await.map(|_| ()));
+            let result = Self::bounded(&tier, put).await.map(|_| ());
+            this.written(&tier, &key, started, result);
             drop(permit);
         });
     }
@@ -320,6 +329,7 @@ impl SharedTier {
         let key = crate_key(&tier.config.prefix, cksum);
         let (this, cksum) = (self.clone(), cksum.to_owned());
         tokio::spawn(async move {
+            let started = Instant::now();
             let path = ObjectPath::from(key.as_str());
             let result = match Self::bounded(&tier, tier.store.head(&path)).await {
                 Ok(Some(_)) => {
@@ -341,15 +351,18 @@ impl SharedTier {
                 },
                 Err(e) => Err(e),
             };
-            this.written(&tier, &key, result);
+            this.written(&tier, &key, started, result);
             drop(permit);
         });
     }
 
-    fn written(&self, tier: &Tier, key: &str, result: Result<(), Failure>) {
+    fn written(&self, tier: &Tier, key: &str, started: Instant, result: Result<(), Failure>) {
         match result {
             Ok(()) => {
-                tier.breaker.lock().expect("breaker lock").succeeded();
+                tier.breaker
+                    .lock()
+                    .expect("breaker lock")
+                    .succeeded(started);
                 self.counts.writes.fetch_add(1, Ordering::Relaxed);
                 self.metrics.shared_tier("put", "ok");
             }

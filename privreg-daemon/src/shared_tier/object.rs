@@ -97,6 +97,9 @@ pub(crate) fn decode_index(object: &Bytes, now: u64) -> Result<Stored, Refused> 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Breaker {
     open_until: Option<Instant>,
+    /// When the last failure opened it: a request that started before then and succeeds says
+    /// nothing about the tier now, and does not close it.
+    opened_at: Option<Instant>,
     /// Failures in a row.
     pub failures: u64,
 }
@@ -114,8 +117,15 @@ impl Breaker {
             .filter(|d| !d.is_zero())
     }
 
-    pub(crate) fn succeeded(&mut self) {
+    /// A request that started at `started` succeeded: the tier answers again, unless the
+    /// request was already under way when the last failure opened the breaker (with many
+    /// requests in flight, one of those would otherwise close it at once).
+    pub(crate) fn succeeded(&mut self, started: Instant) {
+        if self.opened_at.is_some_and(|opened| started < opened) {
+            return;
+        }
         self.open_until = None;
+        self.opened_at = None;
         self.failures = 0;
     }
 
@@ -123,6 +133,7 @@ impl Breaker {
     pub(crate) fn failed(&mut self, now: Instant, cooldown: Duration) {
         self.failures += 1;
         self.open_until = Some(now + cooldown);
+        self.opened_at = Some(now);
     }
 }
 
@@ -198,9 +209,14 @@ mod tests {
         assert!(!b.allows(now + Duration::from_secs(29)));
         assert_eq!(b.open_for(now), Some(cool));
         assert!(b.allows(now + cool));
+        let before = now;
+        let now = now + Duration::from_secs(1);
         b.failed(now, cool);
         assert_eq!(b.failures, 2);
-        b.succeeded();
+        // A request under way before the failure that succeeds after it leaves it open.
+        b.succeeded(before);
+        assert!(!b.allows(now) && b.failures == 2);
+        b.succeeded(now);
         assert!(b.allows(now) && b.failures == 0);
     }
 }
