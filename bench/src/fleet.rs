@@ -130,6 +130,61 @@ impl Moto {
     }
 }
 
+/// moto's server alone: GETs of objects the fleet wrote.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    gets: usize,
+    /// Median milliseconds of one GET, one at a time.
+    one_ms: f64,
+    /// GETs per second with [`PROBE_AT_ONCE`] in flight.
+    at_once_per_sec: f64,
+}
+
+/// Requests in flight in the second part of the probe: what a cold daemon keeps in flight to
+/// the local upstream while cargo resolves (its "max in flight", about 30).
+const PROBE_AT_ONCE: usize = 32;
+
+impl Moto {
+    /// GETs `2 × PROBE_AT_ONCE` objects of the bucket one at a time, then `PROBE_AT_ONCE` at a
+    /// time (a new connection per request); `None` when one fails.
+    fn probe(&self) -> Option<Probe> {
+        let (_, body) = self
+            .request("GET", &format!("/{BUCKET}?list-type=2&max-keys=1000"))
+            .ok()?;
+        let xml = String::from_utf8_lossy(&body);
+        let paths: Vec<String> = xml
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|s| Some(format!("/{BUCKET}/{}", s.split_once("</Key>")?.0)))
+            .take(2 * PROBE_AT_ONCE)
+            .collect();
+        let get = |path: &str| self.request("GET", path).is_ok_and(|(c, _)| c == 200);
+        let mut one = Vec::new();
+        for path in &paths {
+            let t = Instant::now();
+            if !get(path) {
+                return None;
+            }
+            one.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let t = Instant::now();
+        let per_thread = paths.len().div_ceil(PROBE_AT_ONCE).max(1);
+        let ok = std::thread::scope(|s| {
+            let threads: Vec<_> = paths
+                .chunks(per_thread)
+                .map(|chunk| s.spawn(move || chunk.iter().all(|p| get(p))))
+                .collect();
+            threads.into_iter().all(|h| h.join().unwrap_or(false))
+        });
+        let secs = t.elapsed().as_secs_f64();
+        (ok && !paths.is_empty()).then(|| Probe {
+            gets: paths.len(),
+            one_ms: median(one),
+            at_once_per_sec: paths.len() as f64 / secs,
+        })
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -288,6 +343,8 @@ pub(crate) struct FleetResult {
     objects: Vec<Option<u64>>,
     /// Crates in the lockfile.
     locked: usize,
+    /// moto alone, after the fleet.
+    probe: Option<Probe>,
 }
 
 /// Runs the fleet of `n` daemons (n ≥ 2) against `upstream`, which delays each request by
@@ -337,6 +394,7 @@ pub(crate) fn run(
             }
         }
     }
+    res.probe = moto.probe();
     res.locked = ctx
         .reference
         .as_deref()
@@ -379,7 +437,7 @@ impl FleetResult {
         );
         let _ = writeln!(
             o,
-            "| daemon | with tier: resolve (s) | downloads (s) | upstream requests (downloads) | tier hits / misses / writes / dropped | daemon CPU (s) | moto CPU (s) | bucket objects | without: resolve (s) | downloads (s) | upstream requests (downloads) | daemon CPU (s) | with ÷ without |"
+            "| daemon | with tier: resolve (s) | downloads (s) | upstream requests (downloads) | tier hits / misses / writes / dropped | daemon CPU (s) | moto CPU (s) | bucket objects | without: resolve (s) | downloads (s) | upstream requests (downloads) | daemon CPU (s) | resolve + downloads, with ÷ without (s) |"
         );
         let _ = writeln!(
             o,
@@ -389,7 +447,7 @@ impl FleetResult {
             let ts = t.tier.clone().unwrap_or_default();
             let _ = writeln!(
                 o,
-                "| {} | {:.2} | {:.2} | {} ({}) | {} / {} / {} / {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} ({}) | {:.2} | {:.2} |",
+                "| {} | {:.2} | {:.2} | {} ({}) | {} / {} / {} / {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} ({}) | {:.2} | {:.2} ÷ {:.2} = {:.2} |",
                 i + 1,
                 t.resolve,
                 t.downloads,
@@ -411,6 +469,8 @@ impl FleetResult {
                 c.upstream.requests,
                 c.upstream.downloads,
                 c.daemon_cpu,
+                t.total(),
+                c.total(),
                 t.total() / c.total(),
             );
         }
@@ -506,6 +566,17 @@ impl FleetResult {
             moto_share * 100.0,
             med(on, |r| r.daemon_cpu / r.total()) * 100.0
         );
+        if let Some(p) = self.probe {
+            let _ = writeln!(
+                o,
+                "moto's server alone, after the fleet ({} GETs of objects in the bucket, a new connection each): {:.1} ms per GET one at a time (median); {:.0} GETs/s with {PROBE_AT_ONCE} in flight, {:.1} ms per GET. The local upstream answers any number at once in {} ms each.\n",
+                p.gets,
+                p.one_ms,
+                p.at_once_per_sec,
+                1000.0 / p.at_once_per_sec,
+                self.delay_ms
+            );
+        }
         let mismatches = self
             .tier
             .iter()
