@@ -4,7 +4,8 @@
 #      benchmark, Chromium for the status page),
 #      and moto's S3 server from the Python package index (the shared cache tier's tests),
 #   2. builds Kellnr once (a real registry server used as an upstream; cached, ~12 min cold),
-#   3. checks install.sh with shellcheck, runs the benchmark in its quick mode and the 60 s soak,
+#   3. checks install.sh with shellcheck, runs the benchmark and its CI-fleet scenario in their
+#      quick modes and the 60 s soak,
 #   4. runs every test under a real kernel keyring session (keyutils), then the tests that use
 #      the OS keyring again under a real Secret Service (gnome-keyring on a private D-Bus),
 #   5. runs each cargo fuzz target for 15 s (tests/support/fuzz.sh; cargo-fuzz installed once).
@@ -37,8 +38,9 @@ if [ "${PRIVREG_SKIP_APT:-0}" != 1 ]; then
     fi
 fi
 
-# The shared cache tier's tests (tests/tests/shared_tier.rs) run against moto's S3 server, a real
-# S3-compatible server from the Python package index. PRIVREG_PYTHON picks the interpreter.
+# The shared cache tier's tests (tests/tests/shared_tier.rs) and the benchmark's `--fleet` run
+# against moto's S3 server, a real S3-compatible server from the Python package index.
+# PRIVREG_PYTHON picks the interpreter.
 python=${PRIVREG_PYTHON:-python3}
 if ! "$python" -c 'import moto.server' 2>/dev/null; then
     echo "tests/run.sh: installing moto[server] for $python" >&2
@@ -62,6 +64,9 @@ cargo run --locked -p privreg-bench -- --quick --require-nginx
 # Growth (issue 16) at its smallest size: 1,000 distinct index files, RSS, latency, start time and
 # privreg gc; no assertions on time (BENCHMARKS.md has the release figures up to 20,000).
 cargo run --locked -p privreg-bench -- --growth 1000
+# The CI-fleet scenario of the shared tier (issue 18), smallest: 2 daemons on moto's S3 server
+# (installed above; a missing moto fails it) and without, synthetic registry (under a minute).
+cargo run --locked -p privreg-bench -- --fleet 2 --quick
 # Load (issue 8): 64 connections for 60 s of cached index files, missing crates and downloads;
 # fails on any error, on open files that grow, or on RSS past 1.2x its level after warm-up.
 cargo run --locked -p privreg-bench -- --soak 60

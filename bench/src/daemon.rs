@@ -13,12 +13,27 @@ use anyhow::{Context, bail};
 /// `GET path` with `Connection: close`; returns the status and the body (not chunked: the daemon
 /// and the fixtures send a length).
 pub(crate) fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    http_request(addr, "GET", path, &[])
+}
+
+/// Like [`http_get`], for any method (without a body) and with extra headers.
+pub(crate) fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_mins(1)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if method != "GET" {
+        head.push_str("Content-Length: 0\r\n");
+    }
+    for (k, v) in headers {
+        let _ = write!(head, "{k}: {v}\r\n");
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let split = raw
@@ -41,6 +56,8 @@ pub(crate) struct Daemon {
     config_dir: PathBuf,
     bin: PathBuf,
     log_level: String,
+    /// Extra environment for the daemon (kept for restarts).
+    env: Vec<(String, String)>,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -63,6 +80,17 @@ impl Daemon {
         parent: &Path,
         opts: &DaemonOpts<'_>,
     ) -> anyhow::Result<Daemon> {
+        Daemon::start_with(bin, parent, opts, "", &[])
+    }
+
+    /// Like [`Daemon::start`], with `extra` appended to `config.toml` and `env` set.
+    pub(crate) fn start_with(
+        bin: &Path,
+        parent: &Path,
+        opts: &DaemonOpts<'_>,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Daemon> {
         let dir = tempfile::Builder::new()
             .prefix("daemon-")
             .tempdir_in(parent)?;
@@ -76,6 +104,7 @@ impl Daemon {
         if let Some(ttl) = opts.ttl {
             let _ = writeln!(config, "ttl = \"{ttl}\"");
         }
+        config.push_str(extra);
         std::fs::write(config_dir.join("config.toml"), config)?;
         let log = dir.path().join("daemon.log");
         let mut d = Daemon {
@@ -85,6 +114,10 @@ impl Daemon {
             config_dir,
             bin: bin.to_owned(),
             log_level: opts.log_level.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             log,
             _dir: dir,
         };
@@ -104,6 +137,7 @@ impl Daemon {
             .arg("--cache-dir")
             .arg(&self.cache_dir)
             .env("PRIVREG_LOG", &self.log_level)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -186,6 +220,31 @@ impl Daemon {
             cache_misses: n("cache_misses"),
             revalidations: n("revalidations"),
             prefetches: n("prefetches"),
+        }
+    }
+
+    /// Waits (up to a minute) until the daemon has made no upstream request and finished no
+    /// write-back to the shared tier for a second: prefetch and write-backs run after cargo is
+    /// done.
+    pub(crate) fn wait_quiet(&self) {
+        let deadline = Instant::now() + Duration::from_mins(1);
+        let mut last = None;
+        while Instant::now() < deadline {
+            let s = self.status().unwrap_or_default();
+            let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+            let tier = &s["shared_tier"];
+            let now = [
+                n(&s["upstream_requests"]),
+                n(&s["prefetches"]),
+                n(&s["cache_misses"]),
+                n(&tier["writes"]),
+                n(&tier["writes_dropped"]),
+            ];
+            if last == Some(now) {
+                return;
+            }
+            last = Some(now);
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
 

@@ -6,10 +6,14 @@
 //! seconds mixing cached index files, missing crates and downloads through one warm daemon; it
 //! exits non-zero on any error, on open files that grew, or on RSS that grew past 1.2×:
 //! `cargo run --release -p privreg-bench -- --soak 60 [--write BENCHMARKS.md]`.
+//!
+//! `--fleet N` runs the CI-fleet scenario instead (issue 18, `fleet.rs`): N daemons with empty
+//! caches, one after another, with and without a shared tier on moto's S3 server.
 
 mod cargo;
 mod daemon;
 mod fixture;
+mod fleet;
 mod growth;
 mod load;
 mod mirror;
@@ -92,6 +96,11 @@ struct Args {
     /// `privreg gc --max-size`.
     #[arg(long, value_name = "N,…", value_delimiter = ',', conflicts_with_all = ["soak", "quick"])]
     growth: Vec<usize>,
+    /// Run the CI-fleet scenario instead of the benchmark (issue 18): N daemons with empty
+    /// caches, one after another, on a shared tier (moto's S3 server, which must be installed)
+    /// and without. Uses the mirror if it is there (never builds it), else the synthetic registry.
+    #[arg(long, value_name = "N", conflicts_with_all = ["soak", "growth"])]
+    fleet: Option<usize>,
 }
 
 fn workspace_root() -> PathBuf {
@@ -201,6 +210,47 @@ fn command_line(release: bool) -> String {
     )
 }
 
+/// The mirror if it is complete (or `--mirror`), unless `--synthetic` or `--quick` without
+/// `--mirror`; else the synthetic registry, made in `work`.
+fn stored_data(args: &Args, work: &Path) -> anyhow::Result<(PathBuf, mirror::MirrorInfo)> {
+    let mirror_dir = args.mirror.clone().unwrap_or_else(mirror::default_dir);
+    let synthetic = args.synthetic || (args.quick && args.mirror.is_none());
+    if !synthetic && (args.mirror.is_some() || fixture::check_mirror(&mirror_dir).is_ok()) {
+        let info = mirror::read_info(&mirror_dir)?;
+        Ok((mirror_dir, info))
+    } else {
+        let dir = work.join("synthetic");
+        std::fs::create_dir_all(&dir)?;
+        let info = synth::build(&dir)?;
+        Ok((dir, info))
+    }
+}
+
+/// The header of a soak or fleet report.
+fn run_info(cargo: &Cargo, daemon_bin: &Path, info: &mirror::MirrorInfo) -> report::RunInfo {
+    let release = daemon_bin.to_string_lossy().contains("/release/");
+    report::RunInfo {
+        command: command_line(release),
+        date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        machine: report::machine(),
+        software: software(cargo, None, daemon_bin),
+        data: format!(
+            "{}: {} index files, {} crate files (made {})",
+            info.kind, info.index_files, info.crates, info.created
+        ),
+    }
+}
+
+/// Prints `block` and, with `--write`, puts it between `begin` and `end` of that file.
+fn emit(args: &Args, begin: &str, end: &str, block: &str) -> anyhow::Result<()> {
+    println!("{block}");
+    if let Some(path) = &args.write {
+        report::write_between(path, begin, end, block)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 /// `--soak SECS`: the mirror if it is complete (or `--mirror`), else the synthetic registry.
 fn soak(
     args: &Args,
@@ -214,18 +264,7 @@ fn soak(
         secs > 0.0 && args.soak_warmup >= 0.0,
         "--soak and --soak-warmup take seconds"
     );
-    let mirror_dir = args.mirror.clone().unwrap_or_else(mirror::default_dir);
-    let (data, info) = if !args.synthetic
-        && (args.mirror.is_some() || fixture::check_mirror(&mirror_dir).is_ok())
-    {
-        let info = mirror::read_info(&mirror_dir)?;
-        (mirror_dir, info)
-    } else {
-        let dir = work.join("synthetic");
-        std::fs::create_dir_all(&dir)?;
-        let info = synth::build(&dir)?;
-        (dir, info)
-    };
+    let (data, info) = stored_data(args, work)?;
     let upstream = rt.block_on(fixture::start(&data, Duration::from_millis(args.delay_ms)))?;
     let cfg = soak::SoakCfg {
         daemon_bin,
@@ -239,23 +278,8 @@ fn soak(
         delay_ms: args.delay_ms,
     };
     let result = soak::run(&cfg, rt, &upstream)?;
-    let release = daemon_bin.to_string_lossy().contains("/release/");
-    let run_info = report::RunInfo {
-        command: command_line(release),
-        date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        machine: report::machine(),
-        software: software(cargo, None, daemon_bin),
-        data: format!(
-            "{}: {} index files, {} crate files (made {})",
-            info.kind, info.index_files, info.crates, info.created
-        ),
-    };
-    let block = result.markdown(&run_info);
-    println!("{block}");
-    if let Some(path) = &args.write {
-        report::write_between(path, soak::BEGIN, soak::END, &block)?;
-        eprintln!("wrote {}", path.display());
-    }
+    let block = result.markdown(&run_info(cargo, daemon_bin, &info));
+    emit(args, soak::BEGIN, soak::END, &block)?;
     let failures = result.failures();
     if !failures.is_empty() {
         bail!("the soak failed: {}", failures.join("; "));
@@ -327,6 +351,9 @@ fn main() -> anyhow::Result<()> {
     }
     if !args.growth.is_empty() {
         return growth(&args, &cargo, &daemon_bin, work.path(), &rt);
+    }
+    if let Some(n) = args.fleet {
+        return fleet::main(&args, n, &cargo, &daemon_bin, work.path(), &rt);
     }
 
     // The data: the cached mirror, built once; else the synthetic registry.

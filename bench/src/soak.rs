@@ -22,7 +22,6 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -137,21 +136,6 @@ fn missing_names(index_paths: &[String]) -> Vec<String> {
             .is_err()
     });
     names
-}
-
-/// Waits until the daemon has made no upstream request for a second (prefetch after warm-up).
-fn wait_quiet(daemon: &Daemon) {
-    let deadline = Instant::now() + Duration::from_mins(1);
-    let mut last = None;
-    while Instant::now() < deadline {
-        let c = daemon.counters();
-        let now = (c.upstream_requests, c.prefetches, c.cache_misses);
-        if last == Some(now) {
-            return;
-        }
-        last = Some(now);
-        std::thread::sleep(Duration::from_secs(1));
-    }
 }
 
 /// What one soak run found.
@@ -514,7 +498,7 @@ pub(crate) fn run(
                 .join("\n")
         );
     }
-    wait_quiet(&daemon);
+    daemon.wait_quiet();
     let rss_cached = usage(pid, ports).ok_or_else(|| gone("after warm-up"))?.rss;
 
     let mix = Arc::new(Mix {
@@ -530,7 +514,7 @@ pub(crate) fn run(
     let (warm_tally, _) =
         rt.block_on(run_mix(addr, mix.clone(), cfg.connections, cfg.warm_secs))?;
     let rss_warm_load = peak(&sampler.finish()).rss;
-    wait_quiet(&daemon);
+    daemon.wait_quiet();
     let warm = usage(pid, ports).ok_or_else(|| gone("after the load warm-up"))?;
     eprintln!(
         "[soak] after warm-up: RSS {:.1} MB (highest during the load warm-up: {:.1} MB), {} open files; soaking: {} connections for {:.0} s",
