@@ -118,6 +118,15 @@ impl SharedTier {
         *self.tier.write().expect("tier lock") = tier;
     }
 
+    /// Whether a tier is configured that shares `up`'s files (skipped or not).
+    pub(crate) fn shares(&self, up: &Upstream) -> bool {
+        self.tier
+            .read()
+            .expect("tier lock")
+            .as_ref()
+            .is_some_and(|t| t.config.shares(up))
+    }
+
     /// The tier, when one is configured, shares `up`'s files and is not being skipped.
     fn usable(&self, up: &Upstream) -> Option<Arc<Tier>> {
         let tier = self.tier.read().expect("tier lock").clone()?;

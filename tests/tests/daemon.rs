@@ -284,7 +284,11 @@ fn concurrent_requests_for_one_file_make_one_upstream_request() {
     );
     reg.mode("ok");
     let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "{statuses:?}\n{}",
+        privreg.log()
+    );
     assert_eq!(reg.requests().len(), 1);
 }
 

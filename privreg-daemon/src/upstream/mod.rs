@@ -384,6 +384,11 @@ impl Upstreams {
         key: &Key,
         held: Option<Arc<Entry>>,
     ) -> Option<Arc<Entry>> {
+        // Without a tier for this upstream, never wait on the file's flight here: callers
+        // must reach the cache-miss count and the upstream request's coalescing at once.
+        if !self.shared.shares(up) {
+            return held;
+        }
         // One tier request per file at a time, like upstream requests.
         let flight = self.flights.of(key);
         let _flight = flight.lock().await;
