@@ -230,6 +230,13 @@ fn sigkill_at_random_moments_never_damages_the_cache() {
     sb.use_privreg(&privreg);
     let app = sb.project("app", &deps, "fn main() {}");
     sb.cargo_ok(&app, &["fetch"]);
+    // The kills' leftovers (temp files) go in the collector's first pass, in the background
+    // after start; then the crates are all that is left.
+    privreg.within(60.0, "the crash leftovers swept in the background", |p| {
+        files_under(&p.cache_dir.join("v1/crates"))
+            .iter()
+            .all(|f| f.extension().is_some_and(|e| e == "crate"))
+    });
     assert_eq!(
         files_under(&privreg.cache_dir.join("v1/crates")).len(),
         crates.len()

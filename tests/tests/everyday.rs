@@ -366,6 +366,11 @@ fn refresh_shows_a_new_version_long_before_the_ttl() {
     let cached: Vec<PathBuf> = files_under(&s.privreg.cache_dir.join("v1/upstreams"))
         .into_iter()
         .filter(|p| p.components().any(|c| c.as_os_str() == "index"))
+        // First-seen records (issue 17) sit beside the index files they date.
+        .filter(|p| {
+            !p.to_string_lossy()
+                .ends_with(privreg_shared::store::SEEN_SUFFIX)
+        })
         .collect();
     let (fresh_before, steady_before) = (
         index_requests(&mut public, "fresh").len(),
