@@ -59,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
         Endpoint::Page => layered(view, "/-/"),
         Endpoint::PageLink => layered(view, "/-/open"),
         Endpoint::Refresh => layered(view, "/-/refresh"),
+        Endpoint::Audit => layered(view, "/-/audit"),
         Endpoint::PageOpen(nonce) => {
             assert_eq!(nonce.len(), route::PAGE_NONCE_HEX);
             assert!(
