@@ -82,7 +82,7 @@ run() {
     [ "$(cat "$log.rc")" = 0 ] || status=1
 }
 run tests/support/keyrings.sh secret-service -- cargo test --locked -p privreg-tests --test credential --test auth --test cli
-run tests/support/keyrings.sh keyutils -- cargo test --locked --workspace
+run tests/support/keyrings.sh keyutils -- cargo test --locked --workspace --no-fail-fast
 # Every cargo fuzz target briefly (tests/support/fuzz.sh 600 is the long run).
 run tests/support/fuzz.sh
 # Cargo's `test result:` lines count ignored tests separately; they were not run, so they are
