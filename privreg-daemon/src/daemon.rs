@@ -20,7 +20,7 @@ use crate::tokens::Tokens;
 use crate::upstream::Upstreams;
 use privreg_shared::store::Cache;
 
-type PrefetchRx = tokio::sync::mpsc::UnboundedReceiver<(CrateName, Option<String>)>;
+type PrefetchRx = tokio::sync::mpsc::Receiver<(CrateName, Option<String>)>;
 
 /// The daemon's state, shared by every connection.
 pub(crate) struct Daemon {
@@ -67,7 +67,8 @@ impl Daemon {
     ) -> Daemon {
         let cache = Cache::new(&cache_dir);
         let tokens = Tokens::new(runtime.config.keyring, keyring);
-        let (prefetch_tx, prefetch_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (prefetch_tx, prefetch_rx) =
+            tokio::sync::mpsc::channel(crate::prefetch::PREFETCH_QUEUE);
         let metrics = Arc::new(Metrics::new());
         let index_memory = runtime.config.limits.index_memory;
         let port = base_url.rsplit_once(':').and_then(|(_, p)| p.parse().ok());

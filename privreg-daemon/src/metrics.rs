@@ -219,6 +219,7 @@ pub(crate) struct Metrics {
     upstream_requests: Family<UpstreamLabels, Counter>,
     upstream_seconds: Histograms<UpstreamKindLabels>,
     prefetches: Counter,
+    prefetches_dropped: Counter,
     merges: Counter,
     decisions: Family<DecisionLabels, Counter>,
     reloads: Counter,
@@ -253,6 +254,7 @@ impl Metrics {
             upstream_requests: Family::default(),
             upstream_seconds: Family::new_with_constructor(upstream_histogram),
             prefetches: Counter::default(),
+            prefetches_dropped: Counter::default(),
             merges: Counter::default(),
             decisions: Family::default(),
             reloads: Counter::default(),
@@ -310,6 +312,11 @@ impl Metrics {
             "prefetches",
             "Index files fetched ahead of cargo (dependencies of newly fetched files)",
             m.prefetches.clone(),
+        );
+        registry.register(
+            "prefetches_dropped",
+            "Prefetches not queued because the queue was full (cargo asks for those files itself)",
+            m.prefetches_dropped.clone(),
         );
         registry.register(
             "policy_merges",
@@ -496,6 +503,10 @@ impl Metrics {
 
     pub(crate) fn prefetch(&self) {
         self.prefetches.inc();
+    }
+
+    pub(crate) fn prefetch_dropped(&self) {
+        self.prefetches_dropped.inc();
     }
 
     /// A reload of the configuration, good or not.

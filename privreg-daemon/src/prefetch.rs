@@ -2,7 +2,8 @@
 //! of the dependencies of the versions cargo will pick through the layered view, in parallel and
 //! bounded, so that cargo's next requests find them warm. Each prefetched file announces its own
 //! dependencies in turn, so the whole graph is fetched while cargo is still reading the first
-//! files; files already fresh cost nothing.
+//! files; files already fresh cost nothing (one that is fresh on disk but not in memory is not
+//! even read: loading it would push files in use out of the memory budget).
 //!
 //! Which versions: for a crate some announced dependency asked for, the newest version matching
 //! each requirement seen for it (what cargo's resolver picks when nothing conflicts); for one
@@ -87,6 +88,9 @@ pub(crate) fn versions_to_follow<'a>(
     out
 }
 
+/// Crates waiting to be prefetched, at most; beyond that a prefetch is dropped (and counted).
+pub(crate) const PREFETCH_QUEUE: usize = 4096;
+
 /// Index files fetched for prefetching at the same time, at most.
 pub(crate) const PREFETCH_CONCURRENCY: usize = 16;
 
@@ -110,6 +114,12 @@ pub(crate) fn start(daemon: Arc<Daemon>) {
             };
             let daemon = daemon.clone();
             tokio::spawn(async move {
+                if daemon
+                    .upstreams()
+                    .fresh_on_disk(&daemon.runtime().config.upstreams, &krate)
+                {
+                    return;
+                }
                 daemon.note_prefetch();
                 daemon.metrics().prefetch();
                 let (_, fetched) = daemon.gather(&krate).await;

@@ -242,6 +242,21 @@ impl Cache {
         }
     }
 
+    /// The metadata of an upstream's file on disk, from its first line only (the body is neither
+    /// read nor checked: [`load`](Self::load) does that). `None` when there is no file or its
+    /// first line is not metadata.
+    pub fn load_meta(&self, up: &Upstream, rel: UpstreamPath<'_>) -> Option<Meta> {
+        use std::io::BufRead as _;
+        let file = std::fs::File::open(self.upstream_path(up, rel)).ok()?;
+        let mut line = Vec::new();
+        std::io::BufReader::with_capacity(1024, file)
+            .read_until(b'\n', &mut line)
+            .ok()?;
+        serde_json::from_slice::<DiskMeta>(line.strip_suffix(b"\n")?)
+            .ok()
+            .map(|d| d.meta)
+    }
+
     /// Writes an upstream's file atomically; a failure is kept for
     /// [`write_error`](Self::write_error).
     pub fn store(
@@ -510,6 +525,7 @@ mod tests {
             },
             body: Bytes::from_static(b"{\"a\":1}\n{\"b\":2}\n"),
         };
+        assert_eq!(cache.load_meta(&up, UpstreamPath::Index(&krate)), None);
         cache.store(&up, UpstreamPath::Index(&krate), &s).unwrap();
         let back = cache
             .load(&up, UpstreamPath::Index(&krate))
@@ -517,6 +533,11 @@ mod tests {
             .unwrap();
         assert_eq!(back.meta, s.meta);
         assert_eq!(back.body, s.body);
+        assert_eq!(
+            cache.load_meta(&up, UpstreamPath::Index(&krate)),
+            Some(s.meta.clone()),
+            "the first line alone gives the same metadata"
+        );
         // Files live under the versioned directory and no temp files are left behind.
         let file = dir
             .path()

@@ -428,6 +428,29 @@ impl Memory {
         }
     }
 
+    /// Whether memory holds the file (no lookup counted, nothing read).
+    pub(super) fn holds(&self, key: &Key) -> bool {
+        self.held.contains_key(&SlotRef::File(key))
+    }
+
+    /// Whether the disk copy of a file that is not in memory was confirmed less than `ttl` ago,
+    /// from its metadata line alone (nothing is loaded into memory). False when memory knows
+    /// something newer of it (an invalidation, a later confirmation).
+    pub(super) fn fresh_on_disk(
+        &self,
+        up: &Upstream,
+        rel: UpstreamPath<'_>,
+        key: &Key,
+        ttl: Duration,
+    ) -> bool {
+        !self.newer.contains_key(key)
+            && self.cache.load_meta(up, rel).is_some_and(|m| {
+                SystemTime::now()
+                    .duration_since(m.fetched_at())
+                    .is_ok_and(|age| age < ttl)
+            })
+    }
+
     /// The entry in memory, else on disk (read back into memory, with what memory knew of it
     /// when it left).
     pub(super) fn known(

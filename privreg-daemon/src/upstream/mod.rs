@@ -11,6 +11,7 @@ use std::time::Instant;
 use privreg_shared::config::Upstream;
 use privreg_shared::index::IndexFile;
 use privreg_shared::{CrateName, UpstreamName};
+use tokio::sync::mpsc::error::TrySendError;
 
 mod body;
 mod classify;
@@ -73,7 +74,7 @@ pub(crate) struct Upstreams {
     revalidations: AtomicU64,
     revalidating: Mutex<HashSet<Key>>,
     /// Dependencies (name, `registry` URL) of newly fetched index files, for the prefetcher.
-    prefetch: tokio::sync::mpsc::UnboundedSender<(CrateName, Option<String>)>,
+    prefetch: tokio::sync::mpsc::Sender<(CrateName, Option<String>)>,
     memory: Memory,
     /// The disk cache, for recording uses (see [`crate::gc`]).
     cache: Cache,
@@ -99,7 +100,7 @@ impl Upstreams {
         cache: Cache,
         index_memory: u64,
         tokens: Tokens,
-        prefetch: tokio::sync::mpsc::UnboundedSender<(CrateName, Option<String>)>,
+        prefetch: tokio::sync::mpsc::Sender<(CrateName, Option<String>)>,
         metrics: Arc<Metrics>,
     ) -> Upstreams {
         Upstreams {
@@ -174,6 +175,17 @@ impl Upstreams {
         self.revalidations.load(Ordering::Relaxed)
     }
 
+    /// Whether a prefetch of `krate` has nothing to do: memory holds none of its files and each
+    /// of `upstreams` has a fresh copy on disk. Reading those back would only fill memory with
+    /// files nobody asked for yet, pushing out those in use; cargo's own request reads them.
+    pub(crate) fn fresh_on_disk(&self, upstreams: &[Upstream], krate: &CrateName) -> bool {
+        let rel = UpstreamPath::Index(krate);
+        upstreams.iter().all(|up| {
+            let key = memory::key(up, rel);
+            !self.memory.holds(&key) && self.memory.fresh_on_disk(up, rel, &key, up.ttl)
+        })
+    }
+
     /// Hands the dependencies of the versions of `krate` that cargo will want (see
     /// [`crate::prefetch`]) to the prefetcher, once per version and dependency requirement.
     pub(crate) fn announce_dependencies(&self, krate: &CrateName, file: &IndexFile) {
@@ -200,8 +212,13 @@ impl Upstreams {
                     .lock()
                     .expect("interest lock")
                     .mention(req);
-                if mentioned {
-                    let _ = self.prefetch.send((name.lower(), dep.registry.clone()));
+                // A full queue drops the prefetch: cargo asks for the file itself when it needs
+                // it, and the queue stays bounded however large the graph.
+                if mentioned
+                    && let Err(TrySendError::Full(_)) =
+                        self.prefetch.try_send((name.lower(), dep.registry.clone()))
+                {
+                    self.metrics.prefetch_dropped();
                 }
             }
         }

@@ -27,6 +27,9 @@ use super::{Cache, at, now_secs, write_atomic};
 
 /// How old a temp file must be before a collection takes it for a crash's leftover.
 pub const TEMP_AGE: Duration = Duration::from_hours(1);
+/// Files whose use is noted between two flushes, at most (a minute of the daemon's work; each
+/// is a path of about 100 bytes, so the set stays under a few MB whatever the load).
+pub const USES_HELD: usize = 16_384;
 /// How often the daemon collects on its own, at most.
 pub const AUTO_INTERVAL: Duration = Duration::from_hours(24);
 
@@ -410,9 +413,15 @@ impl Cache {
         out
     }
 
-    /// Notes that the file at `path` was used (served); [`Cache::flush_uses`] records it.
+    /// Notes that the file at `path` was used (served); [`Cache::flush_uses`] records it. At
+    /// most [`USES_HELD`] files are noted between flushes; beyond that a use is not recorded (the
+    /// file's last use then looks older than it is, which matters only if a collection that needs
+    /// space comes before its next use).
     pub fn note_path_use(&self, path: PathBuf) {
-        self.used.lock().expect("uses lock").insert(path);
+        let mut used = self.used.lock().expect("uses lock");
+        if used.len() < USES_HELD {
+            used.insert(path);
+        }
     }
 
     /// Notes that an upstream's file was used (served from memory or disk).
@@ -647,6 +656,19 @@ mod tests {
         assert!(cache.unkeep(Path::new("/p/Cargo.lock")).unwrap());
         assert!(!cache.unkeep(Path::new("/p/Cargo.lock")).unwrap());
         assert_eq!(cache.kept(), Kept::default());
+    }
+
+    #[test]
+    fn noted_uses_are_bounded_between_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        for i in 0..USES_HELD + 100 {
+            cache.note_path_use(dir.path().join(format!("f{i}")));
+        }
+        // None of them exists, so every held note comes back as gone.
+        assert_eq!(cache.flush_uses().len(), USES_HELD);
+        cache.note_path_use(dir.path().join("again"));
+        assert_eq!(cache.flush_uses().len(), 1, "a flush empties the set");
     }
 
     #[test]
