@@ -180,6 +180,7 @@ fn measure(
     cli_bin: &Path,
     work: &Path,
     log_level: &str,
+    index_memory: Option<&str>,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Row> {
     let dir = tempfile::Builder::new()
@@ -188,7 +189,10 @@ fn measure(
     let body_bytes = build(dir.path(), n)?;
     let upstream = rt.block_on(crate::fixture::start(dir.path(), Duration::ZERO))?;
     let url = upstream.index_url();
-    let mut daemon = Daemon::start(
+    let limits = index_memory.map_or_else(String::new, |m| {
+        format!("\n[limits]\nindex-memory = \"{m}\"\n")
+    });
+    let mut daemon = Daemon::start_with(
         daemon_bin,
         work,
         &DaemonOpts {
@@ -197,6 +201,8 @@ fn measure(
             ttl: Some("1h"),
             log_level,
         },
+        &limits,
+        &[],
     )?;
     let paths = upstream.index_paths.clone();
     let t = Instant::now();
@@ -320,13 +326,14 @@ pub(crate) fn run(
     cli_bin: &Path,
     work: &Path,
     log_level: &str,
+    index_memory: Option<&str>,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for &n in sizes {
         anyhow::ensure!(n > 0, "--growth sizes must be positive");
         eprintln!("growth: {n} index files");
-        let row = measure(n, daemon_bin, cli_bin, work, log_level, rt)?;
+        let row = measure(n, daemon_bin, cli_bin, work, log_level, index_memory, rt)?;
         eprintln!("{row:?}");
         rows.push(row);
     }

@@ -96,6 +96,10 @@ struct Args {
     /// `privreg gc --max-size`.
     #[arg(long, value_name = "N,…", value_delimiter = ',', conflicts_with_all = ["soak", "quick"])]
     growth: Vec<usize>,
+    /// With `--growth`: the daemon's `[limits] index-memory` (e.g. `16MiB`) instead of its
+    /// default.
+    #[arg(long, value_name = "SIZE", requires = "growth")]
+    index_memory: Option<String>,
     /// Run the CI-fleet scenario instead of the benchmark (issue 18): N daemons with empty
     /// caches, one after another, on a shared tier (moto's S3 server, which must be installed)
     /// and without. Uses the mirror if it is there (never builds it), else the synthetic registry.
@@ -303,7 +307,15 @@ fn growth(
 ) -> anyhow::Result<()> {
     let cli = growth::cli_bin(daemon_bin);
     anyhow::ensure!(cli.is_file(), "{} is missing", cli.display());
-    let rows = growth::run(&args.growth, daemon_bin, &cli, work, &args.daemon_log, rt)?;
+    let rows = growth::run(
+        &args.growth,
+        daemon_bin,
+        &cli,
+        work,
+        &args.daemon_log,
+        args.index_memory.as_deref(),
+        rt,
+    )?;
     let release = daemon_bin.to_string_lossy().contains("/release/");
     let sizes: Vec<String> = args.growth.iter().map(ToString::to_string).collect();
     let run_info = report::RunInfo {

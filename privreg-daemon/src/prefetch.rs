@@ -11,7 +11,6 @@
 //! [`crate::upstream::PREFETCH_VERSIONS`] releases. A requirement seen after the crate's file
 //! arrived gets its version followed then.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use privreg_shared::index::IndexLine;
@@ -25,7 +24,8 @@ use crate::daemon::Daemon;
 #[derive(Debug, Default)]
 pub(crate) struct Interest {
     reqs: Vec<VersionReq>,
-    followed: HashSet<Version>,
+    /// A few versions per crate (one per requirement): a list is smaller than a set.
+    followed: Vec<Version>,
     mentioned: bool,
 }
 
@@ -53,7 +53,13 @@ impl Interest {
     ) -> Vec<&'a IndexLine> {
         versions_to_follow(lines, &self.reqs, fallback)
             .into_iter()
-            .filter(|l| self.followed.insert(l.vers.clone()))
+            .filter(|l| {
+                let new = !self.followed.contains(&l.vers);
+                if new {
+                    self.followed.push(l.vers.clone());
+                }
+                new
+            })
             .collect()
     }
 }

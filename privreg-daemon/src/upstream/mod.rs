@@ -51,8 +51,9 @@ pub(crate) struct Fetched {
 pub(crate) const PREFETCH_VERSIONS: usize = 3;
 
 /// Crates whose prefetch interest is remembered, at most (the least recently mentioned are
-/// forgotten: at worst a fresh file is looked up again, from memory or disk).
-const INTEREST_CRATES: u64 = 16_384;
+/// forgotten: at worst a fresh file is looked up again, from memory or disk). Several times the
+/// crates of a large project's graph; each costs about a kilobyte with the cache's bookkeeping.
+const INTEREST_CRATES: u64 = 4_096;
 
 /// Health of one upstream as last seen.
 #[derive(Debug, Clone, Default, serde::Serialize)]
