@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use privreg_shared::config::Config;
-use privreg_shared::index::registry_url_key;
 use privreg_shared::protocol::{
     AdvisoriesStatus, AuditPackage, AuditReport, AuditRequest, Finding, LockfileAudit, Problem,
     SkippedPackage,
 };
 
 use super::Dirs;
-use crate::warm::{Class, Route, classify, current_lockfile, load, lockfile_path};
+use crate::warm::{Class, Route, classify, load, lockfiles, upstream_keys};
 
 /// Exit status when the advisory database could not be consulted (no copy loaded).
 const NO_DATABASE: u8 = 2;
@@ -103,17 +102,8 @@ fn database(a: &AdvisoriesStatus) -> String {
 }
 
 pub(crate) async fn run(dirs: &Dirs, args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let paths: Vec<PathBuf> = if args.lockfiles.is_empty() {
-        vec![current_lockfile()?]
-    } else {
-        args.lockfiles.iter().map(|p| lockfile_path(p)).collect()
-    };
-    let config = Config::load(&dirs.config)?;
-    let upstreams: Vec<(String, String)> = config
-        .upstreams
-        .iter()
-        .map(|u| (registry_url_key(&u.index), u.name.to_string()))
-        .collect();
+    let paths = lockfiles(&args.lockfiles)?;
+    let upstreams = upstream_keys(&Config::load(&dirs.config)?);
     let lockfiles = paths
         .iter()
         .map(|p| load(p).map(|l| (p.clone(), l)))

@@ -133,15 +133,7 @@ pub(crate) fn run(dirs: &Dirs, args: &GcArgs) -> anyhow::Result<ExitCode> {
         println!("{line}");
     }
     if !args.dry_run {
-        let record = GcRecord {
-            at: now_secs(),
-            removed_files: done.removed.len() as u64,
-            freed_bytes: done.freed,
-            bytes_after: done.after.0,
-            files_after: done.after.1,
-            by: "privreg gc".to_owned(),
-        };
-        cache.store_gc_record(&record)?;
+        cache.store_gc_record(&GcRecord::of(&done, "privreg gc"))?;
     }
     Ok(ExitCode::SUCCESS)
 }

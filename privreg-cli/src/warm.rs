@@ -365,6 +365,24 @@ pub(crate) fn current_lockfile() -> anyhow::Result<PathBuf> {
     Ok(manifest.with_file_name("Cargo.lock"))
 }
 
+/// The lockfiles named on the command line, or the current project's when none is.
+pub(crate) fn lockfiles(args: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    Ok(if args.is_empty() {
+        vec![current_lockfile()?]
+    } else {
+        args.iter().map(|p| lockfile_path(p)).collect()
+    })
+}
+
+/// Each configured upstream's registry key (the form of a lockfile's `source`) with its name.
+pub(crate) fn upstream_keys(config: &Config) -> Vec<(String, String)> {
+    config
+        .upstreams
+        .iter()
+        .map(|u| (registry_url_key(&u.index), u.name.to_string()))
+        .collect()
+}
+
 /// A lockfile named on the command line (a directory means its Cargo.lock).
 pub(crate) fn lockfile_path(arg: &Path) -> PathBuf {
     if arg.is_dir() {
@@ -416,20 +434,11 @@ impl fmt::Display for Tally {
 }
 
 pub(crate) async fn run(dirs: &Dirs, args: WarmArgs) -> anyhow::Result<ExitCode> {
-    let paths: Vec<PathBuf> = if args.lockfiles.is_empty() {
-        vec![current_lockfile()?]
-    } else {
-        args.lockfiles.iter().map(|p| lockfile_path(p)).collect()
-    };
+    let paths = lockfiles(&args.lockfiles)?;
     if args.unkeep {
         return unkeep(dirs, &paths);
     }
-    let config = Config::load(&dirs.config)?;
-    let upstreams: Vec<(String, String)> = config
-        .upstreams
-        .iter()
-        .map(|u| (registry_url_key(&u.index), u.name.to_string()))
-        .collect();
+    let upstreams = upstream_keys(&Config::load(&dirs.config)?);
     let mut plan = Plan::default();
     let mut kept = Vec::new();
     for path in &paths {

@@ -235,14 +235,7 @@ impl Daemon {
         d.runs.inc();
         d.removed.inc_by(done.removed.len() as u64);
         d.freed.inc_by(done.freed);
-        let record = GcRecord {
-            at: now_secs(),
-            removed_files: done.removed.len() as u64,
-            freed_bytes: done.freed,
-            bytes_after: done.after.0,
-            files_after: done.after.1,
-            by: "daemon".to_owned(),
-        };
+        let record = GcRecord::of(&done, "daemon");
         d.measure(record.bytes_after, record.files_after, record.at);
         d.note_record(&record);
         tracing::info!(

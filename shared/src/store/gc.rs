@@ -177,6 +177,20 @@ pub struct GcRecord {
     pub by: String,
 }
 
+impl GcRecord {
+    /// The record of collection `done`, run now by `by`.
+    pub fn of(done: &Collected, by: &str) -> GcRecord {
+        GcRecord {
+            at: now_secs(),
+            removed_files: done.removed.len() as u64,
+            freed_bytes: done.freed,
+            bytes_after: done.after.0,
+            files_after: done.after.1,
+            by: by.to_owned(),
+        }
+    }
+}
+
 /// What [`Cache::scan`] found.
 #[derive(Debug, Clone, Default)]
 pub struct Scan {
