@@ -220,6 +220,7 @@ pub(crate) struct Metrics {
     upstream_seconds: Histograms<UpstreamKindLabels>,
     prefetches: Counter,
     prefetches_dropped: Counter,
+    prefetches_skipped: Counter,
     merges: Counter,
     decisions: Family<DecisionLabels, Counter>,
     reloads: Counter,
@@ -255,6 +256,7 @@ impl Metrics {
             upstream_seconds: Family::new_with_constructor(upstream_histogram),
             prefetches: Counter::default(),
             prefetches_dropped: Counter::default(),
+            prefetches_skipped: Counter::default(),
             merges: Counter::default(),
             decisions: Family::default(),
             reloads: Counter::default(),
@@ -317,6 +319,11 @@ impl Metrics {
             "prefetches_dropped",
             "Prefetches not queued because the queue was full (cargo asks for those files itself)",
             m.prefetches_dropped.clone(),
+        );
+        registry.register(
+            "prefetches_skipped",
+            "Prefetches with nothing to do: the files were fresh on disk and not in memory (not read)",
+            m.prefetches_skipped.clone(),
         );
         registry.register(
             "policy_merges",
@@ -507,6 +514,10 @@ impl Metrics {
 
     pub(crate) fn prefetch_dropped(&self) {
         self.prefetches_dropped.inc();
+    }
+
+    pub(crate) fn prefetch_skipped(&self) {
+        self.prefetches_skipped.inc();
     }
 
     /// A reload of the configuration, good or not.

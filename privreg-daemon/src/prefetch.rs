@@ -124,6 +124,7 @@ pub(crate) fn start(daemon: Arc<Daemon>) {
                     .upstreams()
                     .fresh_on_disk(&daemon.runtime().config.upstreams, &krate)
                 {
+                    daemon.metrics().prefetch_skipped();
                     return;
                 }
                 daemon.note_prefetch();

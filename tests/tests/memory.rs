@@ -144,3 +144,58 @@ fn a_small_memory_budget_holds_and_evicted_files_come_back_from_disk() {
     );
     assert!(status(&p).memory.bytes <= BUDGET);
 }
+
+/// A prefetch of a file that is fresh on disk but no longer in memory reads nothing: loading it
+/// would push out files in use for one nobody asked for yet (cargo's own request reads it).
+#[test]
+fn a_prefetch_never_reads_a_file_fresh_on_disk_back_into_memory() {
+    const FILLERS: usize = 60;
+    let mut names: Vec<String> = (0..FILLERS).map(name).collect();
+    names.extend(["pf-dep".to_owned(), "pf-top".to_owned()]);
+    let mut reg = Registry::start(RegistryOpts {
+        watch: names.clone(),
+        ..RegistryOpts::default()
+    });
+    for i in 0..FILLERS {
+        publish(&mut reg, i);
+    }
+    reg.publish(Pkg::new("pf-dep", "1.0.0"));
+    reg.publish(Pkg::new("pf-top", "1.0.0").dep("pf-dep", "1"));
+    let p = Privreg::start(&format!(
+        "auth = false\n\n[limits]\nindex-memory = \"256KiB\"\n\n\
+         [upstreams.crates-io]\nindex = \"{}\"\nttl = \"1h\"\n",
+        reg.index
+    ));
+
+    // pf-dep is fetched, then pushed out of memory by files that together exceed the budget.
+    assert_eq!(p.get(&index_path("pf-dep")).status, 200);
+    for n in &names[..FILLERS] {
+        assert_eq!(p.get(&index_path(n)).status, 200, "{n}");
+    }
+    let before = status(&p).memory;
+    assert!(before.evictions > 0, "{before:?}");
+    let skipped = p.metric("privreg_prefetches_skipped_total", None);
+
+    // pf-top is new: fetched from the upstream, it announces pf-dep to the prefetcher, which
+    // finds pf-dep fresh on disk and leaves it there.
+    assert_eq!(p.get(&index_path("pf-top")).status, 200);
+    p.within(30.0, "the prefetch of pf-dep", |p| {
+        p.metric("privreg_prefetches_skipped_total", None) > skipped
+    });
+    let after = status(&p).memory;
+    assert_eq!(
+        after.disk_reads, before.disk_reads,
+        "the prefetch read pf-dep back: {before:?} then {after:?}"
+    );
+    let dep_asked = reg
+        .requests()
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/pf-dep")))
+        .count();
+    assert_eq!(dep_asked, 1, "pf-dep was fetched once, then only from disk");
+
+    // Cargo's own request reads it from disk, without the upstream.
+    let r = p.get(&index_path("pf-dep"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(status(&p).memory.disk_reads, after.disk_reads + 1);
+}
