@@ -629,13 +629,13 @@ pub enum IndexUrlError {
         "{index:?} is not a sparse index URL; write it as `sparse+https://…/` (git indexes are not supported)"
     )]
     NotSparse {
-        /// The URL as written.
+        /// The URL as written, with any credentials replaced by `***`.
         index: String,
     },
     /// What follows `sparse+` does not parse as a URL.
     #[error("{index:?} is not a URL: {reason}")]
     NotUrl {
-        /// The URL as written.
+        /// The URL as written, with any credentials replaced by `***`.
         index: String,
         /// Why the URL parser refused it.
         reason: url::ParseError,
@@ -643,13 +643,13 @@ pub enum IndexUrlError {
     /// The scheme is neither `http` nor `https`.
     #[error("{index:?} must use http or https")]
     Scheme {
-        /// The URL as written.
+        /// The URL as written, with any credentials replaced by `***`.
         index: String,
     },
     /// The URL has no host.
     #[error("{index:?} has no host")]
     NoHost {
-        /// The URL as written.
+        /// The URL as written, with any credentials replaced by `***`.
         index: String,
     },
     /// The URL carries a user name or password; the URL is not quoted so they stay out of logs.
@@ -658,14 +658,30 @@ pub enum IndexUrlError {
     /// The URL has a `?query` or `#fragment`.
     #[error("{index:?} must not have a query or fragment")]
     QueryOrFragment {
-        /// The URL as written.
+        /// The URL as written, with any credentials replaced by `***`.
         index: String,
     },
 }
 
+/// `index` with whatever precedes an `@` in its authority (a user name, a password) replaced by
+/// `***`, read as text so that it works on URLs that do not parse.
+fn without_credentials(index: &str) -> String {
+    let Some(start) = index.find("://").map(|i| i + 3) else {
+        return index.to_owned();
+    };
+    let authority_len = index[start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(index.len() - start);
+    match index[start..start + authority_len].rfind('@') {
+        Some(at) => format!("{}***{}", &index[..start], &index[start + at..]),
+        None => index.to_owned(),
+    }
+}
+
 /// Checks a sparse index URL and returns its base (without `sparse+`, ending in `/`).
 pub fn parse_index_url(index: &str) -> Result<url::Url, IndexUrlError> {
-    let index_owned = || index.to_owned();
+    // Quoted in errors with any `user:password@` replaced, whatever else is wrong with it.
+    let index_owned = || without_credentials(index);
     let Some(rest) = index.strip_prefix("sparse+") else {
         return Err(IndexUrlError::NotSparse {
             index: index_owned(),
@@ -1014,5 +1030,25 @@ index = "sparse+http://127.0.0.1:2/index/"
             parse_index_url("sparse+http://h/x").unwrap().as_str(),
             "http://h/x/"
         );
+    }
+
+    #[test]
+    fn index_url_errors_never_quote_a_password() {
+        for (bad, quoted) in [
+            ("https://u:hunter2@h/", "https://***@h/"),
+            ("sparse+ftp://u:hunter2@h/", "sparse+ftp://***@h/"),
+            ("sparse+http://u:hunter2@h/?q", "credentials do not belong"),
+            ("sparse+http://u:hunter2@[::1/", "sparse+http://***@[::1/"),
+            ("sparse+http://:hunter2@/", "sparse+http://***@/"),
+        ] {
+            let err = parse_index_url(bad).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{bad}: {err}");
+            assert!(err.contains(quoted), "{bad}: {err}");
+        }
+        assert_eq!(
+            without_credentials("sparse+http://h/a@b"),
+            "sparse+http://h/a@b"
+        );
+        assert_eq!(without_credentials("not a url"), "not a url");
     }
 }
