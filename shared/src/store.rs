@@ -375,7 +375,8 @@ impl Cache {
         served: &BTreeMap<semver::Version, String>,
     ) -> Result<(), CacheError> {
         let data = serde_json::to_vec(served).expect("checksums serialise");
-        write_atomic(&self.served_path(krate), &data)
+        // Like every cache write, a failure shows in `privreg status` until a write works.
+        self.noting(write_atomic(&self.served_path(krate), &data))
     }
 }
 
@@ -502,6 +503,25 @@ mod tests {
         .unwrap()
         .upstreams
         .remove(0)
+    }
+
+    #[test]
+    fn a_failed_write_of_the_served_checksums_shows_until_one_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let krate = CrateName::new("serde").unwrap();
+        let served: BTreeMap<semver::Version, String> =
+            [("1.0.0".parse().unwrap(), "ab".repeat(32))].into();
+        // A file stands where the directory of served records would go.
+        std::fs::create_dir_all(cache.root()).unwrap();
+        std::fs::write(cache.root().join("served"), b"in the way").unwrap();
+        assert!(cache.store_served(&krate, &served).is_err());
+        let (_, why) = cache.write_error().expect("the failure is kept");
+        assert!(why.contains("served"), "names the path: {why}");
+        std::fs::remove_file(cache.root().join("served")).unwrap();
+        cache.store_served(&krate, &served).unwrap();
+        assert_eq!(cache.write_error(), None);
+        assert_eq!(cache.served(&krate), served);
     }
 
     #[test]
