@@ -174,15 +174,14 @@ fn fill(addr: &str, paths: &[String]) -> anyhow::Result<()> {
 }
 
 /// One size: the figures of [`Row`].
-fn measure(
-    n: usize,
-    daemon_bin: &Path,
-    cli_bin: &Path,
-    work: &Path,
-    log_level: &str,
-    index_memory: Option<&str>,
-    rt: &tokio::runtime::Runtime,
-) -> anyhow::Result<Row> {
+fn measure(n: usize, setup: &Setup<'_>, rt: &tokio::runtime::Runtime) -> anyhow::Result<Row> {
+    let Setup {
+        daemon_bin,
+        cli_bin,
+        work,
+        log_level,
+        index_memory,
+    } = *setup;
     let dir = tempfile::Builder::new()
         .prefix(&format!("growth-{n}-"))
         .tempdir_in(work)?;
@@ -319,21 +318,30 @@ pub(crate) fn markdown(info: &RunInfo, rows: &[Row]) -> String {
     o
 }
 
+/// What every size of a growth run shares.
+#[derive(Clone, Copy)]
+pub(crate) struct Setup<'a> {
+    pub daemon_bin: &'a Path,
+    /// The `privreg` CLI, for `privreg gc`.
+    pub cli_bin: &'a Path,
+    /// Where the synthetic upstreams and the daemons' directories go.
+    pub work: &'a Path,
+    pub log_level: &'a str,
+    /// The daemon's `[limits] index-memory`, if not its default.
+    pub index_memory: Option<&'a str>,
+}
+
 /// Runs every size in `sizes` and returns the rows.
 pub(crate) fn run(
     sizes: &[usize],
-    daemon_bin: &Path,
-    cli_bin: &Path,
-    work: &Path,
-    log_level: &str,
-    index_memory: Option<&str>,
+    setup: &Setup<'_>,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for &n in sizes {
         anyhow::ensure!(n > 0, "--growth sizes must be positive");
         eprintln!("growth: {n} index files");
-        let row = measure(n, daemon_bin, cli_bin, work, log_level, index_memory, rt)?;
+        let row = measure(n, setup, rt)?;
         eprintln!("{row:?}");
         rows.push(row);
     }

@@ -307,15 +307,14 @@ fn growth(
 ) -> anyhow::Result<()> {
     let cli = growth::cli_bin(daemon_bin);
     anyhow::ensure!(cli.is_file(), "{} is missing", cli.display());
-    let rows = growth::run(
-        &args.growth,
+    let setup = growth::Setup {
         daemon_bin,
-        &cli,
+        cli_bin: &cli,
         work,
-        &args.daemon_log,
-        args.index_memory.as_deref(),
-        rt,
-    )?;
+        log_level: &args.daemon_log,
+        index_memory: args.index_memory.as_deref(),
+    };
+    let rows = growth::run(&args.growth, &setup, rt)?;
     let release = daemon_bin.to_string_lossy().contains("/release/");
     let sizes: Vec<String> = args.growth.iter().map(ToString::to_string).collect();
     let run_info = report::RunInfo {

@@ -663,25 +663,10 @@ pub enum IndexUrlError {
     },
 }
 
-/// `index` with whatever precedes an `@` in its authority (a user name, a password) replaced by
-/// `***`, read as text so that it works on URLs that do not parse.
-fn without_credentials(index: &str) -> String {
-    let Some(start) = index.find("://").map(|i| i + 3) else {
-        return index.to_owned();
-    };
-    let authority_len = index[start..]
-        .find(['/', '?', '#'])
-        .unwrap_or(index.len() - start);
-    match index[start..start + authority_len].rfind('@') {
-        Some(at) => format!("{}***{}", &index[..start], &index[start + at..]),
-        None => index.to_owned(),
-    }
-}
-
 /// Checks a sparse index URL and returns its base (without `sparse+`, ending in `/`).
 pub fn parse_index_url(index: &str) -> Result<url::Url, IndexUrlError> {
     // Quoted in errors with any `user:password@` replaced, whatever else is wrong with it.
-    let index_owned = || without_credentials(index);
+    let index_owned = || crate::secrets::redact_url(index);
     let Some(rest) = index.strip_prefix("sparse+") else {
         return Err(IndexUrlError::NotSparse {
             index: index_owned(),
@@ -1046,9 +1031,9 @@ index = "sparse+http://127.0.0.1:2/index/"
             assert!(err.contains(quoted), "{bad}: {err}");
         }
         assert_eq!(
-            without_credentials("sparse+http://h/a@b"),
+            crate::secrets::redact_url("sparse+http://h/a@b"),
             "sparse+http://h/a@b"
         );
-        assert_eq!(without_credentials("not a url"), "not a url");
+        assert_eq!(crate::secrets::redact_url("not a url"), "not a url");
     }
 }

@@ -238,18 +238,19 @@ pub fn normalize_index_url(index_url: &str) -> String {
     format!("{prefix}{url}")
 }
 
-/// A URL for messages: a password in it (which privreg never puts there) is hidden.
-fn redact_url(text: &str) -> String {
-    let (prefix, rest) = match text.strip_prefix("sparse+") {
-        Some(rest) => ("sparse+", rest),
-        None => ("", text),
+/// A URL for messages: whatever precedes an `@` in its authority (a user name, a password,
+/// which privreg never puts there) is replaced by `***`. Read as text, so that it also works on
+/// URLs that do not parse.
+pub(crate) fn redact_url(text: &str) -> String {
+    let Some(start) = text.find("://").map(|i| i + 3) else {
+        return text.to_owned();
     };
-    match url::Url::parse(rest) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("redacted"));
-            format!("{prefix}{url}")
-        }
-        _ => text.to_owned(),
+    let authority_len = text[start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(text.len() - start);
+    match text[start..start + authority_len].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
+        None => text.to_owned(),
     }
 }
 

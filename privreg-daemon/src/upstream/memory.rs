@@ -147,7 +147,12 @@ pub(super) fn key(up: &Upstream, rel: UpstreamPath<'_>) -> Key {
 
 /// Whether `entry` was confirmed by its upstream less than `ttl` before `now`.
 pub(super) fn fresh_at(entry: &Entry, ttl: Duration, now: SystemTime) -> bool {
-    now.duration_since(entry.meta.fetched_at())
+    meta_fresh_at(&entry.meta, ttl, now)
+}
+
+/// Whether a file with metadata `meta` was confirmed less than `ttl` before `now`.
+fn meta_fresh_at(meta: &Meta, ttl: Duration, now: SystemTime) -> bool {
+    now.duration_since(meta.fetched_at())
         .is_ok_and(|age| age < ttl)
 }
 
@@ -444,11 +449,10 @@ impl Memory {
         ttl: Duration,
     ) -> bool {
         !self.newer.contains_key(key)
-            && self.cache.load_meta(up, rel).is_some_and(|m| {
-                SystemTime::now()
-                    .duration_since(m.fetched_at())
-                    .is_ok_and(|age| age < ttl)
-            })
+            && self
+                .cache
+                .load_meta(up, rel)
+                .is_some_and(|m| meta_fresh_at(&m, ttl, SystemTime::now()))
     }
 
     /// The entry in memory, else on disk (read back into memory, with what memory knew of it
