@@ -65,7 +65,12 @@ impl Daemon {
         local_token: Option<Token>,
         keyring: Option<Keyring>,
     ) -> Daemon {
+        // Index files and records are written behind, so that no request waits on the disk.
         let cache = Cache::new(&cache_dir);
+        let cache = cache.clone().write_behind().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot start the cache writer; writing at once");
+            cache
+        });
         let tokens = Tokens::new(runtime.config.keyring, keyring);
         let (prefetch_tx, prefetch_rx) =
             tokio::sync::mpsc::channel(crate::prefetch::PREFETCH_QUEUE);

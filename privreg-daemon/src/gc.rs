@@ -157,6 +157,7 @@ impl Daemon {
                     .max(self.started_secs() + FIRST_SCAN_AFTER.as_secs()),
             ),
             last_gc,
+            writes_waiting: self.cache().writes_waiting().0 as u64,
         }
     }
 

@@ -70,6 +70,9 @@ fn init_logging() {
         .init();
 }
 
+/// How long a stopping daemon waits for the cache writes it queued.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler installs");
@@ -215,7 +218,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     privreg_shared::store::write_atomic(&state, &info.to_bytes())?;
     tracing::info!(url = %format!("{base_url}/index/"), upstreams = %upstreams.join(", "), "privreg-daemon listening");
 
+    let cache = daemon.cache().clone();
     crate::server::serve(daemon, listener, shutdown_signal()).await;
+    // What is still queued for the disk is written before the process ends.
+    let (files, _) = cache.writes_waiting();
+    let flushed = tokio::task::spawn_blocking(move || cache.flush(SHUTDOWN_FLUSH)).await;
+    if !flushed.unwrap_or(false) {
+        tracing::warn!(
+            files,
+            "cache writes still queued at exit; those files are fetched again"
+        );
+    }
     let _ = std::fs::remove_file(&state);
     tracing::info!("stopped");
     Ok(())

@@ -15,6 +15,7 @@
 //! - `v1/keep/<hash>.json`: what a lockfile warmed with `privreg warm --keep` keeps.
 //! - `v1/gc.json`: the last collection ([`gc`]).
 
+mod behind;
 pub mod gc;
 mod seen;
 mod spool;
@@ -161,6 +162,23 @@ pub struct Cache {
     write_error: std::sync::Arc<std::sync::Mutex<Option<(u64, String)>>>,
     /// Files served since the last [`Cache::flush_uses`] (see [`gc`]).
     used: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
+    /// The daemon's write-behind queue ([`Cache::write_behind`]); `None`: writes are made at once.
+    behind: Option<std::sync::Arc<behind::WriteBehind>>,
+}
+
+/// Records a write's outcome in `last`: a failure until a write works again.
+fn note_write<T>(last: &std::sync::Mutex<Option<(u64, String)>>, r: &Result<T, CacheError>) {
+    let mut last = last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match r {
+        Err(e) => *last = Some((now_secs(), e.to_string())),
+        Ok(_) => {
+            if let Some((_, e)) = last.take() {
+                tracing::info!(previous = %e, "cache writes work again");
+            }
+        }
+    }
 }
 
 /// Directory name of an upstream's files: its name plus a hash of its index URL, so that
@@ -180,6 +198,62 @@ impl Cache {
             root: cache_dir.join(Self::VERSION_DIR),
             write_error: std::sync::Arc::default(),
             used: std::sync::Arc::default(),
+            behind: None,
+        }
+    }
+
+    /// The same cache, with its small files (index files, first-seen records, served checksums)
+    /// written behind by a thread of their own, so that no request waits on the disk (see
+    /// [`behind`]). Readers of this cache see queued writes at once; [`Cache::flush`] waits for
+    /// them. For the daemon; the CLI writes at once.
+    pub fn write_behind(self) -> std::io::Result<Cache> {
+        let errors = self.write_error.clone();
+        let queue = behind::WriteBehind::start(move |r| {
+            if let Err(e) = &r {
+                tracing::warn!(error = %e, "cannot write the cache");
+            }
+            note_write(&errors, &r);
+        })?;
+        Ok(Cache {
+            behind: Some(std::sync::Arc::new(queue)),
+            ..self
+        })
+    }
+
+    /// Waits until every write queued by [`Cache::write_behind`] is on disk, for at most
+    /// `limit`; true when none is left.
+    pub fn flush(&self, limit: Duration) -> bool {
+        self.behind.as_ref().is_none_or(|b| b.flush(limit))
+    }
+
+    /// Files and bytes waiting to be written (0 without [`Cache::write_behind`]).
+    pub fn writes_waiting(&self) -> (usize, usize) {
+        self.behind.as_ref().map_or((0, 0), |b| b.waiting())
+    }
+
+    /// Writes `data` to `path` (`None`: removes it), behind or at once; `stale_if_lost`: a
+    /// failed write behind removes the file, whose older copy must not be read back.
+    fn put(&self, path: &Path, data: Option<Bytes>, stale_if_lost: bool) -> Result<(), CacheError> {
+        if let Some(b) = &self.behind {
+            b.put(path, data, stale_if_lost);
+            return Ok(());
+        }
+        let r = match data {
+            Some(d) => write_atomic(path, &d),
+            None => match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(at(path)(e)),
+                _ => Ok(()),
+            },
+        };
+        self.noting(r)
+    }
+
+    /// The contents of a small file: what waits to be written to it, else the disk's.
+    fn read_small(&self, path: &Path) -> std::io::Result<Bytes> {
+        match self.behind.as_ref().and_then(|b| b.get(path)) {
+            Some(Some(queued)) => Ok(queued),
+            Some(None) => Err(std::io::ErrorKind::NotFound.into()),
+            None => std::fs::read(path).map(Bytes::from),
         }
     }
 
@@ -194,15 +268,7 @@ impl Cache {
     }
 
     fn noting<T>(&self, r: Result<T, CacheError>) -> Result<T, CacheError> {
-        let mut last = self.write_error.lock().expect("write error lock");
-        match &r {
-            Err(e) => *last = Some((now_secs(), e.to_string())),
-            Ok(_) => {
-                if let Some((_, e)) = last.take() {
-                    tracing::info!(previous = %e, "cache writes work again");
-                }
-            }
-        }
+        note_write(&self.write_error, &r);
         r
     }
 
@@ -218,12 +284,11 @@ impl Cache {
     /// deleted).
     pub fn load(&self, up: &Upstream, rel: UpstreamPath<'_>) -> Result<Option<Stored>, CacheError> {
         let path = self.upstream_path(up, rel);
-        let data = match std::fs::read(&path) {
+        let data = match self.read_small(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(at(&path)(e)),
         };
-        let data = Bytes::from(data);
         let Some(nl) = data.iter().position(|b| *b == b'\n') else {
             return Ok(None);
         };
@@ -247,11 +312,18 @@ impl Cache {
     /// first line is not metadata.
     pub fn load_meta(&self, up: &Upstream, rel: UpstreamPath<'_>) -> Option<Meta> {
         use std::io::BufRead as _;
-        let file = std::fs::File::open(self.upstream_path(up, rel)).ok()?;
+        let path = self.upstream_path(up, rel);
         let mut line = Vec::new();
-        std::io::BufReader::with_capacity(1024, file)
-            .read_until(b'\n', &mut line)
-            .ok()?;
+        if let Some(queued) = self.behind.as_ref().and_then(|b| b.get(&path)) {
+            let queued = queued?;
+            let nl = queued.iter().position(|b| *b == b'\n')?;
+            line.extend_from_slice(&queued[..=nl]);
+        } else {
+            let file = std::fs::File::open(&path).ok()?;
+            std::io::BufReader::with_capacity(1024, file)
+                .read_until(b'\n', &mut line)
+                .ok()?;
+        }
         serde_json::from_slice::<DiskMeta>(line.strip_suffix(b"\n")?)
             .ok()
             .map(|d| d.meta)
@@ -266,7 +338,7 @@ impl Cache {
         s: &Stored,
     ) -> Result<(), CacheError> {
         let path = self.upstream_path(up, rel);
-        self.noting(write_atomic(&path, &encode(s)))
+        self.put(&path, Some(Bytes::from(encode(s))), true)
     }
 
     /// Where an upstream's file is, or would be, stored.
@@ -362,7 +434,7 @@ impl Cache {
 
     /// The checksums served earlier for each version of `krate`.
     pub fn served(&self, krate: &CrateName) -> BTreeMap<semver::Version, String> {
-        std::fs::read(self.served_path(krate))
+        self.read_small(&self.served_path(krate))
             .ok()
             .and_then(|d| serde_json::from_slice(&d).ok())
             .unwrap_or_default()
@@ -376,7 +448,7 @@ impl Cache {
     ) -> Result<(), CacheError> {
         let data = serde_json::to_vec(served).expect("checksums serialise");
         // Like every cache write, a failure shows in `privreg status` until a write works.
-        self.noting(write_atomic(&self.served_path(krate), &data))
+        self.put(&self.served_path(krate), Some(Bytes::from(data)), false)
     }
 }
 

@@ -567,16 +567,33 @@ impl Privreg {
         }
     }
 
-    /// A counter or gauge from `/metrics` (summed over its label sets; 0 when absent). `token`:
-    /// the daemon's local token when it runs with `auth = true`.
-    pub fn metric(&self, name: &str, token: Option<&str>) -> f64 {
+    /// A GET of one of the daemon's paths, with its local token when it runs with `auth = true`.
+    fn get_as(&self, token: Option<&str>, path: &str) -> HttpResponse {
         let bearer = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = bearer
             .as_deref()
             .map(|b| ("Authorization", b))
             .into_iter()
             .collect();
-        let r = http_get(&self.addr, "/metrics", &headers).expect("request to /metrics");
+        http_get(&self.addr, path, &headers).expect("request to privreg")
+    }
+
+    /// Waits until the daemon has written every index file and record it queued for the disk
+    /// (it writes them behind the requests), so that the test can read the cache directory.
+    /// `token`: the daemon's local token when it runs with `auth = true`.
+    pub fn settled(&self, token: Option<&str>) {
+        self.within(30.0, "the cache writes queued by the daemon", |p| {
+            let r = p.get_as(token, "/-/status");
+            r.status == 200
+                && serde_json::from_slice::<serde_json::Value>(&r.body)
+                    .is_ok_and(|v| v["disk"]["writes_waiting"] == 0)
+        });
+    }
+
+    /// A counter or gauge from `/metrics` (summed over its label sets; 0 when absent). `token`:
+    /// the daemon's local token when it runs with `auth = true`.
+    pub fn metric(&self, name: &str, token: Option<&str>) -> f64 {
+        let r = self.get_as(token, "/metrics");
         assert_eq!(r.status, 200, "/metrics: {}", r.text());
         r.text()
             .lines()

@@ -57,12 +57,21 @@ fn env_dirs_health_and_sigterm() {
         format!("http://{addr}/dl/{{crate}}/{{version}}/{{sha256-checksum}}")
     );
     assert_eq!(http_get(&addr, "/index/3/f/foo", &[]).unwrap().status, 200);
-    // The cache is versioned and lives where PRIVREG_CACHE_DIR says.
-    assert!(
+    // The cache is versioned and lives where PRIVREG_CACHE_DIR says (index files are written
+    // behind the answer: soon after it, not before).
+    let cached = || {
         files_under(&cache)
             .iter()
             .any(|f| f.starts_with("v1/upstreams/crates-io-") && f.ends_with("index/3/f/foo"))
-    );
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cached() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "index/3/f/foo never written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 
     Command::new("kill")
         .arg("-TERM")

@@ -363,6 +363,7 @@ fn refresh_shows_a_new_version_long_before_the_ttl() {
     assert_eq!(version("fresh").as_deref(), Some("1.1.0"));
 
     // Without names: every cached index file is revalidated, once, with its validators.
+    s.privreg.settled(Some(&s.token));
     let cached: Vec<PathBuf> = files_under(&s.privreg.cache_dir.join("v1/upstreams"))
         .into_iter()
         .filter(|p| p.components().any(|c| c.as_os_str() == "index"))

@@ -91,6 +91,7 @@ fn gc_with_a_max_size_leaves_the_cache_under_it_and_cargo_builds_again() {
         "fn main() { mid::hi(); }",
     );
     sb.cargo_ok(&app, &["build"]);
+    privreg.settled(None);
     let crates = crates_in(&privreg);
     assert_eq!(crates.len(), 4, "{crates:?}");
     let before = cache_bytes(&privreg);
@@ -157,6 +158,7 @@ fn crates_of_kept_lockfiles_survive_until_unkept() {
     let lock = lock.to_str().unwrap();
     let out = privreg.cli_ok(&["warm", "--keep", lock]);
     assert!(out.contains("keeping "), "{out}");
+    privreg.settled(None);
     let all = crates_in(&privreg);
     assert_eq!(all.len(), 4, "{all:?}");
     let kept: Vec<String> = privreg_tests::locked_packages(&kept_app)

@@ -303,6 +303,7 @@ fn a_full_disk_serves_without_caching_and_says_so() {
     sb.cargo_ok(&app, &["fetch"]);
     assert!(locked_packages(&app).contains(&("leaf".into(), "1.0.0".into())));
     healthy(&p);
+    p.settled(None);
 
     let status: serde_json::Value = serde_json::from_slice(&p.get("/-/status").body).unwrap();
     let error = status["cache_write_error"]["error"]
@@ -322,6 +323,7 @@ fn a_full_disk_serves_without_caching_and_says_so() {
     // Space again: the next write succeeds and the warning goes away.
     std::fs::remove_file(filler).unwrap();
     assert_eq!(p.get("/index/la/te/later").status, 200);
+    p.settled(None);
     let out = p.cli_ok(&["status"]);
     assert!(!out.contains("cannot be written"), "{out}");
     assert!(

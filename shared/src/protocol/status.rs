@@ -144,6 +144,9 @@ pub struct DiskStatus {
     pub last_gc: Option<crate::store::gc::GcRecord>,
     /// When (seconds since the epoch) the daemon collects next, at the earliest.
     pub next_gc: Option<u64>,
+    /// Index files and records queued for the disk (written behind; 0 once all are written).
+    #[serde(default)]
+    pub writes_waiting: u64,
 }
 
 /// One upstream's configuration and health in [`Status`].
@@ -256,6 +259,7 @@ mod tests {
                     by: "daemon".into(),
                 }),
                 next_gc: Some(86_540),
+                writes_waiting: 2,
             },
         }
     }
@@ -275,7 +279,7 @@ mod tests {
         r#""used_files":3,"measured_at":140,"max_size":4096,"max_age_secs":null,"#,
         r#""scanned_files":3,"kept_lockfiles":1,"last_gc":{"at":140,"removed_files":1,"#,
         r#""freed_bytes":100,"bytes_after":2048,"files_after":3,"by":"daemon"},"#,
-        r#""next_gc":86540}}"#
+        r#""next_gc":86540,"writes_waiting":2}}"#
     );
 
     #[test]
@@ -287,6 +291,10 @@ mod tests {
         let read = serde_json::from_str::<Status>(&older).unwrap();
         assert_eq!(read.memory, MemoryStatus::default());
         assert_eq!(read.h2c_upgrades, 0);
+        // Nor does one from before the write-behind queue of its queue.
+        let older = STATUS.replace(r#","writes_waiting":2"#, "");
+        let read = serde_json::from_str::<Status>(&older).unwrap();
+        assert_eq!(read.disk.writes_waiting, 0);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use super::{Cache, CacheError, UpstreamPath, at, write_atomic};
+use super::{Cache, CacheError, UpstreamPath};
 use crate::CrateName;
 use crate::config::Upstream;
 use crate::index::IndexFile;
@@ -91,7 +91,7 @@ impl Cache {
     /// is recorded or the record cannot be read.
     pub fn first_seen(&self, up: &Upstream, krate: &CrateName) -> FirstSeen {
         let path = seen_path(&self.upstream_path(up, UpstreamPath::Index(krate)));
-        match std::fs::read(&path) {
+        match self.read_small(&path) {
             Ok(d) => serde_json::from_slice(&d).unwrap_or_else(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring a damaged first-seen record");
                 FirstSeen::default()
@@ -110,13 +110,10 @@ impl Cache {
     ) -> Result<(), CacheError> {
         let path = seen_path(&self.upstream_path(up, UpstreamPath::Index(krate)));
         if seen.is_empty() {
-            return match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(at(&path)(e)),
-                _ => Ok(()),
-            };
+            return self.put(&path, None, false);
         }
         let data = serde_json::to_vec(seen).expect("first-seen records serialise");
-        self.noting(write_atomic(&path, &data))
+        self.put(&path, Some(bytes::Bytes::from(data)), false)
     }
 }
 

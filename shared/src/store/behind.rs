@@ -1,0 +1,343 @@
+//! Write-behind for the cache's small files (index files, first-seen records, served
+//! checksums), so that a request never waits on the disk: [`Cache::write_behind`] hands each
+//! write to one writer thread and returns at once.
+//!
+//! - **Read your writes.** A file waiting to be written is read from the queue, never from the
+//!   disk copy it replaces ([`Cache::load`] and the other readers look here first).
+//! - **Ordered per file.** The queue holds only the newest content of each path; a write queued
+//!   while an older one of the same path is under way follows it, so the disk never ends older
+//!   than what was queued last.
+//! - **Crash-safe as before.** Every write is still a temp file, fsync and rename
+//!   ([`super::write_atomic`]); a crash loses only what was still queued, which is fetched again.
+//! - **Failures lose nothing served.** A failed write is noted like any other
+//!   ([`Cache::write_error`]); for an upstream's index file the older copy on disk is removed, so
+//!   that it is never read back in place of the newer one that was served (it is fetched again).
+//! - **Bounded.** At most [`MAX_FILES`] files and [`MAX_BYTES`] bytes wait; a write beyond that
+//!   waits for room, as a write did before there was a queue.
+//! - **Flushed on shutdown.** [`Cache::flush`] waits until the queue is empty.
+//!
+//! [`Cache::write_behind`]: super::Cache::write_behind
+//! [`Cache::load`]: super::Cache::load
+//! [`Cache::write_error`]: super::Cache::write_error
+//! [`Cache::flush`]: super::Cache::flush
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{CacheError, at, write_atomic};
+
+/// Files that may wait to be written at once.
+pub(super) const MAX_FILES: usize = 1024;
+/// Bytes that may wait to be written at once.
+pub(super) const MAX_BYTES: usize = 4 << 20;
+
+/// What to do with a path: write these bytes, or remove the file.
+pub(super) type Content = Option<Bytes>;
+
+/// One queued write: its number (newer writes of the same path get higher ones), its content,
+/// and whether a failure removes the file.
+struct Pending {
+    number: u64,
+    content: Content,
+    remove_on_failure: bool,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.content.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// The newest content waiting for each path.
+    pending: HashMap<PathBuf, Pending>,
+    /// Paths waiting for the writer, in order; each at most once (the one under way is not here).
+    queue: VecDeque<PathBuf>,
+    /// Bytes in `pending`.
+    bytes: usize,
+    next: u64,
+    /// No more writes: the writer ends once the queue is empty.
+    closed: bool,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Signalled when a write is queued or the queue closes.
+    work: Condvar,
+    /// Signalled when a write ends.
+    done: Condvar,
+    /// Called with every write's outcome.
+    note: Box<dyn Fn(Result<(), CacheError>) + Send + Sync>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The queue and its writer thread; the writer ends (after writing what is queued) when the
+/// last handle is dropped.
+pub(super) struct WriteBehind {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for WriteBehind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.inner.lock();
+        f.debug_struct("WriteBehind")
+            .field("files", &st.pending.len())
+            .field("bytes", &st.bytes)
+            .finish()
+    }
+}
+
+impl WriteBehind {
+    /// Starts the writer thread; `note` gets every write's outcome.
+    pub(super) fn start(
+        note: impl Fn(Result<(), CacheError>) + Send + Sync + 'static,
+    ) -> std::io::Result<WriteBehind> {
+        let inner = Arc::new(Inner {
+            state: Mutex::default(),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            note: Box::new(note),
+        });
+        let writer = inner.clone();
+        std::thread::Builder::new()
+            .name("privreg-cache-writer".to_owned())
+            .spawn(move || write_all(&writer))?;
+        Ok(WriteBehind { inner })
+    }
+
+    /// Queues `content` for `path`, replacing what waits for it; waits for room first when the
+    /// queue is full.
+    pub(super) fn put(&self, path: &Path, content: Content, remove_on_failure: bool) {
+        let len = content.as_ref().map_or(0, Bytes::len);
+        let mut st = self.inner.lock();
+        while !st.pending.contains_key(path)
+            && (st.pending.len() >= MAX_FILES || (st.bytes + len > MAX_BYTES && st.bytes > 0))
+        {
+            st = self
+                .inner
+                .done
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        st.next += 1;
+        let pending = Pending {
+            number: st.next,
+            content,
+            remove_on_failure,
+        };
+        st.bytes += len;
+        match st.pending.insert(path.to_owned(), pending) {
+            Some(old) => st.bytes -= old.len(),
+            None => st.queue.push_back(path.to_owned()),
+        }
+        drop(st);
+        self.inner.work.notify_one();
+    }
+
+    /// What waits to be written to `path`, if anything (`Some(None)`: its removal).
+    pub(super) fn get(&self, path: &Path) -> Option<Content> {
+        self.inner
+            .lock()
+            .pending
+            .get(path)
+            .map(|p| p.content.clone())
+    }
+
+    /// Waits until nothing waits to be written, for at most `limit`; true when the queue is empty.
+    pub(super) fn flush(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut st = self.inner.lock();
+        while !st.pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            st = self
+                .inner
+                .done
+                .wait_timeout(st, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    /// Files and bytes waiting now.
+    pub(super) fn waiting(&self) -> (usize, usize) {
+        let st = self.inner.lock();
+        (st.pending.len(), st.bytes)
+    }
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        self.inner.lock().closed = true;
+        self.inner.work.notify_all();
+    }
+}
+
+/// The writer: takes the oldest queued path, writes its newest content, and takes it off the
+/// queue unless a newer write of it came in meanwhile (then it is written again, after the rest).
+fn write_all(inner: &Inner) {
+    loop {
+        let (path, number, content, remove_on_failure) = {
+            let mut st = inner.lock();
+            loop {
+                if let Some(path) = st.queue.pop_front() {
+                    let p = &st.pending[&path];
+                    let taken = (p.number, p.content.clone(), p.remove_on_failure);
+                    break (path, taken.0, taken.1, taken.2);
+                }
+                if st.closed {
+                    return;
+                }
+                st = inner
+                    .work
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        };
+        let outcome = match &content {
+            Some(data) => write_atomic(&path, data),
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(at(&path)(e)),
+                _ => Ok(()),
+            },
+        };
+        if outcome.is_err() && remove_on_failure {
+            // The older copy must not be read back in place of the one that was served.
+            let _ = std::fs::remove_file(&path);
+        }
+        (inner.note)(outcome);
+        let mut st = inner.lock();
+        if st.pending.get(&path).is_some_and(|p| p.number == number) {
+            let done = st.pending.remove(&path).expect("pending write");
+            st.bytes -= done.len();
+        } else {
+            st.queue.push_back(path);
+        }
+        drop(st);
+        inner.done.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn behind() -> (WriteBehind, Arc<AtomicUsize>) {
+        let failures = Arc::new(AtomicUsize::new(0));
+        let counted = failures.clone();
+        let wb = WriteBehind::start(move |r| {
+            if r.is_err() {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .unwrap();
+        (wb, failures)
+    }
+
+    #[test]
+    fn a_queued_write_is_read_back_from_the_queue_then_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/file");
+        let (wb, failures) = behind();
+        wb.put(&path, Some(Bytes::from_static(b"one")), true);
+        // Before or after the writer ran, the newest content is what a reader gets.
+        let seen = wb
+            .get(&path)
+            .map_or_else(|| std::fs::read(&path).ok(), |c| c.map(|b| b.to_vec()));
+        assert_eq!(seen.as_deref(), Some(&b"one"[..]));
+        assert!(wb.flush(Duration::from_secs(10)));
+        assert_eq!(wb.get(&path), None);
+        assert_eq!(std::fs::read(&path).unwrap(), b"one");
+        assert_eq!(failures.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_last_write_of_a_path_wins_whatever_the_writer_was_doing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wb, _) = behind();
+        let paths: Vec<PathBuf> = (0..20).map(|i| dir.path().join(format!("f{i}"))).collect();
+        for round in 0..50u32 {
+            for p in &paths {
+                wb.put(p, Some(Bytes::from(round.to_string())), true);
+            }
+        }
+        // A removal queued last wins over the writes before it.
+        wb.put(&paths[0], None, false);
+        assert!(wb.flush(Duration::from_secs(30)));
+        assert!(!paths[0].exists());
+        for p in &paths[1..] {
+            assert_eq!(std::fs::read_to_string(p).unwrap(), "49", "{}", p.display());
+        }
+        assert_eq!(wb.waiting(), (0, 0));
+    }
+
+    #[test]
+    fn a_failed_write_is_noted_and_leaves_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the new file's directory should be: the write fails.
+        let blocked = dir.path().join("blocked");
+        std::fs::write(&blocked, b"a file, not a directory").unwrap();
+        let (wb, failures) = behind();
+        wb.put(&blocked.join("x"), Some(Bytes::from_static(b"new")), true);
+        wb.put(
+            &dir.path().join("ok"),
+            Some(Bytes::from_static(b"ok")),
+            true,
+        );
+        assert!(wb.flush(Duration::from_secs(10)));
+        assert_eq!(failures.load(Ordering::Relaxed), 1);
+        assert_eq!(wb.get(&blocked.join("x")), None);
+        assert_eq!(std::fs::read(dir.path().join("ok")).unwrap(), b"ok");
+    }
+
+    #[test]
+    fn the_queue_stays_within_its_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wb, _) = behind();
+        let big = Bytes::from(vec![b'x'; MAX_BYTES / 4 + 1]);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let watcher = std::thread::scope(|s| {
+            let (wb, done) = (&wb, &done);
+            let most = s.spawn(move || {
+                let mut most = (0, 0);
+                while !done.load(Ordering::Relaxed) {
+                    let (f, b) = wb.waiting();
+                    most = (most.0.max(f), most.1.max(b));
+                    std::thread::yield_now();
+                }
+                most
+            });
+            for i in 0..40 {
+                wb.put(&dir.path().join(format!("big{i}")), Some(big.clone()), true);
+            }
+            for i in 0..(2 * MAX_FILES) {
+                wb.put(&dir.path().join(format!("s{i}")), Some(Bytes::new()), true);
+            }
+            done.store(true, Ordering::Relaxed);
+            most.join().unwrap()
+        });
+        assert!(watcher.0 <= MAX_FILES, "{watcher:?}");
+        assert!(watcher.1 <= MAX_BYTES, "{watcher:?}");
+        assert!(wb.flush(Duration::from_mins(1)));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            40 + 2 * MAX_FILES
+        );
+    }
+}
