@@ -427,10 +427,15 @@ impl Upstreams {
             return held;
         }
         tracing::debug!(upstream = %up.name, file = %request::rel_url(rel), "from the shared tier");
-        Some(
-            self.memory
-                .adopt(up, rel, key.clone(), stored, held.as_ref()),
-        )
+        let entry = self
+            .memory
+            .adopt(up, rel, key.clone(), stored, held.as_ref());
+        // Like a file from the upstream, one from the tier starts the prefetch of what cargo
+        // will ask next, so that a cold daemon on a warm tier is not one round trip per level.
+        if let (Some(file), UpstreamPath::Index(krate)) = (&entry.file, rel) {
+            self.announce_dependencies(krate, file);
+        }
+        Some(entry)
     }
 
     /// Starts one background revalidation of a stale file (none if one is running).
