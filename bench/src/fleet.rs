@@ -5,9 +5,10 @@
 //! (the registry's part of `cargo fetch`, as in the suite's "downloads only" row), all against the
 //! same delayed local upstream:
 //!
-//! - **with the tier**: every daemon has `[cache.shared]` on one bucket of moto's S3 server
-//!   (a real S3-compatible server from the Python package index, started here); the bucket starts
-//!   empty, so daemon 1 fills it and daemons 2..N find it warm;
+//! - **with the tier**: every daemon has `[cache.shared]` on one bucket of a real S3-compatible
+//!   server started here (`--fleet-s3`: moto's, from the Python package index, or s3s-fs, from
+//!   the crates-io registry); the bucket starts empty, so daemon 1 fills it and daemons 2..N find
+//!   it warm;
 //! - **without**: the same daemons with no tier; after each one's cold run, a second run through
 //!   the same daemon with another fresh `CARGO_HOME` gives "a warm local daemon".
 //!
@@ -41,17 +42,126 @@ const ANY_SIGNATURE: &str = "AWS4-HMAC-SHA256 Credential=testing/20240101/us-eas
 /// run (the fleet measures the tier, not revalidation).
 const TTL: &str = "1d";
 
-/// moto's S3 server in its own process on a free port (stopped on drop).
-struct Moto {
+/// The S3-compatible server the fleet's tier runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum S3Kind {
+    /// moto's server (Python, one process): `python3 -m pip install 'moto[server]'`.
+    Moto,
+    /// s3s-fs (Rust, a bucket on the local file system): `cargo install s3s-fs --features
+    /// binary`; `$PRIVREG_S3S_FS` names the binary, else it is looked up on `PATH`.
+    S3sFs,
+}
+
+impl S3Kind {
+    fn name(self) -> &'static str {
+        match self {
+            S3Kind::Moto => "moto's S3 server (one Python process)",
+            S3Kind::S3sFs => "s3s-fs (Rust, its bucket in a local directory)",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            S3Kind::Moto => "moto",
+            S3Kind::S3sFs => "s3s-fs",
+        }
+    }
+
+    fn s3s_fs_bin() -> String {
+        std::env::var("PRIVREG_S3S_FS").unwrap_or_else(|_| "s3s-fs".to_owned())
+    }
+
+    /// The server's version, for the report.
+    fn version(self) -> String {
+        match self {
+            S3Kind::Moto => {
+                let python =
+                    std::env::var("PRIVREG_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+                format!(
+                    "moto {} ({})",
+                    crate::output(&python, &["-c", "import moto; print(moto.__version__)"]),
+                    crate::output(&python, &["-V"])
+                )
+            }
+            S3Kind::S3sFs => crate::output(&Self::s3s_fs_bin(), &["--version"]),
+        }
+    }
+}
+
+/// The S3 server in its own process on a free port (stopped on drop).
+struct S3Server {
+    kind: S3Kind,
     child: Option<Child>,
     addr: String,
     log: std::path::PathBuf,
+    /// s3s-fs's data directory (the bucket is a directory in it).
+    root: std::path::PathBuf,
 }
 
-impl Moto {
+impl S3Server {
+    fn start(work: &Path, kind: S3Kind) -> anyhow::Result<S3Server> {
+        match kind {
+            S3Kind::Moto => Self::start_moto(work),
+            S3Kind::S3sFs => Self::start_s3s_fs(work),
+        }
+    }
+
+    /// Starts `s3s-fs` with the credentials the daemons use (it checks signatures), its bucket
+    /// made as a directory beforehand.
+    fn start_s3s_fs(work: &Path) -> anyhow::Result<S3Server> {
+        let bin = S3Kind::s3s_fs_bin();
+        let root = work.join("s3s-fs");
+        std::fs::create_dir_all(root.join(BUCKET))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log = work.join("s3s-fs.log");
+        let child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", "testing", "--secret-key", "testing"])
+            .arg(&root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot start {bin}: `cargo install s3s-fs --features binary` \
+                     (PRIVREG_S3S_FS names the binary)"
+                )
+            })?;
+        let mut server = S3Server {
+            kind: S3Kind::S3sFs,
+            child: Some(child),
+            addr: format!("127.0.0.1:{port}"),
+            log,
+            root,
+        };
+        server.wait_until(|s| std::net::TcpStream::connect(&s.addr).is_ok())?;
+        Ok(server)
+    }
+
+    /// Waits up to 30 s for `ready`, failing with the server's log when it exits or never is.
+    fn wait_until(&mut self, ready: impl Fn(&S3Server) -> bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready(self) {
+            let name = self.kind.short();
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok()?) {
+                bail!("{name} exited with {status}:\n{}", tail(&self.log, 20));
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{name} did not answer within 30 s:\n{}",
+                tail(&self.log, 20)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
     /// Starts `$PRIVREG_PYTHON` (else `python3`) `-m moto.server`; fails saying what to install
     /// when moto is missing.
-    fn start(work: &Path) -> anyhow::Result<Moto> {
+    fn start_moto(work: &Path) -> anyhow::Result<S3Server> {
         let python = std::env::var("PRIVREG_PYTHON").unwrap_or_else(|_| "python3".to_owned());
         let importable = Command::new(&python)
             .args(["-c", "import moto.server"])
@@ -77,26 +187,14 @@ impl Moto {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .with_context(|| format!("cannot start {python} -m moto.server"))?;
-        let mut moto = Moto {
+        let mut moto = S3Server {
+            kind: S3Kind::Moto,
             child: Some(child),
             addr: format!("127.0.0.1:{port}"),
             log,
+            root: work.join("moto"),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while moto.request("GET", "/").is_err() {
-            if let Some(status) = moto.child.as_mut().and_then(|c| c.try_wait().ok()?) {
-                bail!(
-                    "moto's server exited with {status}:\n{}",
-                    tail(&moto.log, 20)
-                );
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "moto's server did not answer within 30 s:\n{}",
-                tail(&moto.log, 20)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        moto.wait_until(|m| m.request("GET", "/").is_ok())?;
         let (code, body) = moto.request("PUT", &format!("/{BUCKET}"))?;
         anyhow::ensure!(
             code == 200,
@@ -119,8 +217,12 @@ impl Moto {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// Objects in the bucket (`KeyCount` of one listing: at most 1000).
+    /// Objects in the bucket (for moto, `KeyCount` of one listing: at most 1000).
     fn objects(&self) -> Option<u64> {
+        if self.kind == S3Kind::S3sFs {
+            let files = privreg_shared::store::disk_usage(&self.root.join(BUCKET)).1;
+            return Some(files);
+        }
         let (code, body) = self
             .request("GET", &format!("/{BUCKET}?list-type=2&max-keys=1000"))
             .ok()?;
@@ -144,10 +246,14 @@ struct Probe {
 /// the local upstream while cargo resolves (its "max in flight", about 30).
 const PROBE_AT_ONCE: usize = 32;
 
-impl Moto {
+impl S3Server {
     /// GETs `2 × PROBE_AT_ONCE` objects of the bucket one at a time, then `PROBE_AT_ONCE` at a
-    /// time (a new connection per request); `None` when one fails.
+    /// time (a new connection per request); `None` when one fails, and for s3s-fs (which checks
+    /// signatures this unsigned probe does not make).
     fn probe(&self) -> Option<Probe> {
+        if self.kind != S3Kind::Moto {
+            return None;
+        }
         let (_, body) = self
             .request("GET", &format!("/{BUCKET}?list-type=2&max-keys=1000"))
             .ok()?;
@@ -185,7 +291,7 @@ impl Moto {
     }
 }
 
-impl Drop for Moto {
+impl Drop for S3Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             terminate(&mut c, Duration::from_secs(5));
@@ -224,9 +330,9 @@ struct Run {
     downloads: f64,
     /// What the upstream saw, prefetches and write-backs included.
     upstream: Seen,
-    /// CPU seconds of the daemon and of moto's server during the timed part.
+    /// CPU seconds of the daemon and of the S3 server during the timed part.
     daemon_cpu: f64,
-    moto_cpu: Option<f64>,
+    server_cpu: Option<f64>,
     tier: Option<TierSeen>,
     lockfile_same: bool,
 }
@@ -240,7 +346,7 @@ impl Run {
 struct Ctx<'a> {
     env: &'a Env<'a>,
     upstream: &'a Upstream,
-    moto: &'a Moto,
+    s3: &'a S3Server,
     /// The first resolution's lockfile; every later one is compared with it.
     reference: Option<String>,
 }
@@ -259,9 +365,9 @@ impl Ctx<'_> {
         // Every other `[cache.shared]` key keeps its default (timeout, cooldown, mode, upstreams).
         let shared = format!(
             "\n[cache.shared]\nurl = \"s3://{BUCKET}/fleet\"\nendpoint = \"http://{}\"\nregion = \"us-east-1\"\n",
-            self.moto.addr
+            self.s3.addr
         );
-        // moto takes any credentials; the daemon reads the standard variables.
+        // The servers' credentials; the daemon reads the standard variables.
         let env = [
             ("AWS_ACCESS_KEY_ID", "testing"),
             ("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -274,7 +380,7 @@ impl Ctx<'_> {
     fn run(&mut self, d: &Daemon, tier: bool) -> anyhow::Result<Run> {
         self.upstream.counters.take();
         let before = d.status()?;
-        let (daemon_cpu, moto_cpu) = (cpu_secs(d.pid()), cpu_secs(self.moto.pid()));
+        let (daemon_cpu, server_cpu) = (cpu_secs(d.pid()), cpu_secs(self.s3.pid()));
         let env = self.env;
         let sb = Sandbox::new(env.work, env.dependencies, Source::Replaced(&d.index_url()))?;
         let resolve = sb
@@ -296,7 +402,7 @@ impl Ctx<'_> {
             ))
             .with_context(|| format!("downloads through the daemon, log:\n{}", tail(&d.log, 20)))?;
         let daemon_cpu = cpu_secs(d.pid()) - daemon_cpu;
-        let moto_cpu = cpu_secs(self.moto.pid()) - moto_cpu;
+        let server_cpu = cpu_secs(self.s3.pid()) - server_cpu;
         d.wait_quiet();
         let after = d.status()?;
         let tier = tier.then(|| {
@@ -323,7 +429,7 @@ impl Ctx<'_> {
             downloads,
             upstream: self.upstream.counters.take(),
             daemon_cpu,
-            moto_cpu: tier.as_ref().map(|_| moto_cpu),
+            server_cpu: tier.as_ref().map(|_| server_cpu),
             tier,
             lockfile_same,
         })
@@ -343,6 +449,8 @@ pub(crate) struct FleetResult {
     objects: Vec<Option<u64>>,
     /// Crates in the lockfile.
     locked: usize,
+    /// The S3 server.
+    server: Option<S3Kind>,
     /// moto alone, after the fleet.
     probe: Option<Probe>,
 }
@@ -354,21 +462,23 @@ pub(crate) fn run(
     upstream: &Upstream,
     delay_ms: u64,
     n: usize,
+    kind: S3Kind,
 ) -> anyhow::Result<FleetResult> {
     anyhow::ensure!(
         n >= 2,
         "--fleet needs at least 2 daemons (the first fills the tier)"
     );
-    eprintln!("[fleet] starting moto's S3 server");
-    let moto = Moto::start(env.work)?;
+    eprintln!("[fleet] starting {}", kind.name());
+    let s3 = S3Server::start(env.work, kind)?;
     let mut ctx = Ctx {
         env,
         upstream,
-        moto: &moto,
+        s3: &s3,
         reference: None,
     };
     let mut res = FleetResult {
         delay_ms,
+        server: Some(kind),
         ..FleetResult::default()
     };
     for i in 0..n {
@@ -387,14 +497,14 @@ pub(crate) fn run(
             let r = ctx.run(&d, tier)?;
             if tier {
                 res.tier.push(r);
-                res.objects.push(moto.objects());
+                res.objects.push(s3.objects());
             } else {
                 res.cold.push(r);
                 res.warm.push(ctx.run(&d, false)?);
             }
         }
     }
-    res.probe = moto.probe();
+    res.probe = s3.probe();
     res.locked = ctx
         .reference
         .as_deref()
@@ -422,6 +532,7 @@ impl FleetResult {
     pub(crate) fn markdown(&self, info: &RunInfo) -> String {
         let mut o = String::new();
         let n = self.tier.len();
+        let server = self.server.unwrap_or(S3Kind::Moto);
         let _ = writeln!(o, "{BEGIN}\n");
         info.header(&mut o);
         let _ = writeln!(
@@ -429,15 +540,18 @@ impl FleetResult {
             "- Set-up: {n} daemons with empty local caches, one after another, each serving one \
              resolution (`cargo generate-lockfile`, fresh `CARGO_HOME`) and then every one of the \
              {} locked crates (2 connections, no unpacking); the local upstream adds {} ms per \
-             request; `ttl` {TTL}. With the tier: `[cache.shared]` on one bucket of moto's S3 \
-             server on 127.0.0.1, empty before daemon 1, other keys at their defaults. Without: \
+             request; `ttl` {TTL}. With the tier: `[cache.shared]` on one bucket of {} \
+             on 127.0.0.1, empty before daemon 1, other keys at their defaults. Without: \
              the same, no tier; each of those daemons then serves the same again to another fresh \
              `CARGO_HOME` (\"warm local daemon\"). With and without alternate, daemon by daemon.\n",
-            self.locked, self.delay_ms
+            self.locked,
+            self.delay_ms,
+            server.name()
         );
         let _ = writeln!(
             o,
-            "| daemon | with tier: resolve (s) | downloads (s) | upstream requests (downloads) | tier hits / misses / writes / dropped | daemon CPU (s) | moto CPU (s) | bucket objects | without: resolve (s) | downloads (s) | upstream requests (downloads) | daemon CPU (s) | resolve + downloads, with ÷ without (s) |"
+            "| daemon | with tier: resolve (s) | downloads (s) | upstream requests (downloads) | tier hits / misses / writes / dropped | daemon CPU (s) | {} CPU (s) | bucket objects | without: resolve (s) | downloads (s) | upstream requests (downloads) | daemon CPU (s) | resolve + downloads, with ÷ without (s) |",
+            server.short()
         );
         let _ = writeln!(
             o,
@@ -458,7 +572,7 @@ impl FleetResult {
                 ts.writes,
                 ts.dropped,
                 t.daemon_cpu,
-                t.moto_cpu.unwrap_or(f64::NAN),
+                t.server_cpu.unwrap_or(f64::NAN),
                 self.objects
                     .get(i)
                     .copied()
@@ -555,15 +669,16 @@ impl FleetResult {
             let _ = writeln!(o, "| {label} ({a:.2} s ÷ {b:.2} s) | {r:.2} | {g} | {v} |");
         }
         let _ = writeln!(o);
-        let moto_share = median(
+        let server_share = median(
             on.iter()
-                .filter_map(|r| r.moto_cpu.map(|c| c / r.total()))
+                .filter_map(|r| r.server_cpu.map(|c| c / r.total()))
                 .collect(),
         );
         let _ = writeln!(
             o,
-            "moto's server (one Python process) spent {:.0}% of the wall time of a daemon on the warm tier on the CPU (median); the daemon {:.0}%.\n",
-            moto_share * 100.0,
+            "{} spent {:.0}% of the wall time of a daemon on the warm tier on the CPU (median); the daemon {:.0}%.\n",
+            server.name(),
+            server_share * 100.0,
             med(on, |r| r.daemon_cpu / r.total()) * 100.0
         );
         if let Some(p) = self.probe {
@@ -631,14 +746,8 @@ pub(crate) fn main(
         daemon_log: &args.daemon_log,
         rt,
     };
-    let result = run(&env, &upstream, args.delay_ms, n)?;
-    let python = std::env::var("PRIVREG_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let result = run(&env, &upstream, args.delay_ms, n, args.fleet_s3)?;
     let mut run_info = crate::run_info(cargo, daemon_bin, &info);
-    let _ = write!(
-        run_info.software,
-        ", moto {} ({})",
-        crate::output(&python, &["-c", "import moto; print(moto.__version__)"]),
-        crate::output(&python, &["-V"])
-    );
+    let _ = write!(run_info.software, ", {}", args.fleet_s3.version());
     crate::emit(args, BEGIN, END, &result.markdown(&run_info))
 }

@@ -105,6 +105,9 @@ struct Args {
     /// and without. Uses the mirror if it is there (never builds it), else the synthetic registry.
     #[arg(long, value_name = "N", conflicts_with_all = ["soak", "growth"])]
     fleet: Option<usize>,
+    /// With `--fleet`: the S3-compatible server of the tier.
+    #[arg(long, value_enum, default_value = "moto", value_name = "SERVER")]
+    fleet_s3: fleet::S3Kind,
 }
 
 fn workspace_root() -> PathBuf {

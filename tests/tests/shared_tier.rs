@@ -129,6 +129,10 @@ fn a_cold_daemon_builds_from_the_tier_with_the_upstream_down() {
     build(&b, "app");
     assert!(tier(&b, "hits") >= 4, "{}", status(&b));
     assert_eq!(tier(&b, "rejected"), 0);
+    // A file from the tier starts the prefetch of its dependencies, as an upstream answer does
+    // (middle's brings leaf's), so that a cold daemon is not one tier round trip per level.
+    let st = status(&b);
+    assert!(st["prefetches"].as_u64() >= Some(1), "{st}");
     // Nothing B served came from the (stopped) upstream.
     assert_eq!(
         metric_with(&b, "privreg_upstream_requests_total", "outcome=\"ok\""),
