@@ -117,6 +117,18 @@ pub struct Stored {
     pub body: Bytes,
 }
 
+/// The metadata line of an upstream's file as it is stored (with the body's sha256), newline
+/// included; the body follows it.
+fn meta_line(s: &Stored) -> Vec<u8> {
+    let disk = DiskMeta {
+        meta: s.meta.clone(),
+        sha256: sha256_hex(&s.body),
+    };
+    let mut data = serde_json::to_vec(&disk).expect("meta serialises");
+    data.push(b'\n');
+    data
+}
+
 /// An upstream's file as it is stored: the metadata line (with the body's sha256), then the body.
 pub fn encode(s: &Stored) -> Vec<u8> {
     let disk = DiskMeta {
@@ -233,13 +245,18 @@ impl Cache {
 
     /// Writes `data` to `path` (`None`: removes it), behind or at once; `stale_if_lost`: a
     /// failed write behind removes the file, whose older copy must not be read back.
-    fn put(&self, path: &Path, data: Option<Bytes>, stale_if_lost: bool) -> Result<(), CacheError> {
+    fn put(
+        &self,
+        path: &Path,
+        data: Option<Vec<Bytes>>,
+        stale_if_lost: bool,
+    ) -> Result<(), CacheError> {
         if let Some(b) = &self.behind {
             b.put(path, data, stale_if_lost);
             return Ok(());
         }
         let r = match data {
-            Some(d) => write_atomic(path, &d),
+            Some(parts) => write_parts(path, &parts),
             None => match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(at(path)(e)),
                 _ => Ok(()),
@@ -251,7 +268,7 @@ impl Cache {
     /// The contents of a small file: what waits to be written to it, else the disk's.
     fn read_small(&self, path: &Path) -> std::io::Result<Bytes> {
         match self.behind.as_ref().and_then(|b| b.get(path)) {
-            Some(Some(queued)) => Ok(queued),
+            Some(Some(queued)) => Ok(behind::joined(&queued)),
             Some(None) => Err(std::io::ErrorKind::NotFound.into()),
             None => std::fs::read(path).map(Bytes::from),
         }
@@ -315,7 +332,7 @@ impl Cache {
         let path = self.upstream_path(up, rel);
         let mut line = Vec::new();
         if let Some(queued) = self.behind.as_ref().and_then(|b| b.get(&path)) {
-            let queued = queued?;
+            let queued = behind::joined(&queued?);
             let nl = queued.iter().position(|b| *b == b'\n')?;
             line.extend_from_slice(&queued[..=nl]);
         } else {
@@ -338,7 +355,9 @@ impl Cache {
         s: &Stored,
     ) -> Result<(), CacheError> {
         let path = self.upstream_path(up, rel);
-        self.put(&path, Some(Bytes::from(encode(s))), true)
+        // The body is the one memory holds, not a copy.
+        let parts = vec![Bytes::from(meta_line(s)), s.body.clone()];
+        self.put(&path, Some(parts), true)
     }
 
     /// Where an upstream's file is, or would be, stored.
@@ -448,7 +467,11 @@ impl Cache {
     ) -> Result<(), CacheError> {
         let data = serde_json::to_vec(served).expect("checksums serialise");
         // Like every cache write, a failure shows in `privreg status` until a write works.
-        self.put(&self.served_path(krate), Some(Bytes::from(data)), false)
+        self.put(
+            &self.served_path(krate),
+            Some(vec![Bytes::from(data)]),
+            false,
+        )
     }
 }
 
@@ -500,13 +523,20 @@ pub fn create_private_dirs(dir: &Path) -> std::io::Result<()> {
 /// Writes `data` to `path` through a temp file in the same directory: fsync, then rename.
 /// Missing directories are created private to the user ([`create_private_dirs`]).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CacheError> {
+    write_parts(path, &[Bytes::copy_from_slice(data)])
+}
+
+/// [`write_atomic`] of the concatenation of `parts`, without concatenating them in memory.
+fn write_parts(path: &Path, parts: &[Bytes]) -> Result<(), CacheError> {
     let dir = path.parent().expect("cache paths have a parent");
     create_private_dirs(dir).map_err(at(dir))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
         .map_err(at(dir))?;
-    tmp.write_all(data).map_err(at(tmp.path()))?;
+    for part in parts {
+        tmp.write_all(part).map_err(at(tmp.path()))?;
+    }
     tmp.as_file().sync_data().map_err(at(path))?;
     tmp.persist(path).map_err(|e| CacheError {
         path: path.to_owned(),

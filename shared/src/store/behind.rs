@@ -1,12 +1,12 @@
 //! Write-behind for the cache's small files (index files, first-seen records, served
 //! checksums), so that a request never waits on the disk: [`Cache::write_behind`] hands each
-//! write to one writer thread and returns at once.
+//! write to a writer thread ([`WRITERS`] of them) and returns at once.
 //!
 //! - **Read your writes.** A file waiting to be written is read from the queue, never from the
 //!   disk copy it replaces ([`Cache::load`] and the other readers look here first).
-//! - **Ordered per file.** The queue holds only the newest content of each path; a write queued
-//!   while an older one of the same path is under way follows it, so the disk never ends older
-//!   than what was queued last.
+//! - **Ordered per file.** The queue holds only the newest content of each path, and a path is
+//!   in the queue or being written, never both: a write queued while an older one of the same
+//!   path is under way follows it, so the disk never ends older than what was queued last.
 //! - **Crash-safe as before.** Every write is still a temp file, fsync and rename
 //!   ([`super::write_atomic`]); a crash loses only what was still queued, which is fetched again.
 //! - **Failures lose nothing served.** A failed write is noted like any other
@@ -28,15 +28,32 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{CacheError, at, write_atomic};
+use super::{CacheError, at, write_parts};
 
+/// Writer threads, whose fsyncs overlap. With one, the growth benchmark's 20,000 index files took
+/// 35 s to request, with two 13-36 s, with four 14-16 s; but the faster they came in, the higher
+/// the daemon's RSS ended (BENCHMARKS.md, "Growth"), so two.
+pub(super) const WRITERS: usize = 2;
 /// Files that may wait to be written at once.
 pub(super) const MAX_FILES: usize = 1024;
 /// Bytes that may wait to be written at once.
-pub(super) const MAX_BYTES: usize = 4 << 20;
+pub(super) const MAX_BYTES: usize = 1 << 20;
 
-/// What to do with a path: write these bytes, or remove the file.
-pub(super) type Content = Option<Bytes>;
+/// What to do with a path: write these parts one after the other (an index file's metadata
+/// line, then the body memory holds: no copy of it waits here), or remove the file.
+pub(super) type Content = Option<Vec<Bytes>>;
+
+/// The parts of a queued file as one buffer (for a reader; rare: memory holds what is queued).
+pub(super) fn joined(parts: &[Bytes]) -> Bytes {
+    match parts {
+        [one] => one.clone(),
+        _ => Bytes::from(parts.concat()),
+    }
+}
+
+fn content_len(content: &Content) -> usize {
+    content.iter().flatten().map(Bytes::len).sum()
+}
 
 /// One queued write: its number (newer writes of the same path get higher ones), its content,
 /// and whether a failure removes the file.
@@ -48,7 +65,7 @@ struct Pending {
 
 impl Pending {
     fn len(&self) -> usize {
-        self.content.as_ref().map_or(0, Bytes::len)
+        content_len(&self.content)
     }
 }
 
@@ -83,7 +100,7 @@ impl Inner {
     }
 }
 
-/// The queue and its writer thread; the writer ends (after writing what is queued) when the
+/// The queue and its writer threads; the writers end (after writing what is queued) when the
 /// last handle is dropped.
 pub(super) struct WriteBehind {
     inner: Arc<Inner>,
@@ -100,7 +117,7 @@ impl std::fmt::Debug for WriteBehind {
 }
 
 impl WriteBehind {
-    /// Starts the writer thread; `note` gets every write's outcome.
+    /// Starts the writer threads; `note` gets every write's outcome.
     pub(super) fn start(
         note: impl Fn(Result<(), CacheError>) + Send + Sync + 'static,
     ) -> std::io::Result<WriteBehind> {
@@ -110,17 +127,19 @@ impl WriteBehind {
             done: Condvar::new(),
             note: Box::new(note),
         });
-        let writer = inner.clone();
-        std::thread::Builder::new()
-            .name("privreg-cache-writer".to_owned())
-            .spawn(move || write_all(&writer))?;
+        for _ in 0..WRITERS {
+            let writer = inner.clone();
+            std::thread::Builder::new()
+                .name("privreg-cache-writer".to_owned())
+                .spawn(move || write_all(&writer))?;
+        }
         Ok(WriteBehind { inner })
     }
 
     /// Queues `content` for `path`, replacing what waits for it; waits for room first when the
     /// queue is full.
     pub(super) fn put(&self, path: &Path, content: Content, remove_on_failure: bool) {
-        let len = content.as_ref().map_or(0, Bytes::len);
+        let len = content_len(&content);
         let mut st = self.inner.lock();
         while !st.pending.contains_key(path)
             && (st.pending.len() >= MAX_FILES || (st.bytes + len > MAX_BYTES && st.bytes > 0))
@@ -188,8 +207,9 @@ impl Drop for WriteBehind {
     }
 }
 
-/// The writer: takes the oldest queued path, writes its newest content, and takes it off the
-/// queue unless a newer write of it came in meanwhile (then it is written again, after the rest).
+/// A writer: takes the oldest queued path, writes its newest content, and takes it off the
+/// queue unless a newer write of it came in meanwhile (then it is queued again, after the rest:
+/// while one writer has a path, no other can take it).
 fn write_all(inner: &Inner) {
     loop {
         let (path, number, content, remove_on_failure) = {
@@ -210,7 +230,7 @@ fn write_all(inner: &Inner) {
             }
         };
         let outcome = match &content {
-            Some(data) => write_atomic(&path, data),
+            Some(parts) => write_parts(&path, parts),
             None => match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(at(&path)(e)),
                 _ => Ok(()),
@@ -255,11 +275,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b/file");
         let (wb, failures) = behind();
-        wb.put(&path, Some(Bytes::from_static(b"one")), true);
+        wb.put(
+            &path,
+            Some(vec![Bytes::from_static(b"o"), Bytes::from_static(b"ne")]),
+            true,
+        );
         // Before or after the writer ran, the newest content is what a reader gets.
-        let seen = wb
-            .get(&path)
-            .map_or_else(|| std::fs::read(&path).ok(), |c| c.map(|b| b.to_vec()));
+        let seen = wb.get(&path).map_or_else(
+            || std::fs::read(&path).ok(),
+            |c| c.map(|p| joined(&p).to_vec()),
+        );
         assert_eq!(seen.as_deref(), Some(&b"one"[..]));
         assert!(wb.flush(Duration::from_secs(10)));
         assert_eq!(wb.get(&path), None);
@@ -274,7 +299,7 @@ mod tests {
         let paths: Vec<PathBuf> = (0..20).map(|i| dir.path().join(format!("f{i}"))).collect();
         for round in 0..50u32 {
             for p in &paths {
-                wb.put(p, Some(Bytes::from(round.to_string())), true);
+                wb.put(p, Some(vec![Bytes::from(round.to_string())]), true);
             }
         }
         // A removal queued last wins over the writes before it.
@@ -294,10 +319,14 @@ mod tests {
         let blocked = dir.path().join("blocked");
         std::fs::write(&blocked, b"a file, not a directory").unwrap();
         let (wb, failures) = behind();
-        wb.put(&blocked.join("x"), Some(Bytes::from_static(b"new")), true);
+        wb.put(
+            &blocked.join("x"),
+            Some(vec![Bytes::from_static(b"new")]),
+            true,
+        );
         wb.put(
             &dir.path().join("ok"),
-            Some(Bytes::from_static(b"ok")),
+            Some(vec![Bytes::from_static(b"ok")]),
             true,
         );
         assert!(wb.flush(Duration::from_secs(10)));
@@ -324,10 +353,18 @@ mod tests {
                 most
             });
             for i in 0..40 {
-                wb.put(&dir.path().join(format!("big{i}")), Some(big.clone()), true);
+                wb.put(
+                    &dir.path().join(format!("big{i}")),
+                    Some(vec![big.clone()]),
+                    true,
+                );
             }
             for i in 0..(2 * MAX_FILES) {
-                wb.put(&dir.path().join(format!("s{i}")), Some(Bytes::new()), true);
+                wb.put(
+                    &dir.path().join(format!("s{i}")),
+                    Some(vec![Bytes::new()]),
+                    true,
+                );
             }
             done.store(true, Ordering::Relaxed);
             most.join().unwrap()

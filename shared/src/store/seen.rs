@@ -113,7 +113,7 @@ impl Cache {
             return self.put(&path, None, false);
         }
         let data = serde_json::to_vec(seen).expect("first-seen records serialise");
-        self.put(&path, Some(bytes::Bytes::from(data)), false)
+        self.put(&path, Some(vec![bytes::Bytes::from(data)]), false)
     }
 }
 
