@@ -567,12 +567,10 @@ impl Privreg {
         }
     }
 
-    /// A GET of one of the daemon's paths, with its local token when it runs with `auth = true`.
-    fn get_as(&self, token: Option<&str>, path: &str) -> HttpResponse {
-        let bearer = token.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = bearer
-            .as_deref()
-            .map(|b| ("Authorization", b))
+    /// A GET of one of the daemon's paths with this `Authorization` (none: `auth = false`).
+    fn get_as(&self, authorization: Option<&str>, path: &str) -> HttpResponse {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|a| ("Authorization", a))
             .into_iter()
             .collect();
         http_get(&self.addr, path, &headers).expect("request to privreg")
@@ -583,6 +581,7 @@ impl Privreg {
     /// `token`: the daemon's local token when it runs with `auth = true`.
     pub fn settled(&self, token: Option<&str>) {
         self.within(30.0, "the cache writes queued by the daemon", |p| {
+            // As cargo and the CLI send it.
             let r = p.get_as(token, "/-/status");
             r.status == 200
                 && serde_json::from_slice::<serde_json::Value>(&r.body)
@@ -593,7 +592,9 @@ impl Privreg {
     /// A counter or gauge from `/metrics` (summed over its label sets; 0 when absent). `token`:
     /// the daemon's local token when it runs with `auth = true`.
     pub fn metric(&self, name: &str, token: Option<&str>) -> f64 {
-        let r = self.get_as(token, "/metrics");
+        // As a metrics scraper sends it.
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let r = self.get_as(bearer.as_deref(), "/metrics");
         assert_eq!(r.status, 200, "/metrics: {}", r.text());
         r.text()
             .lines()
