@@ -94,8 +94,8 @@ struct S3Server {
     child: Option<Child>,
     addr: String,
     log: std::path::PathBuf,
-    /// s3s-fs's data directory (the bucket is a directory in it).
-    root: std::path::PathBuf,
+    /// s3s-fs's data directory (the bucket is a directory in it); `None` for moto.
+    root: Option<std::path::PathBuf>,
 }
 
 impl S3Server {
@@ -135,7 +135,7 @@ impl S3Server {
             child: Some(child),
             addr: format!("127.0.0.1:{port}"),
             log,
-            root,
+            root: Some(root),
         };
         server.wait_until(|s| std::net::TcpStream::connect(&s.addr).is_ok())?;
         Ok(server)
@@ -192,7 +192,7 @@ impl S3Server {
             child: Some(child),
             addr: format!("127.0.0.1:{port}"),
             log,
-            root: work.join("moto"),
+            root: None,
         };
         moto.wait_until(|m| m.request("GET", "/").is_ok())?;
         let (code, body) = moto.request("PUT", &format!("/{BUCKET}"))?;
@@ -219,9 +219,8 @@ impl S3Server {
 
     /// Objects in the bucket (for moto, `KeyCount` of one listing: at most 1000).
     fn objects(&self) -> Option<u64> {
-        if self.kind == S3Kind::S3sFs {
-            let files = privreg_shared::store::disk_usage(&self.root.join(BUCKET)).1;
-            return Some(files);
+        if let Some(root) = &self.root {
+            return Some(privreg_shared::store::disk_usage(&root.join(BUCKET)).1);
         }
         let (code, body) = self
             .request("GET", &format!("/{BUCKET}?list-type=2&max-keys=1000"))

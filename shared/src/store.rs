@@ -131,12 +131,7 @@ fn meta_line(s: &Stored) -> Vec<u8> {
 
 /// An upstream's file as it is stored: the metadata line (with the body's sha256), then the body.
 pub fn encode(s: &Stored) -> Vec<u8> {
-    let disk = DiskMeta {
-        meta: s.meta.clone(),
-        sha256: sha256_hex(&s.body),
-    };
-    let mut data = serde_json::to_vec(&disk).expect("meta serialises");
-    data.push(b'\n');
+    let mut data = meta_line(s);
     data.extend_from_slice(&s.body);
     data
 }
@@ -215,7 +210,7 @@ impl Cache {
     }
 
     /// The same cache, with its small files (index files, first-seen records, served checksums)
-    /// written behind by a thread of their own, so that no request waits on the disk (see
+    /// written behind by threads of their own, so that no request waits on the disk (see
     /// [`behind`]). Readers of this cache see queued writes at once; [`Cache::flush`] waits for
     /// them. For the daemon; the CLI writes at once.
     pub fn write_behind(self) -> std::io::Result<Cache> {
@@ -243,26 +238,19 @@ impl Cache {
         self.behind.as_ref().map_or((0, 0), |b| b.waiting())
     }
 
-    /// Writes `data` to `path` (`None`: removes it), behind or at once; `stale_if_lost`: a
+    /// Writes `data` to `path` (`None`: removes it), behind or at once; `remove_on_failure`: a
     /// failed write behind removes the file, whose older copy must not be read back.
     fn put(
         &self,
         path: &Path,
         data: Option<Vec<Bytes>>,
-        stale_if_lost: bool,
+        remove_on_failure: bool,
     ) -> Result<(), CacheError> {
         if let Some(b) = &self.behind {
-            b.put(path, data, stale_if_lost);
+            b.put(path, data, remove_on_failure);
             return Ok(());
         }
-        let r = match data {
-            Some(parts) => write_parts(path, &parts),
-            None => match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(at(path)(e)),
-                _ => Ok(()),
-            },
-        };
-        self.noting(r)
+        self.noting(put_now(path, data.as_deref()))
     }
 
     /// The contents of a small file: what waits to be written to it, else the disk's.
@@ -332,9 +320,13 @@ impl Cache {
         let path = self.upstream_path(up, rel);
         let mut line = Vec::new();
         if let Some(queued) = self.behind.as_ref().and_then(|b| b.get(&path)) {
-            let queued = behind::joined(&queued?);
-            let nl = queued.iter().position(|b| *b == b'\n')?;
-            line.extend_from_slice(&queued[..=nl]);
+            // The first line only, without joining the queued parts.
+            for b in queued?.into_iter().flatten() {
+                line.push(b);
+                if b == b'\n' {
+                    break;
+                }
+            }
         } else {
             let file = std::fs::File::open(&path).ok()?;
             std::io::BufReader::with_capacity(1024, file)
@@ -523,11 +515,23 @@ pub fn create_private_dirs(dir: &Path) -> std::io::Result<()> {
 /// Writes `data` to `path` through a temp file in the same directory: fsync, then rename.
 /// Missing directories are created private to the user ([`create_private_dirs`]).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CacheError> {
-    write_parts(path, &[Bytes::copy_from_slice(data)])
+    write_parts(path, &[data])
+}
+
+/// Writes the concatenation of `parts` to `path` ([`write_atomic`]), or removes the file
+/// (`None`; one that is not there is no error).
+fn put_now(path: &Path, parts: Option<&[Bytes]>) -> Result<(), CacheError> {
+    match parts {
+        Some(parts) => write_parts(path, parts),
+        None => match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(at(path)(e)),
+            _ => Ok(()),
+        },
+    }
 }
 
 /// [`write_atomic`] of the concatenation of `parts`, without concatenating them in memory.
-fn write_parts(path: &Path, parts: &[Bytes]) -> Result<(), CacheError> {
+fn write_parts(path: &Path, parts: &[impl AsRef<[u8]>]) -> Result<(), CacheError> {
     let dir = path.parent().expect("cache paths have a parent");
     create_private_dirs(dir).map_err(at(dir))?;
     let mut tmp = tempfile::Builder::new()
@@ -535,7 +539,7 @@ fn write_parts(path: &Path, parts: &[Bytes]) -> Result<(), CacheError> {
         .tempfile_in(dir)
         .map_err(at(dir))?;
     for part in parts {
-        tmp.write_all(part).map_err(at(tmp.path()))?;
+        tmp.write_all(part.as_ref()).map_err(at(tmp.path()))?;
     }
     tmp.as_file().sync_data().map_err(at(path))?;
     tmp.persist(path).map_err(|e| CacheError {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{CacheError, at, write_parts};
+use super::{CacheError, put_now};
 
 /// Writer threads, whose fsyncs overlap. With one, the growth benchmark's 20,000 index files took
 /// 35 s to request, with two 13-36 s, with four 14-16 s; but the faster they came in, the higher
@@ -229,13 +229,7 @@ fn write_all(inner: &Inner) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         };
-        let outcome = match &content {
-            Some(parts) => write_parts(&path, parts),
-            None => match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(at(&path)(e)),
-                _ => Ok(()),
-            },
-        };
+        let outcome = put_now(&path, content.as_deref());
         if outcome.is_err() && remove_on_failure {
             // The older copy must not be read back in place of the one that was served.
             let _ = std::fs::remove_file(&path);
