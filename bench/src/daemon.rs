@@ -239,8 +239,10 @@ impl Daemon {
                 n(&s["cache_misses"]),
                 n(&tier["writes"]),
                 n(&tier["writes_dropped"]),
+                n(&tier["pack_writes"]),
             ];
-            if last == Some(now) {
+            // An index pack is written once the daemon has been quiet for a while.
+            if last == Some(now) && n(&tier["packs_waiting"]) == 0 {
                 return;
             }
             last = Some(now);

@@ -306,11 +306,15 @@ struct TierSeen {
     rejected: u64,
     writes: u64,
     dropped: u64,
+    /// Of `hits`, index files from the index pack.
+    pack_hits: u64,
+    /// Index packs written.
+    pack_writes: u64,
     /// `state` and `last_error` after the run, when not `ok` or not empty.
     trouble: Option<String>,
 }
 
-fn tier_counts(status: &serde_json::Value) -> [u64; 5] {
+fn tier_counts(status: &serde_json::Value) -> [u64; 7] {
     let t = &status["shared_tier"];
     let n = |k: &str| t[k].as_u64().unwrap_or(0);
     [
@@ -319,6 +323,8 @@ fn tier_counts(status: &serde_json::Value) -> [u64; 5] {
         n("rejected"),
         n("writes"),
         n("writes_dropped"),
+        n("pack_hits"),
+        n("pack_writes"),
     ]
 }
 
@@ -415,6 +421,8 @@ impl Ctx<'_> {
                 rejected: a[2].saturating_sub(b[2]),
                 writes: a[3].saturating_sub(b[3]),
                 dropped: a[4].saturating_sub(b[4]),
+                pack_hits: a[5].saturating_sub(b[5]),
+                pack_writes: a[6].saturating_sub(b[6]),
                 trouble: (state != "ok" || error.is_some()).then(|| {
                     format!(
                         "state {state}{}",
@@ -549,7 +557,7 @@ impl FleetResult {
         );
         let _ = writeln!(
             o,
-            "| daemon | with tier: resolve (s) | downloads (s) | upstream requests (downloads) | tier hits / misses / writes / dropped | daemon CPU (s) | {} CPU (s) | bucket objects | without: resolve (s) | downloads (s) | upstream requests (downloads) | daemon CPU (s) | resolve + downloads, with ÷ without (s) |",
+            "| daemon | with tier: resolve (s) | downloads (s) | upstream requests (downloads) | tier hits (from the pack) / misses / writes (packs) / dropped | daemon CPU (s) | {} CPU (s) | bucket objects | without: resolve (s) | downloads (s) | upstream requests (downloads) | daemon CPU (s) | resolve + downloads, with ÷ without (s) |",
             server.short()
         );
         let _ = writeln!(
@@ -560,15 +568,17 @@ impl FleetResult {
             let ts = t.tier.clone().unwrap_or_default();
             let _ = writeln!(
                 o,
-                "| {} | {:.2} | {:.2} | {} ({}) | {} / {} / {} / {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} ({}) | {:.2} | {:.2} ÷ {:.2} = {:.2} |",
+                "| {} | {:.2} | {:.2} | {} ({}) | {} ({}) / {} / {} ({}) / {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} ({}) | {:.2} | {:.2} ÷ {:.2} = {:.2} |",
                 i + 1,
                 t.resolve,
                 t.downloads,
                 t.upstream.requests,
                 t.upstream.downloads,
                 ts.hits,
+                ts.pack_hits,
                 ts.misses,
                 ts.writes,
+                ts.pack_writes,
                 ts.dropped,
                 t.daemon_cpu,
                 t.server_cpu.unwrap_or(f64::NAN),

@@ -312,14 +312,16 @@ fn shared_tier_line(t: &privreg_shared::protocol::SharedTierStatus) -> String {
         (state, _) => state.to_owned(),
     };
     let mut line = format!(
-        "shared:    {} ({}, {}) {state}: {} hits, {} misses, {} refused, {} written, {} dropped",
+        "shared:    {} ({}, {}) {state}: {} hits ({} from index packs), {} misses, {} refused, {} written ({} packs), {} dropped",
         t.url,
         t.mode,
         t.upstreams.join(", "),
         t.hits,
+        t.pack_hits,
         t.misses,
         t.rejected,
         t.writes,
+        t.pack_writes,
         t.writes_dropped
     );
     if let Some(e) = &t.last_error {

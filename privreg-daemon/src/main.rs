@@ -209,6 +209,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Nothing walks the cache here, so that start time does not grow with it: the collector
     // measures it, and removes temp files a crash left behind, in the background.
     crate::gc::start(daemon.clone());
+    crate::shared_tier::start_packs(daemon.clone());
 
     let state = DaemonState::path(&cache_dir);
     let info = DaemonState {
@@ -219,7 +220,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(url = %format!("{base_url}/index/"), upstreams = %upstreams.join(", "), "privreg-daemon listening");
 
     let cache = daemon.cache().clone();
-    crate::server::serve(daemon, listener, shutdown_signal()).await;
+    crate::server::serve(daemon.clone(), listener, shutdown_signal()).await;
+    // A stopping daemon (a CI runner's job ends) leaves its index pack for the next one.
+    let packs = tokio::time::timeout(
+        SHUTDOWN_FLUSH,
+        daemon.write_packs(std::time::Duration::ZERO),
+    );
+    if packs.await.is_err() {
+        tracing::warn!("the index pack was not written in time at exit");
+    }
     // What is still queued for the disk is written before the process ends.
     let (files, _) = cache.writes_waiting();
     let flushed = tokio::task::spawn_blocking(move || cache.flush(SHUTDOWN_FLUSH)).await;

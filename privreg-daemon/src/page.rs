@@ -281,6 +281,8 @@ fn shared_tier_section(d: &PageData) -> Markup {
                 (stat(&t.rejected.to_string(), "refused"))
                 (stat(&t.writes.to_string(), "written"))
                 (stat(&t.writes_dropped.to_string(), "dropped"))
+                (stat(&t.pack_hits.to_string(), "from index packs"))
+                (stat(&t.pack_writes.to_string(), "packs written"))
             }
             @if let Some(e) = &t.last_error {
                 div class="problem" {

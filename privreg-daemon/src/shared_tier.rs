@@ -11,10 +11,17 @@
 //! - Every request has a short bound (`timeout`); a failure keeps the tier out for `cooldown`
 //!   (circuit breaker). Write-backs run in the background, at most [`MAX_PENDING_WRITES`] at a
 //!   time; more are dropped. Cargo never waits on a write.
+//! - An index pack per shared upstream (see [`pack`]) holds the index files a daemon last worked
+//!   with, so that a cold daemon reads one object instead of one per file. A read-write daemon
+//!   writes its pack when it has fetched index files from the upstream and then been quiet for
+//!   [`packs::PACK_QUIET`] (and when it stops); a daemon reads the pack once, in the background, at its
+//!   first index request for that upstream, and holds what it has not used yet for at most
+//!   [`packs::PACK_HOLD`]. Both are bounded by `index-memory`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;
@@ -28,8 +35,12 @@ use privreg_shared::store::{self, Stored};
 use crate::metrics::Metrics;
 
 mod object;
+mod pack;
+mod packs;
 
 use object::{Breaker, crate_key, decode_index, encode_index, index_key};
+pub(crate) use packs::start_packs;
+use packs::{PACK_TIMEOUT, PackSlot};
 
 /// Write-backs in flight at once; one more is dropped (and counted).
 pub(crate) const MAX_PENDING_WRITES: usize = 64;
@@ -38,6 +49,9 @@ pub(crate) const MAX_PENDING_WRITES: usize = 64;
 struct Tier {
     config: SharedCacheConfig,
     store: Arc<dyn ObjectStore>,
+    /// The same with room for a pack: a whole request, body included, may take
+    /// [`PACK_TIMEOUT`].
+    pack_store: Arc<dyn ObjectStore>,
     breaker: Mutex<Breaker>,
 }
 
@@ -48,6 +62,8 @@ struct Counts {
     rejected: AtomicU64,
     writes: AtomicU64,
     writes_dropped: AtomicU64,
+    pack_hits: AtomicU64,
+    pack_writes: AtomicU64,
 }
 
 /// The shared tier as the daemon uses it; does nothing while none is configured.
@@ -58,6 +74,12 @@ pub(crate) struct SharedTier {
     counts: Counts,
     writes: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
+    /// Per shared upstream (its cache directory name): the pack read from the tier.
+    packs: Mutex<HashMap<String, PackSlot>>,
+    /// Per shared upstream: when an index file was last written back since its pack was.
+    unpacked: Mutex<HashMap<String, Instant>>,
+    /// The largest pack read or written: `index-memory`.
+    pack_limit: u64,
 }
 
 /// Why a request to the tier failed (besides "not found").
@@ -76,13 +98,17 @@ impl std::fmt::Display for Failure {
 }
 
 impl SharedTier {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> SharedTier {
+    /// `pack_limit`: the largest index pack read or written (`index-memory`).
+    pub(crate) fn new(metrics: Arc<Metrics>, pack_limit: u64) -> SharedTier {
         SharedTier {
             tier: RwLock::default(),
             last_error: Mutex::default(),
             counts: Counts::default(),
             writes: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_WRITES)),
             metrics,
+            packs: Mutex::default(),
+            unpacked: Mutex::default(),
+            pack_limit,
         }
     }
 
@@ -99,12 +125,19 @@ impl SharedTier {
         if same {
             return;
         }
-        let tier = config.and_then(|c| match build_store(c, keyring) {
-            Ok(store) => {
+        let stores = |c| {
+            Ok::<_, object_store::Error>((
+                build_store(c, keyring, c.timeout)?,
+                build_store(c, keyring, PACK_TIMEOUT)?,
+            ))
+        };
+        let tier = config.and_then(|c| match stores(c) {
+            Ok((store, pack_store)) => {
                 tracing::info!(url = %c.url, mode = ?c.mode, "shared cache tier configured");
                 Some(Arc::new(Tier {
                     config: c.clone(),
                     store,
+                    pack_store,
                     breaker: Mutex::default(),
                 }))
             }
@@ -116,6 +149,8 @@ impl SharedTier {
             }
         });
         *self.tier.write().expect("tier lock") = tier;
+        // Another tier: its packs are read again, and this daemon's go to it when due.
+        self.packs.lock().expect("packs lock").clear();
     }
 
     /// Whether a tier is configured that shares `up`'s files (skipped or not).
@@ -228,9 +263,15 @@ impl SharedTier {
 
     /// An upstream file (`rel_url`) of `up` from the tier, as the upstream last answered it to
     /// some daemon: validators and fetch time included.
-    pub(crate) async fn index(&self, up: &Upstream, rel_url: &str) -> Option<Stored> {
+    pub(crate) async fn index(self: &Arc<Self>, up: &Upstream, rel_url: &str) -> Option<Stored> {
         let tier = self.usable(up)?;
-        let key = index_key(&tier.config.prefix, &store::upstream_dir_name(up), rel_url);
+        let dir = store::upstream_dir_name(up);
+        if let Some(stored) = self.from_pack(&tier, &dir, rel_url).await {
+            self.counts.pack_hits.fetch_add(1, Ordering::Relaxed);
+            self.hit("index");
+            return Some(stored);
+        }
+        let key = index_key(&tier.config.prefix, &dir, rel_url);
         // The header line on top of the body.
         let limit = up.limits.max_index_size.saturating_add(4096);
         let object = self.get(&tier, &key, "index", limit).await?;
@@ -308,10 +349,24 @@ impl SharedTier {
         if !stored.meta.present {
             return;
         }
+        let dir = store::upstream_dir_name(up);
+        if self
+            .tier
+            .read()
+            .expect("tier lock")
+            .as_ref()
+            .is_some_and(|t| t.config.writes() && t.config.shares(up))
+        {
+            // Due once the daemon is quiet, even if this write is dropped.
+            self.unpacked
+                .lock()
+                .expect("unpacked lock")
+                .insert(dir.clone(), Instant::now());
+        }
         let Some((tier, permit)) = self.writable(up) else {
             return;
         };
-        let key = index_key(&tier.config.prefix, &store::upstream_dir_name(up), rel_url);
+        let key = index_key(&tier.config.prefix, &dir, rel_url);
         let body = encode_index(stored);
         let this = self.clone();
         tokio::spawn(async move {
@@ -412,6 +467,9 @@ impl SharedTier {
             rejected: c.rejected.load(Ordering::Relaxed),
             writes: c.writes.load(Ordering::Relaxed),
             writes_dropped: c.writes_dropped.load(Ordering::Relaxed),
+            pack_hits: c.pack_hits.load(Ordering::Relaxed),
+            pack_writes: c.pack_writes.load(Ordering::Relaxed),
+            packs_waiting: self.unpacked.lock().expect("unpacked lock").len() as u64,
         })
     }
 }
@@ -423,18 +481,19 @@ impl SharedTier {
 fn build_store(
     config: &SharedCacheConfig,
     keyring: KeyringChoice,
+    timeout: Duration,
 ) -> object_store::Result<Arc<dyn ObjectStore>> {
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(&config.bucket)
         .with_virtual_hosted_style_request(!config.path_style)
         .with_retry(RetryConfig {
             max_retries: 0,
-            retry_timeout: config.timeout,
+            retry_timeout: timeout,
             ..RetryConfig::default()
         })
         .with_client_options(
             ClientOptions::new()
-                .with_timeout(config.timeout)
+                .with_timeout(timeout)
                 .with_connect_timeout(config.timeout)
                 .with_allow_http(
                     config

@@ -148,6 +148,11 @@ impl S3Server {
         r.body
     }
 
+    pub fn delete_object(&self, bucket: &str, key: &str) {
+        let r = self.request("DELETE", &format!("/{bucket}/{key}"), b"");
+        assert!(matches!(r.status, 200 | 204), "delete {key}: {}", r.status);
+    }
+
     pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
         let r = self.request("PUT", &format!("/{bucket}/{key}"), body);
         assert_eq!(r.status, 200, "put {key}");

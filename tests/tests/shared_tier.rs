@@ -96,6 +96,18 @@ fn wait_writes(p: &Privreg, n: u64) {
     });
 }
 
+/// Waits until the daemon, quiet after a build, has written its index pack; returns its key.
+fn wait_pack(p: &Privreg, s3: &S3Server) -> String {
+    p.within(20.0, "the index pack", |p| tier(p, "pack_writes") >= 1);
+    assert_eq!(tier(p, "packs_waiting"), 0);
+    let keys = s3.keys(BUCKET);
+    keys.into_iter()
+        .find(|k| {
+            k.starts_with(&format!("{PREFIX}/v1/packs/crates-io-")) && k.ends_with("/index.pack")
+        })
+        .expect("crates-io's index pack in the bucket")
+}
+
 fn crate_key(cksum: &str) -> String {
     format!(
         "{PREFIX}/v1/crates/{}/{}/{cksum}",
@@ -143,6 +155,50 @@ fn a_cold_daemon_builds_from_the_tier_with_the_upstream_down() {
 }
 
 #[test]
+fn a_cold_daemon_reads_the_index_pack_instead_of_each_file() {
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let mut public = Registry::start(RegistryOpts::default());
+    publish_graph(&mut public);
+    let a = daemon(&public, None, &s3, "");
+    build(&a, "app");
+    // Once quiet, A writes the index files it worked with as one object.
+    let pack = wait_pack(&a, &s3);
+    let body = s3.get_object(BUCKET, &pack);
+    assert!(body.starts_with(b"privreg index pack 1\n"));
+    let text = String::from_utf8_lossy(&body);
+    for path in ["mi/dd/middle", "le/af/leaf"] {
+        assert!(
+            text.contains(&format!(" {path}\n")),
+            "{path} not in the pack:\n{text}"
+        );
+    }
+
+    // With the single index objects gone and the upstream down, the pack alone serves them.
+    for key in s3.keys(BUCKET) {
+        if key.contains("/v1/index/") && !key.ends_with("/config.json") {
+            s3.delete_object(BUCKET, &key);
+        }
+    }
+    public.stop();
+    let b = daemon(&public, None, &s3, "");
+    build(&b, "app");
+    let st = status(&b);
+    assert!(st["shared_tier"]["pack_hits"].as_u64() >= Some(2), "{st}");
+    assert_eq!(st["shared_tier"]["rejected"], 0, "{st}");
+    assert_eq!(
+        metric_with(&b, "privreg_upstream_requests_total", "outcome=\"ok\""),
+        0,
+        "{}",
+        b.log()
+    );
+    // B fetched nothing from the upstream, so it has no pack of its own to write.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(tier(&b, "pack_writes"), 0);
+    assert_eq!(tier(&b, "packs_waiting"), 0);
+}
+
+#[test]
 fn a_tampered_object_is_refused_and_refetched_from_the_upstream() {
     let s3 = S3Server::start();
     s3.create_bucket(BUCKET);
@@ -151,9 +207,15 @@ fn a_tampered_object_is_refused_and_refetched_from_the_upstream() {
     let a = daemon(&public, None, &s3, "");
     build(&a, "app");
     wait_writes(&a, 5);
+    let pack = wait_pack(&a, &s3);
 
-    // A poisoned crate under leaf's checksum, and one changed byte in an index file's body.
+    // A poisoned crate under leaf's checksum, one changed byte in an index file's body, and
+    // one in the index pack's last file: each is refused, and the pack as a whole.
     s3.put_object(BUCKET, &crate_key(&leaf), b"not the crate cargo expects");
+    let mut packed = s3.get_object(BUCKET, &pack);
+    let last = packed.len() - 2;
+    packed[last] ^= 1;
+    s3.put_object(BUCKET, &pack, &packed);
     let keys = s3.keys(BUCKET);
     let index_key = keys
         .iter()
@@ -166,14 +228,15 @@ fn a_tampered_object_is_refused_and_refetched_from_the_upstream() {
 
     let b = daemon(&public, None, &s3, "");
     build(&b, "app");
-    assert_eq!(tier(&b, "rejected"), 2, "{}", status(&b));
+    assert_eq!(tier(&b, "rejected"), 3, "{}", status(&b));
+    assert_eq!(tier(&b, "pack_hits"), 0, "{}", status(&b));
     assert_eq!(
         metric_with(
             &b,
             "privreg_shared_tier_requests_total",
             "outcome=\"rejected\""
         ),
-        2
+        3
     );
     assert!(b.log().contains("refusing an object from the shared tier"));
     // Both were taken from the upstream instead, and what B keeps is the real crate.
@@ -230,7 +293,13 @@ fn read_only_daemons_write_nothing_and_unlisted_upstreams_stay_out() {
     let out = sb.cargo(&dir, &["build"]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), rw.log());
     wait_writes(&rw, 5);
-    std::thread::sleep(Duration::from_secs(1));
+    // Its index pack is crates-io's, and holds nothing of acme's.
+    let pack = wait_pack(&rw, &s3);
+    let packed = s3.get_object(BUCKET, &pack);
+    assert!(
+        !String::from_utf8_lossy(&packed).contains("acme-secret"),
+        "a private upstream's file reached the pack"
+    );
     let keys = s3.keys(BUCKET);
     assert!(
         keys.iter().any(|k| k.contains("/v1/index/crates-io-")),

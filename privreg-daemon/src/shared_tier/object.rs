@@ -25,7 +25,7 @@ pub(crate) fn index_key(prefix: &str, upstream_dir: &str, rel_url: &str) -> Stri
     join(prefix, &format!("v1/index/{upstream_dir}/{rel_url}"))
 }
 
-fn join(prefix: &str, rest: &str) -> String {
+pub(super) fn join(prefix: &str, rest: &str) -> String {
     if prefix.is_empty() {
         rest.to_owned()
     } else {

@@ -433,6 +433,25 @@ impl Memory {
         }
     }
 
+    /// The present index files of the upstream whose cache directory is `dir` that memory holds
+    /// and that are not expired (sparse-index path, file), by path.
+    pub(crate) fn index_files(&self, dir: &str) -> Vec<(String, Stored)> {
+        let mut files: Vec<(String, Stored)> = self
+            .held
+            .iter()
+            .filter_map(|(slot, held)| match (&*slot, held) {
+                (Slot::File((d, path)), Held::File(e))
+                    if d == dir && e.file.is_some() && e.meta.present && e.meta.fetched > 0 =>
+                {
+                    Some((path.clone(), e.stored()))
+                }
+                _ => None,
+            })
+            .collect();
+        files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        files
+    }
+
     /// Whether memory holds the file (no lookup counted, nothing read).
     pub(super) fn holds(&self, key: &Key) -> bool {
         self.held.contains_key(&SlotRef::File(key))

@@ -37,7 +37,7 @@ pub(crate) use scope::RequestKind;
 use crate::metrics::Metrics;
 use crate::shared_tier::SharedTier;
 use crate::tokens::{Tokens, authorization};
-use privreg_shared::store::{self, Cache, Spool, UpstreamPath};
+use privreg_shared::store::{self, Cache, Spool, Stored, UpstreamPath};
 
 /// The outcome of asking for a file: the best entry known (fresh, or the last good one when the
 /// upstream failed), and the failure if there was one.
@@ -105,7 +105,7 @@ impl Upstreams {
         metrics: Arc<Metrics>,
     ) -> Upstreams {
         Upstreams {
-            shared: Arc::new(SharedTier::new(metrics.clone())),
+            shared: Arc::new(SharedTier::new(metrics.clone(), index_memory)),
             client: http_client(),
             tokens,
             hits: AtomicU64::new(0),
@@ -131,6 +131,11 @@ impl Upstreams {
     /// The team tier.
     pub(crate) fn shared(&self) -> &Arc<SharedTier> {
         &self.shared
+    }
+
+    /// The index files of `up` that memory holds (sparse-index path, file), for its index pack.
+    pub(crate) fn index_files(&self, up: &Upstream) -> Vec<(String, Stored)> {
+        self.memory.index_files(&store::upstream_dir_name(up))
     }
 
     /// The files (and merged views) held in memory.

@@ -120,6 +120,15 @@ pub struct SharedTierStatus {
     pub writes: u64,
     /// Write-backs dropped because the queue was full or the tier was skipped.
     pub writes_dropped: u64,
+    /// Index files taken from an index pack (counted in `hits` too).
+    #[serde(default)]
+    pub pack_hits: u64,
+    /// Index packs written.
+    #[serde(default)]
+    pub pack_writes: u64,
+    /// Shared upstreams whose index pack is due (written once the daemon is quiet).
+    #[serde(default)]
+    pub packs_waiting: u64,
 }
 
 /// The disk cache in [`Status`]. Its use is measured by a background scan (never when the
