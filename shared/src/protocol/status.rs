@@ -307,6 +307,45 @@ mod tests {
     }
 
     #[test]
+    fn the_shared_tier_wire_format_is_pinned() {
+        let tier = SharedTierStatus {
+            url: "s3://team-cache/privreg".into(),
+            mode: "read-write".into(),
+            upstreams: vec!["crates-io".into()],
+            state: "ok".into(),
+            skipped_for_secs: None,
+            last_error: None,
+            last_error_at: None,
+            hits: 9,
+            misses: 1,
+            rejected: 0,
+            writes: 4,
+            writes_dropped: 0,
+            pack_hits: 7,
+            pack_writes: 1,
+            packs_waiting: 0,
+        };
+        let text = concat!(
+            r#"{"url":"s3://team-cache/privreg","mode":"read-write","upstreams":["crates-io"],"#,
+            r#""state":"ok","skipped_for_secs":null,"last_error":null,"last_error_at":null,"#,
+            r#""hits":9,"misses":1,"rejected":0,"writes":4,"writes_dropped":0,"#,
+            r#""pack_hits":7,"pack_writes":1,"packs_waiting":0}"#
+        );
+        assert_eq!(serde_json::to_string(&tier).unwrap(), text);
+        assert_eq!(
+            serde_json::from_str::<SharedTierStatus>(text).unwrap(),
+            tier
+        );
+        // A daemon from before the index packs says nothing of them.
+        let older = text.replace(r#","pack_hits":7,"pack_writes":1,"packs_waiting":0"#, "");
+        let read = serde_json::from_str::<SharedTierStatus>(&older).unwrap();
+        assert_eq!(
+            (read.pack_hits, read.pack_writes, read.packs_waiting),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
     fn the_page_link_wire_format_is_pinned() {
         let link = PageLink {
             url: "http://127.0.0.1:7878/-/open/abc".into(),
