@@ -2,10 +2,12 @@
 //! daemon last worked with, so that a cold daemon on a warm tier reads one object instead of one
 //! per file (a resolution asks for hundreds, a few levels at a time).
 //!
-//! Format: the line `privreg index pack 1`, then per file a line `<length> <path>` and `length`
-//! bytes of an index-file object ([`encode_index`]: the upstream's validators and fetch time,
-//! the body's sha256, the body). Paths are sparse-index paths of valid crate names, exactly as
-//! cargo asks for them; anything else refuses the whole pack.
+//! Format: the line `privreg index pack 1`, the length of the entries (4 bytes, little-endian),
+//! and the entries as one LZ4 block (index JSON shrinks about twelve times). The entries are,
+//! per file, a line `<length> <path>` and `length` bytes of an index-file object
+//! ([`encode_index`]: the upstream's validators and fetch time, the body's sha256, the body).
+//! Paths are sparse-index paths of valid crate names, exactly as cargo asks for them; anything
+//! else, a damaged block, or entries longer than the reader's limit refuse the whole pack.
 
 use std::collections::HashMap;
 
@@ -27,6 +29,10 @@ pub(crate) fn pack_key(prefix: &str, upstream_dir: &str) -> String {
 pub(crate) enum PackRefused {
     #[error("not an index pack")]
     NotAPack,
+    #[error("{0} bytes of entries, more than the limit of {1}")]
+    TooLarge(u64, u64),
+    #[error("damaged: {0}")]
+    Damaged(String),
     #[error("entry {at}: unreadable entry line")]
     BadLine { at: usize },
     #[error("entry {at}: {path:?} is not an index path")]
@@ -41,25 +47,55 @@ pub(crate) enum PackRefused {
     },
 }
 
-/// The pack of `files` (sparse-index path, stored file) as the parts of one object; the bodies
-/// are shared, not copied.
-pub(crate) fn encode_pack<'a>(
-    files: impl IntoIterator<Item = (&'a str, &'a Stored)>,
-) -> Vec<Bytes> {
-    let mut parts = vec![Bytes::from_static(MAGIC)];
-    for (path, stored) in files {
-        let object = encode_index(stored);
-        parts.push(Bytes::from(format!("{} {path}\n", object.len())));
-        parts.push(object);
-    }
-    parts
+/// The pack of `files` (sparse-index path, stored file): one object.
+pub(crate) fn encode_pack<'a>(files: impl IntoIterator<Item = (&'a str, &'a Stored)>) -> Bytes {
+    let entries = encode_entries(files);
+    let len = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&lz4_flex::block::compress(&entries));
+    Bytes::from(out)
 }
 
-/// The files of a pack written by [`encode_pack`], by path; each is checked as a single
-/// index-file object is. The bodies are copied out, so that holding some of them does not keep
-/// the whole object alive.
-pub(crate) fn decode_pack(object: &[u8], now: u64) -> Result<HashMap<String, Stored>, PackRefused> {
-    let mut rest = object.strip_prefix(MAGIC).ok_or(PackRefused::NotAPack)?;
+/// The files of a pack written by [`encode_pack`], by path, if its entries take at most `limit`
+/// bytes; each is checked as a single index-file object is.
+pub(crate) fn decode_pack(
+    object: &[u8],
+    now: u64,
+    limit: u64,
+) -> Result<HashMap<String, Stored>, PackRefused> {
+    let rest = object.strip_prefix(MAGIC).ok_or(PackRefused::NotAPack)?;
+    let (len, block) = rest.split_first_chunk::<4>().ok_or(PackRefused::NotAPack)?;
+    let len = u32::from_le_bytes(*len);
+    if u64::from(len) > limit {
+        return Err(PackRefused::TooLarge(u64::from(len), limit));
+    }
+    let len = usize::try_from(len).map_err(|_| PackRefused::TooLarge(u64::MAX, limit))?;
+    let entries =
+        lz4_flex::block::decompress(block, len).map_err(|e| PackRefused::Damaged(e.to_string()))?;
+    if entries.len() != len {
+        return Err(PackRefused::Damaged(format!(
+            "{} bytes of entries, not {len}",
+            entries.len()
+        )));
+    }
+    decode_entries(&entries, now)
+}
+
+/// The entries of `files`, uncompressed.
+fn encode_entries<'a>(files: impl IntoIterator<Item = (&'a str, &'a Stored)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, stored) in files {
+        let object = encode_index(stored);
+        out.extend_from_slice(format!("{} {path}\n", object.len()).as_bytes());
+        out.extend_from_slice(&object);
+    }
+    out
+}
+
+/// The files of uncompressed entries. The bodies are copied out, so that holding some of them
+/// does not keep the whole pack alive.
+fn decode_entries(mut rest: &[u8], now: u64) -> Result<HashMap<String, Stored>, PackRefused> {
     let mut files = HashMap::new();
     let mut at = 0;
     while !rest.is_empty() {
@@ -110,12 +146,8 @@ mod tests {
         }
     }
 
-    fn joined(parts: &[Bytes]) -> Vec<u8> {
-        parts.concat()
-    }
-
-    fn refused(object: &[u8]) -> PackRefused {
-        decode_pack(object, 1000).expect_err("refused")
+    fn refused(entries: &[u8]) -> PackRefused {
+        decode_entries(entries, 1000).expect_err("refused")
     }
 
     #[test]
@@ -130,40 +162,66 @@ mod tests {
     #[test]
     fn packs_round_trip() {
         let (a, b) = (stored(100, b"{\"name\":\"serde\"}\n"), stored(90, b""));
-        let object = joined(&encode_pack([("se/rd/serde", &a), ("1/a", &b)]));
+        let object = encode_pack([("se/rd/serde", &a), ("1/a", &b)]);
         assert!(object.starts_with(b"privreg index pack 1\n"));
-        let files = decode_pack(&object, 1000).unwrap();
+        let files = decode_pack(&object, 1000, 1 << 20).unwrap();
         assert_eq!(files.len(), 2);
         assert_eq!(files["se/rd/serde"].body, a.body);
         assert_eq!(files["se/rd/serde"].meta, a.meta);
         assert_eq!(files["1/a"].meta.fetched, 90);
         // An empty pack is a pack.
-        assert!(decode_pack(MAGIC, 1).unwrap().is_empty());
+        let empty = encode_pack([]);
+        assert!(decode_pack(&empty, 1, 0).unwrap().is_empty());
         // A fetch time from the future is taken as now, as for a single object.
         assert_eq!(
-            decode_pack(&object, 95).unwrap()["se/rd/serde"]
+            decode_pack(&object, 95, 1 << 20).unwrap()["se/rd/serde"]
                 .meta
                 .fetched,
             95
         );
+        // Index files repeat themselves: the pack is much smaller than its files.
+        let line = b"{\"name\":\"serde\",\"vers\":\"1.0.0\",\"deps\":[],\"cksum\":\"00\",\"features\":{}}\n";
+        let big = Stored {
+            body: Bytes::from(line.repeat(1000)),
+            ..a.clone()
+        };
+        assert!(encode_pack([("se/rd/serde", &big)]).len() < big.body.len() / 10);
     }
 
     #[test]
-    fn a_damaged_or_hostile_pack_is_refused_whole() {
+    fn a_damaged_oversized_or_foreign_pack_is_refused_whole() {
         let a = stored(100, b"{\"name\":\"serde\"}\n");
-        let good = joined(&encode_pack([
-            ("se/rd/serde", &a),
-            ("se/rd/serde_json", &a),
-        ]));
-        assert_eq!(refused(b"something else"), PackRefused::NotAPack);
+        let object = encode_pack([("se/rd/serde", &a)]);
+        let decode = |o: &[u8]| decode_pack(o, 1000, 1 << 20).expect_err("refused");
+        assert_eq!(decode(b"something else"), PackRefused::NotAPack);
+        assert_eq!(decode(MAGIC), PackRefused::NotAPack);
+        // The entries' length is checked against the limit before anything is decompressed.
+        assert!(matches!(
+            decode_pack(&object, 1000, 10),
+            Err(PackRefused::TooLarge(_, 10))
+        ));
+        let mut huge = MAGIC.to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode(&huge), PackRefused::TooLarge(..)));
+        // A damaged block: cut short, or a length that does not match.
+        assert!(matches!(
+            decode(&object[..object.len() - 3]),
+            PackRefused::Damaged(_)
+        ));
+        let mut longer = object.to_vec();
+        longer[MAGIC.len()] += 1;
+        assert!(matches!(decode(&longer), PackRefused::Damaged(_)));
+    }
+
+    #[test]
+    fn damaged_or_hostile_entries_are_refused() {
+        let a = stored(100, b"{\"name\":\"serde\"}\n");
+        let good = encode_entries([("se/rd/serde", &a), ("se/rd/serde_json", &a)]);
         // One byte of the second body changed.
         let mut bad = good.clone();
         let last = bad.len() - 3;
         bad[last] ^= 1;
-        assert!(matches!(
-            decode_pack(&bad, 1000),
-            Err(PackRefused::Entry { at: 2, .. })
-        ));
+        assert!(matches!(refused(&bad), PackRefused::Entry { at: 2, .. }));
         // Cut short.
         assert_eq!(
             refused(&good[..good.len() - 1]),
@@ -176,17 +234,12 @@ mod tests {
             "se/rd/../serde",
             "xx/yy/serde",
         ] {
-            let object = joined(&encode_pack([(path, &a)]));
+            let entries = encode_entries([(path, &a)]);
             assert!(
-                matches!(
-                    decode_pack(&object, 1000),
-                    Err(PackRefused::BadPath { at: 1, .. })
-                ),
+                matches!(refused(&entries), PackRefused::BadPath { at: 1, .. }),
                 "{path}"
             );
         }
-        let mut no_len = MAGIC.to_vec();
-        no_len.extend_from_slice(b"se/rd/serde\n");
-        assert_eq!(refused(&no_len), PackRefused::BadLine { at: 1 });
+        assert_eq!(refused(b"se/rd/serde\n"), PackRefused::BadLine { at: 1 });
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use privreg_shared::config::Upstream;
 use privreg_shared::store::{self, Stored};
@@ -114,9 +113,10 @@ impl SharedTier {
         };
         let slot = match tokio::time::timeout(PACK_TIMEOUT, read).await {
             Ok(Ok(object)) => {
-                let decoded =
-                    tokio::task::spawn_blocking(move || decode_pack(&object, store::now_secs()))
-                        .await;
+                let decoded = tokio::task::spawn_blocking(move || {
+                    decode_pack(&object, store::now_secs(), limit)
+                })
+                .await;
                 match decoded {
                     Ok(Ok(files)) => {
                         tracing::debug!(%key, files = files.len(), "index pack read");
@@ -184,7 +184,7 @@ impl SharedTier {
 
     /// Writes the pack of `up`'s index `files` (sparse-index path, file), replacing the last
     /// one; nothing beyond `index-memory` is written.
-    pub(crate) async fn write_pack(&self, up: &Upstream, files: &[(String, Stored)]) {
+    pub(crate) async fn write_pack(&self, up: &Upstream, files: Vec<(String, Stored)>) {
         let Some(tier) = self.tier.read().expect("tier lock").clone() else {
             return;
         };
@@ -192,17 +192,21 @@ impl SharedTier {
             return;
         }
         let key = pack_key(&tier.config.prefix, &store::upstream_dir_name(up));
-        let parts = encode_pack(files.iter().map(|(p, s)| (p.as_str(), s)));
-        let size: usize = parts.iter().map(Bytes::len).sum();
-        if u64::try_from(size).unwrap_or(u64::MAX) > self.pack_limit {
-            self.pack_failed("put", &key, "larger than `index-memory`; not written");
+        // Memory holds at most `index-memory` of files: so does the pack.
+        let count = files.len();
+        let Ok(object) = tokio::task::spawn_blocking(move || {
+            encode_pack(files.iter().map(|(p, s)| (p.as_str(), s)))
+        })
+        .await
+        else {
             return;
-        }
+        };
+        let size = object.len();
         let path = ObjectPath::from(key.as_str());
-        let put = tier.pack_store.put(&path, parts.into_iter().collect());
+        let put = tier.pack_store.put(&path, object.into());
         match tokio::time::timeout(PACK_TIMEOUT, put).await {
             Ok(Ok(_)) => {
-                tracing::debug!(%key, files = files.len(), bytes = size, "index pack written");
+                tracing::debug!(%key, files = count, bytes = size, "index pack written");
                 self.counts.pack_writes.fetch_add(1, Ordering::Relaxed);
                 self.metrics.shared_tier("pack", "ok");
             }
@@ -242,7 +246,7 @@ impl crate::daemon::Daemon {
                 .find(|u| store::upstream_dir_name(u) == dir);
             if let Some(up) = up {
                 let files = self.upstreams().index_files(up);
-                shared.write_pack(up, &files).await;
+                shared.write_pack(up, files).await;
             }
         }
     }
