@@ -266,14 +266,21 @@ impl SharedTier {
     pub(crate) async fn index(self: &Arc<Self>, up: &Upstream, rel_url: &str) -> Option<Stored> {
         let tier = self.usable(up)?;
         let dir = store::upstream_dir_name(up);
-        if let Some(stored) = self.from_pack(&tier, &dir, rel_url).await {
-            self.counts.pack_hits.fetch_add(1, Ordering::Relaxed);
-            self.hit("index");
-            return Some(stored);
-        }
-        let key = index_key(&tier.config.prefix, &dir, rel_url);
         // The header line on top of the body.
         let limit = up.limits.max_index_size.saturating_add(4096);
+        if let Some(stored) = self.from_pack(&tier, &dir, rel_url).await {
+            if stored.body.len() as u64 <= limit {
+                self.counts.pack_hits.fetch_add(1, Ordering::Relaxed);
+                self.hit("index");
+                return Some(stored);
+            }
+            self.rejected(
+                "pack",
+                rel_url,
+                "larger than the upstream's `max-index-size`",
+            );
+        }
+        let key = index_key(&tier.config.prefix, &dir, rel_url);
         let object = self.get(&tier, &key, "index", limit).await?;
         match decode_index(&object, store::now_secs()) {
             Ok(stored) => {

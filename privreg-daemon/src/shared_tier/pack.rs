@@ -7,7 +7,8 @@
 //! per file, a line `<length> <path>` and `length` bytes of an index-file object
 //! ([`encode_index`]: the upstream's validators and fetch time, the body's sha256, the body).
 //! Paths are sparse-index paths of valid crate names, exactly as cargo asks for them; anything
-//! else, a damaged block, or entries longer than the reader's limit refuse the whole pack.
+//! else, a damaged block, or entries longer than the reader's limit refuse the whole pack. Each
+//! file is checked against its sha256 when it is taken, and refused alone.
 
 use std::collections::HashMap;
 
@@ -39,12 +40,6 @@ pub(crate) enum PackRefused {
     BadPath { at: usize, path: String },
     #[error("entry {at}: cut short")]
     Truncated { at: usize },
-    #[error("entry {at} ({path}): {why}")]
-    Entry {
-        at: usize,
-        path: String,
-        why: Refused,
-    },
 }
 
 /// The pack of `files` (sparse-index path, stored file): one object.
@@ -57,13 +52,38 @@ pub(crate) fn encode_pack<'a>(files: impl IntoIterator<Item = (&'a str, &'a Stor
     Bytes::from(out)
 }
 
-/// The files of a pack written by [`encode_pack`], by path, if its entries take at most `limit`
-/// bytes; each is checked as a single index-file object is.
-pub(crate) fn decode_pack(
-    object: &[u8],
-    now: u64,
-    limit: u64,
-) -> Result<HashMap<String, Stored>, PackRefused> {
+/// A pack read from the tier: its entries, uncompressed, and where each file lies in them.
+/// Each file is checked when it is taken, as a single index-file object is, so that the pack is
+/// usable as soon as it is decompressed.
+#[derive(Debug)]
+pub(crate) struct Pack {
+    entries: Vec<u8>,
+    at: HashMap<String, (usize, usize)>,
+}
+
+impl Pack {
+    /// The file at `path`, taken out of the pack: `None` when it holds none, an error when its
+    /// object is damaged. Copied out, so that holding it does not keep the pack alive.
+    pub(crate) fn take(&mut self, path: &str, now: u64) -> Option<Result<Stored, Refused>> {
+        let (start, len) = self.at.remove(path)?;
+        let object = Bytes::copy_from_slice(&self.entries[start..start + len]);
+        Some(decode_index(&object, now))
+    }
+
+    /// Whether every file was taken.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// How many files are left.
+    pub(crate) fn len(&self) -> usize {
+        self.at.len()
+    }
+}
+
+/// The pack written by [`encode_pack`], if its entries take at most `limit` bytes and are well
+/// formed (their files are checked when taken: [`Pack::take`]).
+pub(crate) fn decode_pack(object: &[u8], limit: u64) -> Result<Pack, PackRefused> {
     let rest = object.strip_prefix(MAGIC).ok_or(PackRefused::NotAPack)?;
     let (len, block) = rest.split_first_chunk::<4>().ok_or(PackRefused::NotAPack)?;
     let len = u32::from_le_bytes(*len);
@@ -79,7 +99,8 @@ pub(crate) fn decode_pack(
             entries.len()
         )));
     }
-    decode_entries(&entries, now)
+    let at = entry_places(&entries)?;
+    Ok(Pack { entries, at })
 }
 
 /// The entries of `files`, uncompressed.
@@ -93,39 +114,34 @@ fn encode_entries<'a>(files: impl IntoIterator<Item = (&'a str, &'a Stored)>) ->
     out
 }
 
-/// The files of uncompressed entries. The bodies are copied out, so that holding some of them
-/// does not keep the whole pack alive.
-fn decode_entries(mut rest: &[u8], now: u64) -> Result<HashMap<String, Stored>, PackRefused> {
-    let mut files = HashMap::new();
-    let mut at = 0;
-    while !rest.is_empty() {
-        at += 1;
+/// Where each file lies in uncompressed entries (start, length), by path.
+fn entry_places(entries: &[u8]) -> Result<HashMap<String, (usize, usize)>, PackRefused> {
+    let mut at = HashMap::new();
+    let (mut pos, mut n) = (0, 0);
+    while pos < entries.len() {
+        n += 1;
+        let rest = &entries[pos..];
         let end = rest
             .iter()
             .position(|b| *b == b'\n')
-            .ok_or(PackRefused::BadLine { at })?;
-        let line = std::str::from_utf8(&rest[..end]).map_err(|_| PackRefused::BadLine { at })?;
-        let (len, path) = line.split_once(' ').ok_or(PackRefused::BadLine { at })?;
-        let len: usize = len.parse().map_err(|_| PackRefused::BadLine { at })?;
+            .ok_or(PackRefused::BadLine { at: n })?;
+        let line = std::str::from_utf8(&rest[..end]).map_err(|_| PackRefused::BadLine { at: n })?;
+        let (len, path) = line.split_once(' ').ok_or(PackRefused::BadLine { at: n })?;
+        let len: usize = len.parse().map_err(|_| PackRefused::BadLine { at: n })?;
         if CrateName::from_index_path(path).is_none() {
             return Err(PackRefused::BadPath {
-                at,
+                at: n,
                 path: path.chars().take(80).collect(),
             });
         }
-        rest = &rest[end + 1..];
-        let entry = rest.get(..len).ok_or(PackRefused::Truncated { at })?;
-        let stored = decode_index(&Bytes::copy_from_slice(entry), now).map_err(|why| {
-            PackRefused::Entry {
-                at,
-                path: path.to_owned(),
-                why,
-            }
-        })?;
-        files.insert(path.to_owned(), stored);
-        rest = &rest[len..];
+        let start = pos + end + 1;
+        if entries.len() - start < len {
+            return Err(PackRefused::Truncated { at: n });
+        }
+        at.insert(path.to_owned(), (start, len));
+        pos = start + len;
     }
-    Ok(files)
+    Ok(at)
 }
 
 #[cfg(test)]
@@ -147,7 +163,7 @@ mod tests {
     }
 
     fn refused(entries: &[u8]) -> PackRefused {
-        decode_entries(entries, 1000).expect_err("refused")
+        entry_places(entries).expect_err("refused")
     }
 
     #[test]
@@ -164,21 +180,18 @@ mod tests {
         let (a, b) = (stored(100, b"{\"name\":\"serde\"}\n"), stored(90, b""));
         let object = encode_pack([("se/rd/serde", &a), ("1/a", &b)]);
         assert!(object.starts_with(b"privreg index pack 1\n"));
-        let files = decode_pack(&object, 1000, 1 << 20).unwrap();
-        assert_eq!(files.len(), 2);
-        assert_eq!(files["se/rd/serde"].body, a.body);
-        assert_eq!(files["se/rd/serde"].meta, a.meta);
-        assert_eq!(files["1/a"].meta.fetched, 90);
-        // An empty pack is a pack.
-        let empty = encode_pack([]);
-        assert!(decode_pack(&empty, 1, 0).unwrap().is_empty());
+        let mut pack = decode_pack(&object, 1 << 20).unwrap();
+        assert_eq!(pack.len(), 2);
+        let serde = pack.take("se/rd/serde", 1000).unwrap().unwrap();
+        assert_eq!((serde.body, serde.meta), (a.body.clone(), a.meta.clone()));
+        // Taken out: a second take finds nothing.
+        assert!(pack.take("se/rd/serde", 1000).is_none());
+        assert!(pack.take("se/rd/serde_json", 1000).is_none());
         // A fetch time from the future is taken as now, as for a single object.
-        assert_eq!(
-            decode_pack(&object, 95, 1 << 20).unwrap()["se/rd/serde"]
-                .meta
-                .fetched,
-            95
-        );
+        assert_eq!(pack.take("1/a", 80).unwrap().unwrap().meta.fetched, 80);
+        assert!(pack.is_empty());
+        // An empty pack is a pack.
+        assert!(decode_pack(&encode_pack([]), 0).unwrap().is_empty());
         // Index files repeat themselves: the pack is much smaller than its files.
         let line = b"{\"name\":\"serde\",\"vers\":\"1.0.0\",\"deps\":[],\"cksum\":\"00\",\"features\":{}}\n";
         let big = Stored {
@@ -192,12 +205,12 @@ mod tests {
     fn a_damaged_oversized_or_foreign_pack_is_refused_whole() {
         let a = stored(100, b"{\"name\":\"serde\"}\n");
         let object = encode_pack([("se/rd/serde", &a)]);
-        let decode = |o: &[u8]| decode_pack(o, 1000, 1 << 20).expect_err("refused");
+        let decode = |o: &[u8]| decode_pack(o, 1 << 20).expect_err("refused");
         assert_eq!(decode(b"something else"), PackRefused::NotAPack);
         assert_eq!(decode(MAGIC), PackRefused::NotAPack);
         // The entries' length is checked against the limit before anything is decompressed.
         assert!(matches!(
-            decode_pack(&object, 1000, 10),
+            decode_pack(&object, 10),
             Err(PackRefused::TooLarge(_, 10))
         ));
         let mut huge = MAGIC.to_vec();
@@ -214,14 +227,22 @@ mod tests {
     }
 
     #[test]
-    fn damaged_or_hostile_entries_are_refused() {
+    fn damaged_files_are_refused_alone_and_hostile_entries_whole() {
         let a = stored(100, b"{\"name\":\"serde\"}\n");
         let good = encode_entries([("se/rd/serde", &a), ("se/rd/serde_json", &a)]);
-        // One byte of the second body changed.
+        // One byte of the second body changed: that file alone is refused, when it is taken.
         let mut bad = good.clone();
         let last = bad.len() - 3;
         bad[last] ^= 1;
-        assert!(matches!(refused(&bad), PackRefused::Entry { at: 2, .. }));
+        let mut pack = Pack {
+            at: entry_places(&bad).unwrap(),
+            entries: bad,
+        };
+        assert!(pack.take("se/rd/serde", 1000).unwrap().is_ok());
+        assert!(matches!(
+            pack.take("se/rd/serde_json", 1000),
+            Some(Err(Refused::Damaged { .. }))
+        ));
         // Cut short.
         assert_eq!(
             refused(&good[..good.len() - 1]),

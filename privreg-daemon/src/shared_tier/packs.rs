@@ -1,6 +1,5 @@
 //! The index packs' reading, holding and writing (their format is [`super::pack`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -9,7 +8,7 @@ use object_store::path::Path as ObjectPath;
 use privreg_shared::config::Upstream;
 use privreg_shared::store::{self, Stored};
 
-use super::pack::{decode_pack, encode_pack, pack_key};
+use super::pack::{Pack, decode_pack, encode_pack, pack_key};
 use super::{SharedTier, Tier};
 
 /// How long a read-write daemon waits after its last write-back of an index file before it
@@ -32,11 +31,8 @@ pub(super) enum PackSlot {
     /// Being read: index requests wait for it up to [`pack_wait`], then go to the tier file by
     /// file. The sender is dropped when the read ends.
     Loading(tokio::sync::watch::Receiver<()>),
-    /// Read: the files not used yet, by path, until `until`.
-    Held {
-        files: HashMap<String, Stored>,
-        until: Instant,
-    },
+    /// Read: the files not used yet, until `until`.
+    Held { pack: Pack, until: Instant },
     /// Used up, dropped, absent or refused: not read again in this run.
     Done,
 }
@@ -71,18 +67,26 @@ impl SharedTier {
         }
         let mut packs = self.packs.lock().expect("packs lock");
         let slot = packs.get_mut(dir)?;
-        let PackSlot::Held { files, until } = slot else {
+        let PackSlot::Held { pack, until } = slot else {
             return None;
         };
         if Instant::now() >= *until {
             *slot = PackSlot::Done;
             return None;
         }
-        let stored = files.remove(rel_url);
-        if files.is_empty() {
+        let taken = pack.take(rel_url, store::now_secs());
+        if pack.is_empty() {
             *slot = PackSlot::Done;
         }
-        stored
+        drop(packs);
+        match taken? {
+            Ok(stored) => Some(stored),
+            Err(e) => {
+                let key = pack_key(&tier.config.prefix, dir);
+                self.rejected("pack", &format!("{key} ({rel_url})"), &e.to_string());
+                None
+            }
+        }
     }
 
     /// Reads the pack of the upstream whose cache directory is `dir` and holds its files for
@@ -113,16 +117,14 @@ impl SharedTier {
         };
         let slot = match tokio::time::timeout(PACK_TIMEOUT, read).await {
             Ok(Ok(object)) => {
-                let decoded = tokio::task::spawn_blocking(move || {
-                    decode_pack(&object, store::now_secs(), limit)
-                })
-                .await;
+                let decoded =
+                    tokio::task::spawn_blocking(move || decode_pack(&object, limit)).await;
                 match decoded {
-                    Ok(Ok(files)) => {
-                        tracing::debug!(%key, files = files.len(), "index pack read");
+                    Ok(Ok(pack)) => {
+                        tracing::debug!(%key, files = pack.len(), "index pack read");
                         self.metrics.shared_tier("pack", "hit");
                         PackSlot::Held {
-                            files,
+                            pack,
                             until: Instant::now() + PACK_HOLD,
                         }
                     }
