@@ -14,9 +14,9 @@
 //! - An index pack per shared upstream (see [`pack`]) holds the index files a daemon last worked
 //!   with, so that a cold daemon reads one object instead of one per file. A read-write daemon
 //!   writes its pack when it has fetched index files from the upstream and then been quiet for
-//!   [`packs::PACK_QUIET`] (and when it stops); a daemon reads the pack once, in the background, at its
-//!   first index request for that upstream, and holds what it has not used yet for at most
-//!   [`packs::PACK_HOLD`]. Both are bounded by `index-memory`.
+//!   [`packs::PACK_QUIET`] (and when it stops); a daemon reads the pack once, in the background,
+//!   at its first index request for that upstream, and holds what it has not used yet for at
+//!   most [`packs::PACK_HOLD`]. Both are bounded by `index-memory`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -269,7 +269,7 @@ impl SharedTier {
         // The header line on top of the body.
         let limit = up.limits.max_index_size.saturating_add(4096);
         if let Some(stored) = self.from_pack(&tier, &dir, rel_url).await {
-            if stored.body.len() as u64 <= limit {
+            if stored.body.len() as u64 <= up.limits.max_index_size {
                 self.counts.pack_hits.fetch_add(1, Ordering::Relaxed);
                 self.hit("index");
                 return Some(stored);

@@ -145,16 +145,22 @@ impl SharedTier {
             Ok(Err(e)) => self.pack_failed("get", &key, &e.to_string()),
             Err(_) => self.pack_failed("get", &key, "no answer within 30 s"),
         };
-        let held = matches!(slot, PackSlot::Held { .. });
+        let held = match &slot {
+            PackSlot::Held { until, .. } => Some(*until),
+            _ => None,
+        };
         self.packs
             .lock()
             .expect("packs lock")
             .insert(dir.clone(), slot);
         drop(done);
-        if held {
+        if let Some(held) = held {
             // What is still unused then is dropped: memory is not held for files nobody asks.
-            tokio::time::sleep(PACK_HOLD).await;
-            if let Some(slot) = self.packs.lock().expect("packs lock").get_mut(&dir) {
+            tokio::time::sleep_until(held.into()).await;
+            // Only this read's files (a new tier's read may have begun since).
+            if let Some(slot) = self.packs.lock().expect("packs lock").get_mut(&dir)
+                && matches!(slot, PackSlot::Held { until, .. } if *until == held)
+            {
                 *slot = PackSlot::Done;
             }
         }
