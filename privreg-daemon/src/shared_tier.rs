@@ -211,17 +211,7 @@ impl SharedTier {
     /// Reads an object of at most `limit` bytes: `None` when absent, skipped or failing.
     async fn get(&self, tier: &Tier, key: &str, op: &'static str, limit: u64) -> Option<Bytes> {
         let path = ObjectPath::from(key);
-        let read = async {
-            let got = tier.store.get(&path).await?;
-            if got.meta.size > limit {
-                return Err(object_store::Error::Generic {
-                    store: "shared tier",
-                    source: format!("{} bytes, more than the limit of {limit}", got.meta.size)
-                        .into(),
-                });
-            }
-            got.bytes().await
-        };
+        let read = get_limited(&*tier.store, &path, limit);
         let started = Instant::now();
         match Self::bounded(tier, read).await {
             Ok(Some(bytes)) => {
@@ -479,6 +469,22 @@ impl SharedTier {
             packs_waiting: self.unpacked.lock().expect("unpacked lock").len() as u64,
         })
     }
+}
+
+/// The object at `path` from `store`, refused unread when it is larger than `limit` bytes.
+async fn get_limited(
+    store: &dyn ObjectStore,
+    path: &ObjectPath,
+    limit: u64,
+) -> object_store::Result<Bytes> {
+    let got = store.get(path).await?;
+    if got.meta.size > limit {
+        return Err(object_store::Error::Generic {
+            store: "shared tier",
+            source: format!("{} bytes, more than the limit of {limit}", got.meta.size).into(),
+        });
+    }
+    got.bytes().await
 }
 
 /// The S3 client for `config`: credentials from the standard `AWS_*` environment variables (and

@@ -9,7 +9,7 @@ use privreg_shared::config::Upstream;
 use privreg_shared::store::{self, Stored};
 
 use super::pack::{Pack, decode_pack, encode_pack, pack_key};
-use super::{SharedTier, Tier};
+use super::{SharedTier, Tier, get_limited};
 
 /// How long a read-write daemon waits after its last write-back of an index file before it
 /// writes its index pack (a resolution's files come in a burst).
@@ -18,6 +18,13 @@ pub(crate) const PACK_QUIET: Duration = Duration::from_secs(2);
 pub(crate) const PACK_HOLD: Duration = Duration::from_mins(2);
 /// The bound on reading or writing a pack: it is larger than one file, and nobody waits on it.
 pub(super) const PACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn no_answer() -> String {
+    format!(
+        "no answer within {}",
+        humantime::format_duration(PACK_TIMEOUT)
+    )
+}
 
 /// How long an index request waits for a pack being read, given the tier's `timeout`: half of
 /// it, at most half a second. While a pack is read, a request to the tier may so take 1.5 times
@@ -101,20 +108,8 @@ impl SharedTier {
         let key = pack_key(&tier.config.prefix, &dir);
         let path = ObjectPath::from(key.as_str());
         let limit = self.pack_limit;
-        let read = async {
-            let got = tier.pack_store.get(&path).await?;
-            if got.meta.size > limit {
-                return Err(object_store::Error::Generic {
-                    store: "shared tier",
-                    source: format!(
-                        "{} bytes, more than `index-memory` ({limit} bytes)",
-                        got.meta.size
-                    )
-                    .into(),
-                });
-            }
-            got.bytes().await
-        };
+        // The limit is `index-memory`: a pack holds what memory holds.
+        let read = get_limited(&*tier.pack_store, &path, limit);
         let slot = match tokio::time::timeout(PACK_TIMEOUT, read).await {
             Ok(Ok(object)) => {
                 let decoded =
@@ -143,7 +138,7 @@ impl SharedTier {
                 PackSlot::Done
             }
             Ok(Err(e)) => self.pack_failed("get", &key, &e.to_string()),
-            Err(_) => self.pack_failed("get", &key, "no answer within 30 s"),
+            Err(_) => self.pack_failed("get", &key, &no_answer()),
         };
         let held = match &slot {
             PackSlot::Held { until, .. } => Some(*until),
@@ -222,7 +217,7 @@ impl SharedTier {
                 self.pack_failed("put", &key, &e.to_string());
             }
             Err(_) => {
-                self.pack_failed("put", &key, "no answer within 30 s");
+                self.pack_failed("put", &key, &no_answer());
             }
         }
     }
