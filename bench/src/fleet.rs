@@ -28,7 +28,7 @@ use anyhow::{Context, bail};
 use crate::cargo::{Cargo, Sandbox, Source, locked_crates};
 use crate::daemon::{Daemon, DaemonOpts, http_request, tail, terminate};
 use crate::fixture::{Seen, Upstream};
-use crate::load::{cpu_secs, download_all};
+use crate::load::{children_cpu_secs, cpu_secs, download_all};
 use crate::report::{RunInfo, median};
 use crate::suite::{DL_CONNECTIONS, Env};
 
@@ -338,6 +338,8 @@ struct Run {
     /// CPU seconds of the daemon and of the S3 server during the timed part.
     daemon_cpu: f64,
     server_cpu: Option<f64>,
+    /// CPU seconds during the resolution alone: the daemon's, and cargo's.
+    resolve_cpu: (f64, f64),
     tier: Option<TierSeen>,
     lockfile_same: bool,
 }
@@ -354,6 +356,11 @@ struct Ctx<'a> {
     s3: &'a S3Server,
     /// The first resolution's lockfile; every later one is compared with it.
     reference: Option<String>,
+    /// The sandboxes and (stopped) daemons done with, deleted only when the fleet ends: a run
+    /// would otherwise pay for the deletion of the files of the one before it (on an ext4
+    /// without a journal, creating a file skips, one by one, the inodes freed in the last
+    /// minute; BENCHMARKS.md).
+    spent: (Vec<Sandbox>, Vec<Daemon>),
 }
 
 impl Ctx<'_> {
@@ -386,12 +393,17 @@ impl Ctx<'_> {
         self.upstream.counters.take();
         let before = d.status()?;
         let (daemon_cpu, server_cpu) = (cpu_secs(d.pid()), cpu_secs(self.s3.pid()));
+        let cargo_cpu = children_cpu_secs();
         let env = self.env;
         let sb = Sandbox::new(env.work, env.dependencies, Source::Replaced(&d.index_url()))?;
         let resolve = sb
             .run(env.cargo, &["generate-lockfile"])
             .with_context(|| format!("resolution through the daemon, log:\n{}", tail(&d.log, 20)))?
             .as_secs_f64();
+        let resolve_cpu = (
+            cpu_secs(d.pid()) - daemon_cpu,
+            children_cpu_secs() - cargo_cpu,
+        );
         let lock = sb.lockfile()?;
         let lockfile_same = self.reference.get_or_insert_with(|| lock.clone()) == &lock;
         let paths: Vec<String> = locked_crates(&lock)
@@ -409,6 +421,7 @@ impl Ctx<'_> {
         let daemon_cpu = cpu_secs(d.pid()) - daemon_cpu;
         let server_cpu = cpu_secs(self.s3.pid()) - server_cpu;
         d.wait_quiet();
+        self.spent.0.push(sb);
         let after = d.status()?;
         let tier = tier.then(|| {
             let (b, a) = (tier_counts(&before), tier_counts(&after));
@@ -437,6 +450,7 @@ impl Ctx<'_> {
             upstream: self.upstream.counters.take(),
             daemon_cpu,
             server_cpu: tier.as_ref().map(|_| server_cpu),
+            resolve_cpu,
             tier,
             lockfile_same,
         })
@@ -482,6 +496,7 @@ pub(crate) fn run(
         upstream,
         s3: &s3,
         reference: None,
+        spent: (Vec::new(), Vec::new()),
     };
     let mut res = FleetResult {
         delay_ms,
@@ -500,7 +515,7 @@ pub(crate) fn run(
                 i + 1,
                 if tier { "with" } else { "without" }
             );
-            let d = ctx.daemon(tier)?;
+            let mut d = ctx.daemon(tier)?;
             let r = ctx.run(&d, tier)?;
             if tier {
                 res.tier.push(r);
@@ -509,6 +524,8 @@ pub(crate) fn run(
                 res.cold.push(r);
                 res.warm.push(ctx.run(&d, false)?);
             }
+            d.stop();
+            ctx.spent.1.push(d);
         }
     }
     res.probe = s3.probe();
@@ -689,6 +706,16 @@ impl FleetResult {
             server.name(),
             server_share * 100.0,
             med(on, |r| r.daemon_cpu / r.total()) * 100.0
+        );
+        let _ = writeln!(
+            o,
+            "CPU during the resolution alone (medians): a cold daemon on the warm tier {:.2} s, cargo beside it {:.2} s; a warm local daemon {:.2} s, cargo beside it {:.2} s; a cold daemon without the tier {:.2} s, cargo {:.2} s.\n",
+            med(on, |r| r.resolve_cpu.0),
+            med(on, |r| r.resolve_cpu.1),
+            med(warm, |r| r.resolve_cpu.0),
+            med(warm, |r| r.resolve_cpu.1),
+            med(&self.cold, |r| r.resolve_cpu.0),
+            med(&self.cold, |r| r.resolve_cpu.1),
         );
         if let Some(p) = self.probe {
             let _ = writeln!(
