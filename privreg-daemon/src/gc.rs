@@ -157,7 +157,8 @@ impl Daemon {
                     .max(self.started_secs() + FIRST_SCAN_AFTER.as_secs()),
             ),
             last_gc,
-            writes_waiting: self.cache().writes_waiting().0 as u64,
+            writes_waiting: (self.cache().writes_waiting().0 + self.upstreams().copies_waiting())
+                as u64,
         }
     }
 

@@ -324,7 +324,7 @@ mod tests {
             file: None,
             rev,
             seen: Arc::default(),
-            disk: crate::upstream::OnDisk::Same,
+            disk: crate::upstream::DiskState::new(crate::upstream::OnDisk::Same),
         })
     }
 

@@ -210,6 +210,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // measures it, and removes temp files a crash left behind, in the background.
     crate::gc::start(daemon.clone());
     crate::shared_tier::start_packs(daemon.clone());
+    crate::upstream::deferred::start(daemon.upstreams().clone());
 
     let state = DaemonState::path(&cache_dir);
     let info = DaemonState {
@@ -229,7 +230,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if packs.await.is_err() {
         tracing::warn!("the index pack was not written in time at exit");
     }
-    // What is still queued for the disk is written before the process ends.
+    // The local copies put off, then what is still queued for the disk, are written before the
+    // process ends.
+    let upstreams = daemon.upstreams().clone();
+    let copies =
+        tokio::task::spawn_blocking(move || upstreams.write_deferred(std::time::Duration::ZERO));
+    if tokio::time::timeout(SHUTDOWN_FLUSH, copies).await.is_err() {
+        tracing::warn!(
+            "local copies of files from the shared tier were not written in time at exit"
+        );
+    }
     let (files, _) = cache.writes_waiting();
     let flushed = tokio::task::spawn_blocking(move || cache.flush(SHUTDOWN_FLUSH)).await;
     if !flushed.unwrap_or(false) {

@@ -233,7 +233,7 @@ mod tests {
             body,
             rev,
             seen: Arc::default(),
-            disk: crate::upstream::OnDisk::Same,
+            disk: crate::upstream::DiskState::new(crate::upstream::OnDisk::Same),
         })
     }
 

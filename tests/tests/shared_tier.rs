@@ -166,7 +166,7 @@ fn a_cold_daemon_builds_from_the_tier_with_the_upstream_down() {
 
 #[test]
 fn a_cold_daemon_reads_the_index_pack_instead_of_each_file() {
-    let s3 = S3Server::start();
+    let mut s3 = S3Server::start();
     s3.create_bucket(BUCKET);
     let mut public = Registry::start(RegistryOpts::default());
     publish_graph(&mut public);
@@ -189,7 +189,7 @@ fn a_cold_daemon_reads_the_index_pack_instead_of_each_file() {
         }
     }
     public.stop();
-    let b = daemon(&public, None, &s3, "");
+    let mut b = daemon(&public, None, &s3, "");
     build(&b, "app");
     let st = status(&b);
     assert!(st["shared_tier"]["pack_hits"].as_u64() >= Some(2), "{st}");
@@ -204,6 +204,24 @@ fn a_cold_daemon_reads_the_index_pack_instead_of_each_file() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(tier(&b, "pack_writes"), 0);
     assert_eq!(tier(&b, "packs_waiting"), 0);
+
+    // B wrote its local copies of the files from the tier once it was quiet (not at exit: it
+    // is killed). Started again with the tier gone as well, it builds from its own disk.
+    b.within(10.0, "local copies of the files from the tier", |p| {
+        status(p)["disk"]["writes_waiting"] == 0
+    });
+    for name in ["middle", "leaf"] {
+        assert_eq!(files_named(&b.cache_dir, name).len(), 1, "{name}");
+    }
+    b.kill9();
+    s3.kill();
+    b.spawn().expect("privreg-daemon starts again");
+    build(&b, "app");
+    assert_eq!(
+        metric_with(&b, "privreg_upstream_requests_total", "outcome=\"ok\""),
+        0
+    );
+    assert_eq!(tier(&b, "hits"), 0, "{}", status(&b));
 }
 
 #[test]

@@ -16,6 +16,7 @@ use tokio::sync::mpsc::error::TrySendError;
 mod body;
 mod classify;
 mod client;
+pub(crate) mod deferred;
 mod error;
 mod flight;
 mod memory;
@@ -30,7 +31,7 @@ use memory::{Key, fresh};
 pub(crate) use client::http_client;
 pub(crate) use error::FetchError;
 #[cfg(test)]
-pub(crate) use memory::OnDisk;
+pub(crate) use memory::{DiskState, OnDisk};
 pub(crate) use memory::{Entry, Memory};
 pub(crate) use scope::RequestKind;
 
@@ -93,6 +94,8 @@ pub(crate) struct Upstreams {
     auth_probed: Mutex<HashSet<(UpstreamName, String)>>,
     /// The team tier (`[cache.shared]`), asked after memory and disk, before the upstream.
     shared: Arc<SharedTier>,
+    /// Local copies of files from the tier, written once the daemon is quiet.
+    deferred: deferred::Deferred,
 }
 
 impl Upstreams {
@@ -106,6 +109,7 @@ impl Upstreams {
     ) -> Upstreams {
         Upstreams {
             shared: Arc::new(SharedTier::new(metrics.clone(), index_memory)),
+            deferred: deferred::Deferred::default(),
             client: http_client(),
             tokens,
             hits: AtomicU64::new(0),
@@ -366,6 +370,7 @@ impl Upstreams {
         let key = memory::key(up, rel);
         // Recorded in memory; the collector writes last uses in batches (see `crate::gc`).
         self.cache.note_use(up, rel);
+        self.deferred.busy(Instant::now());
         let mut known = self.memory.known(up, rel, &key);
         if known
             .as_ref()
@@ -432,9 +437,23 @@ impl Upstreams {
             return held;
         }
         tracing::debug!(upstream = %up.name, file = %request::rel_url(rel), "from the shared tier");
-        let entry = self
-            .memory
-            .adopt(up, rel, key.clone(), stored, held.as_ref());
+        // Its local copy waits until the daemon is quiet (see `deferred`): the tier holds it.
+        let (entry, seen_changed) =
+            self.memory
+                .adopt(up, rel, key.clone(), stored, held.as_ref(), true);
+        let waiting = deferred::Waiting {
+            up: up.clone(),
+            krate: match rel {
+                UpstreamPath::Config => None,
+                UpstreamPath::Index(k) => Some(k.clone()),
+            },
+            key: key.clone(),
+            entry: Arc::downgrade(&entry),
+            seen_changed,
+        };
+        if !self.deferred.push(waiting, Instant::now()) {
+            self.memory.write_copy(up, rel, key, &entry, seen_changed);
+        }
         // Like a file from the upstream, one from the tier starts the prefetch of what cargo
         // will ask next, so that a cold daemon on a warm tier is not one round trip per level.
         if let (Some(file), UpstreamPath::Index(krate)) = (&entry.file, rel) {

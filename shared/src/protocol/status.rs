@@ -153,7 +153,8 @@ pub struct DiskStatus {
     pub last_gc: Option<crate::store::gc::GcRecord>,
     /// When (seconds since the epoch) the daemon collects next, at the earliest.
     pub next_gc: Option<u64>,
-    /// Index files and records queued for the disk (written behind; 0 once all are written).
+    /// Index files and records queued for the disk (written behind, or, taken from the shared
+    /// tier, waiting for the daemon to be quiet; 0 once all are written).
     #[serde(default)]
     pub writes_waiting: u64,
 }
