@@ -210,6 +210,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // measures it, and removes temp files a crash left behind, in the background.
     crate::gc::start(daemon.clone());
     crate::shared_tier::start_packs(daemon.clone());
+    daemon
+        .upstreams()
+        .shared()
+        .preload(&daemon.runtime().config.upstreams);
     crate::upstream::deferred::start(daemon.upstreams().clone());
 
     let state = DaemonState::path(&cache_dir);

@@ -15,7 +15,7 @@
 //!   with, so that a cold daemon reads one object instead of one per file. A read-write daemon
 //!   writes its pack when it has fetched index files from the upstream and then been quiet for
 //!   [`packs::PACK_QUIET`] (and when it stops); a daemon reads the pack once, in the background,
-//!   at its first index request for that upstream, and holds what it has not
+//!   as it starts (else at its first index request for that upstream), and holds what it has not
 //!   used yet for at most [`packs::PACK_HOLD`]. Both are bounded by `index-memory`. Files taken
 //!   from the tier are copied to the local disk once the daemon is quiet
 //!   ([`crate::upstream::deferred`]).

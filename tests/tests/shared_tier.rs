@@ -190,6 +190,14 @@ fn a_cold_daemon_reads_the_index_pack_instead_of_each_file() {
     }
     public.stop();
     let mut b = daemon(&public, None, &s3, "");
+    // B reads the pack as it starts, before cargo asks for anything.
+    b.within(10.0, "the index pack read at start", |p| {
+        metric_with(
+            p,
+            "privreg_shared_tier_requests_total",
+            "op=\"pack\",outcome=\"hit\"",
+        ) == 1
+    });
     build(&b, "app");
     let st = status(&b);
     assert!(st["shared_tier"]["pack_hits"].as_u64() >= Some(2), "{st}");

@@ -53,20 +53,7 @@ impl SharedTier {
         dir: &str,
         rel_url: &str,
     ) -> Option<Stored> {
-        let loading = {
-            let mut packs = self.packs.lock().expect("packs lock");
-            match packs.get(dir) {
-                None => {
-                    let (done, loading) = tokio::sync::watch::channel(());
-                    packs.insert(dir.to_owned(), PackSlot::Loading(loading.clone()));
-                    let (this, tier, dir) = (self.clone(), tier.clone(), dir.to_owned());
-                    tokio::spawn(async move { this.read_pack(&tier, dir, done).await });
-                    Some(loading)
-                }
-                Some(PackSlot::Loading(loading)) => Some(loading.clone()),
-                Some(_) => None,
-            }
-        };
+        let loading = self.start_read(tier, dir);
         if let Some(mut loading) = loading {
             // Ends when the read does (its sender is dropped), or at the bound; then the file
             // is asked for alone, with the tier's whole `timeout`.
@@ -92,6 +79,37 @@ impl SharedTier {
                 let key = pack_key(&tier.config.prefix, dir);
                 self.rejected("pack", &format!("{key} ({rel_url})"), &e.to_string());
                 None
+            }
+        }
+    }
+
+    /// Starts reading the pack of the upstream whose cache directory is `dir`, unless it was
+    /// read or is being read; while it is being read, what ends when it is.
+    fn start_read(
+        self: &Arc<Self>,
+        tier: &Arc<Tier>,
+        dir: &str,
+    ) -> Option<tokio::sync::watch::Receiver<()>> {
+        let mut packs = self.packs.lock().expect("packs lock");
+        match packs.get(dir) {
+            None => {
+                let (done, loading) = tokio::sync::watch::channel(());
+                packs.insert(dir.to_owned(), PackSlot::Loading(loading.clone()));
+                let (this, tier, dir) = (self.clone(), tier.clone(), dir.to_owned());
+                tokio::spawn(async move { this.read_pack(&tier, dir, done).await });
+                Some(loading)
+            }
+            Some(PackSlot::Loading(loading)) => Some(loading.clone()),
+            Some(_) => None,
+        }
+    }
+
+    /// Starts reading the packs of the upstreams the tier shares, as the daemon starts: a CI
+    /// runner's daemon, started before cargo, has them in memory by cargo's first request.
+    pub(crate) fn preload(self: &Arc<Self>, upstreams: &[Upstream]) {
+        for up in upstreams {
+            if let Some(tier) = self.usable(up) {
+                self.start_read(&tier, &store::upstream_dir_name(up));
             }
         }
     }
