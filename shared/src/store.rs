@@ -502,6 +502,22 @@ pub enum UpstreamPath<'a> {
     Index(&'a CrateName),
 }
 
+impl<'a> UpstreamPath<'a> {
+    /// The crate of an index file; `None` for `config.json`.
+    pub fn krate(self) -> Option<&'a CrateName> {
+        match self {
+            UpstreamPath::Config => None,
+            UpstreamPath::Index(k) => Some(k),
+        }
+    }
+
+    /// The index file of `krate`, or `config.json` for `None` (the inverse of
+    /// [`UpstreamPath::krate`]).
+    pub fn of(krate: Option<&'a CrateName>) -> UpstreamPath<'a> {
+        krate.map_or(UpstreamPath::Config, UpstreamPath::Index)
+    }
+}
+
 /// Creates `dir` and its missing parents private to the user (0700 on Unix): the cache holds
 /// private registries' crates and index files, which other local users must not read.
 pub fn create_private_dirs(dir: &Path) -> std::io::Result<()> {

@@ -133,10 +133,7 @@ impl Upstreams {
                 later.push(w);
                 continue;
             };
-            let rel = w
-                .krate
-                .as_ref()
-                .map_or(UpstreamPath::Config, UpstreamPath::Index);
+            let rel = UpstreamPath::of(w.krate.as_ref());
             if self
                 .memory
                 .write_copy(&w.up, rel, &w.key, &entry, w.seen_changed)

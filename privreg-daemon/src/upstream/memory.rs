@@ -606,9 +606,9 @@ impl Memory {
     }
 
     /// Takes a file from another cache (the shared tier) as it is, metadata included: in
-    /// memory, and on disk now or, with `defer`, later ([`OnDisk::Deferred`]: the caller has
-    /// [`Memory::write_copy`] called). Versions new against `held` are dated now, as after a
-    /// revalidation. Returns the entry and whether its first-seen record changed.
+    /// memory now, on disk later ([`OnDisk::Deferred`]: the caller has [`Memory::write_copy`]
+    /// called). Versions new against `held` are dated now, as after a revalidation. Returns the
+    /// entry and whether its first-seen record changed (written with the copy).
     pub(super) fn adopt(
         &self,
         up: &Upstream,
@@ -616,23 +616,14 @@ impl Memory {
         key: Key,
         stored: Stored,
         held: Option<&Arc<Entry>>,
-        defer: bool,
     ) -> (Arc<Entry>, bool) {
         self.newer.invalidate(&key);
-        let disk = if defer {
-            OnDisk::Deferred
-        } else {
-            self.store_now(up, rel, &stored)
-        };
-        let mut entry = self.entry_from(stored, rel, up, disk, FirstSeen::default());
+        let mut entry = self.entry_from(stored, rel, up, OnDisk::Deferred, FirstSeen::default());
         let mut seen_changed = false;
         if let UpstreamPath::Index(krate) = rel {
             let held = held.map(|e| &**e);
             let (seen, changed) =
                 self.first_seen_update(up, krate, held, entry.file.as_deref(), store::now_secs());
-            if changed && !defer {
-                self.store_first_seen(up, krate, &seen);
-            }
             (entry.seen, seen_changed) = (Arc::new(seen), changed);
         }
         let entry = Arc::new(entry);

@@ -438,15 +438,12 @@ impl Upstreams {
         }
         tracing::debug!(upstream = %up.name, file = %request::rel_url(rel), "from the shared tier");
         // Its local copy waits until the daemon is quiet (see `deferred`): the tier holds it.
-        let (entry, seen_changed) =
-            self.memory
-                .adopt(up, rel, key.clone(), stored, held.as_ref(), true);
+        let (entry, seen_changed) = self
+            .memory
+            .adopt(up, rel, key.clone(), stored, held.as_ref());
         let waiting = deferred::Waiting {
             up: up.clone(),
-            krate: match rel {
-                UpstreamPath::Config => None,
-                UpstreamPath::Index(k) => Some(k.clone()),
-            },
+            krate: rel.krate().cloned(),
             key: key.clone(),
             entry: Arc::downgrade(&entry),
             seen_changed,
@@ -473,14 +470,9 @@ impl Upstreams {
             return;
         }
         let (this, up) = (self.clone(), up.clone());
-        let krate = match rel {
-            UpstreamPath::Config => None,
-            UpstreamPath::Index(k) => Some(k.clone()),
-        };
+        let krate = rel.krate().cloned();
         tokio::spawn(async move {
-            let rel = krate
-                .as_ref()
-                .map_or(UpstreamPath::Config, UpstreamPath::Index);
+            let rel = UpstreamPath::of(krate.as_ref());
             this.revalidations.fetch_add(1, Ordering::Relaxed);
             this.fetch_now(&up, rel, key.clone()).await;
             this.revalidating

@@ -194,7 +194,6 @@ fn a_copy_from_the_tier_is_written_when_asked_and_only_while_memory_holds_it() {
         k.clone(),
         from_tier(&["1.0.0", "1.1.0"]),
         Some(&first),
-        true,
     );
     // In memory, dated, but neither the file nor its record is on disk yet.
     assert!(seen_changed && copy.disk.get() == OnDisk::Deferred);
@@ -212,7 +211,7 @@ fn a_copy_from_the_tier_is_written_when_asked_and_only_while_memory_holds_it() {
     // Written once.
     assert!(!mem.write_copy(&up, rel, &k, &copy, seen_changed));
     // A copy that a newer answer replaced in memory is never written over it.
-    let (stale, _) = mem.adopt(&up, rel, k.clone(), from_tier(&["1.2.0"]), None, true);
+    let (stale, _) = mem.adopt(&up, rel, k.clone(), from_tier(&["1.2.0"]), None);
     let newer = Answer::Modified {
         body: foo_body(&["2.0.0"]),
         validators: validators(None, None),
