@@ -15,7 +15,7 @@ use semver::Version;
 use sha2::{Digest, Sha256};
 
 use crate::daemon::Daemon;
-use crate::upstream::{Entry, FetchError, Fetched};
+use crate::upstream::{Entry, FetchError, Fetched, OnDisk};
 
 /// The configuration in force, with what is derived from it. Swapped whole on reload.
 pub(crate) struct Runtime {
@@ -260,10 +260,22 @@ impl Daemon {
         let served = merged.checksums(&answers);
         let mut all = remembered.clone();
         all.extend(served.clone());
-        if all != remembered
-            && let Err(e) = self.cache().store_served(krate, &all)
-        {
-            tracing::warn!(error = %e, "cannot record served checksums");
+        if all != remembered {
+            // From files of the tier alone, whose local copies wait for a quiet daemon: the
+            // record waits with them (a crash loses both, and the tier still has the files).
+            let from_tier = entries.iter().flatten().next().is_some()
+                && entries
+                    .iter()
+                    .flatten()
+                    .all(|e| e.disk.get() == OnDisk::Deferred);
+            let stored = if from_tier {
+                self.upstreams().hold_served(krate, &all)
+            } else {
+                self.cache().store_served(krate, &all)
+            };
+            if let Err(e) = stored {
+                tracing::warn!(error = %e, "cannot record served checksums");
+            }
         }
         if merged.selected.is_empty() {
             return Err(LayeredError::NotFound(krate.clone()));

@@ -465,6 +465,38 @@ impl Cache {
             false,
         )
     }
+
+    /// Like [`Cache::store_served`], but with [`Cache::write_behind`] the write is held until
+    /// [`Cache::release_held`] or [`Cache::flush`] (a bounded number are held; past that, it is
+    /// queued as any other). [`Cache::served`] reads it back at once.
+    pub fn hold_served(
+        &self,
+        krate: &CrateName,
+        served: &BTreeMap<semver::Version, String>,
+    ) -> Result<(), CacheError> {
+        let Some(b) = &self.behind else {
+            return self.store_served(krate, served);
+        };
+        let data = serde_json::to_vec(served).expect("checksums serialise");
+        b.hold(
+            &self.served_path(krate),
+            Some(vec![Bytes::from(data)]),
+            false,
+        );
+        Ok(())
+    }
+
+    /// Hands every held write ([`Cache::hold_served`]) to the writers.
+    pub fn release_held(&self) {
+        if let Some(b) = &self.behind {
+            b.release();
+        }
+    }
+
+    /// Writes held now ([`Cache::hold_served`]); they count in [`Cache::writes_waiting`] too.
+    pub fn writes_held(&self) -> usize {
+        self.behind.as_ref().map_or(0, |b| b.held())
+    }
 }
 
 /// What [`Cache::verify`] found.
@@ -644,6 +676,29 @@ mod tests {
         cache.store_served(&krate, &served).unwrap();
         assert_eq!(cache.write_error(), None);
         assert_eq!(cache.served(&krate), served);
+    }
+
+    #[test]
+    fn held_served_checksums_are_read_back_and_written_once_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path()).write_behind().unwrap();
+        let on_disk = Cache::new(dir.path());
+        let krate = CrateName::new("serde").unwrap();
+        let served: BTreeMap<semver::Version, String> =
+            [("1.0.0".parse().unwrap(), "ab".repeat(32))].into();
+        cache.hold_served(&krate, &served).unwrap();
+        assert_eq!(cache.served(&krate), served);
+        assert_eq!((cache.writes_held(), cache.writes_waiting().0), (1, 1));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(on_disk.served(&krate).is_empty());
+        cache.release_held();
+        assert_eq!(cache.writes_held(), 0);
+        assert!(cache.flush(Duration::from_secs(10)));
+        assert_eq!(on_disk.served(&krate), served);
+        // Without write-behind there is nothing to hold: written at once.
+        let other = CrateName::new("other").unwrap();
+        on_disk.hold_served(&other, &served).unwrap();
+        assert_eq!(Cache::new(dir.path()).served(&other), served);
     }
 
     #[test]

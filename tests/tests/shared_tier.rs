@@ -214,11 +214,12 @@ fn a_cold_daemon_reads_the_index_pack_instead_of_each_file() {
     assert_eq!(tier(&b, "packs_waiting"), 0);
 
     // B wrote its local copies of the files from the tier once it was quiet (not at exit: it
-    // is killed). Started again with the tier gone as well, it builds from its own disk.
+    // is killed), and the checksums it served from them (held with them meanwhile). Started
+    // again with the tier gone as well, it builds from its own disk.
     b.within(10.0, "local copies of the files from the tier", |p| {
         status(p)["disk"]["writes_waiting"] == 0
     });
-    for name in ["middle", "leaf"] {
+    for name in ["middle", "leaf", "middle.json", "leaf.json"] {
         assert_eq!(files_named(&b.cache_dir, name).len(), 1, "{name}");
     }
     b.kill9();

@@ -10,9 +10,15 @@
 //! memory first) costs one tier read later, nothing more; files from an upstream are still
 //! written at once, being the last good answers when it is down.
 //!
+//! The checksums served for a crate whose files all came from the tier wait with them (held in
+//! the cache's write-behind queue, [`Cache::hold_served`], read back from there meanwhile), and
+//! are handed to the writers after the copies.
+//!
 //! Bounded: at most [`MAX_DEFERRED`] copies wait, and the next one is written at once, as
 //! before. A waiting copy holds no body: it refers weakly to the entry memory holds, and is
 //! dropped with it.
+//!
+//! [`Cache::hold_served`]: privreg_shared::store::Cache::hold_served
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -69,6 +75,11 @@ impl Deferred {
         self.lock().last_use = Some(now);
     }
 
+    /// Notes that a write waits for the quiet (a held record) as of `now`.
+    pub(super) fn waits(&self, now: Instant) {
+        self.lock().since.get_or_insert(now);
+    }
+
     /// Queues `w`; false (and `w` dropped) when [`MAX_DEFERRED`] wait already: write it now.
     pub(super) fn push(&self, w: Waiting, now: Instant) -> bool {
         let mut st = self.lock();
@@ -80,9 +91,9 @@ impl Deferred {
         true
     }
 
-    /// The copies to write at `now`: all of them once nothing was asked for `quiet` (zero: at
-    /// once), or once the oldest waited [`MAX_DELAY`]; none otherwise.
-    pub(super) fn due(&self, quiet: Duration, now: Instant) -> Vec<Waiting> {
+    /// The copies to write at `now` once nothing was asked for `quiet` (zero: at once), or once
+    /// the oldest waited [`MAX_DELAY`]; `None` before.
+    pub(super) fn due(&self, quiet: Duration, now: Instant) -> Option<Vec<Waiting>> {
         let mut st = self.lock();
         let quiet_now = st
             .last_use
@@ -91,10 +102,10 @@ impl Deferred {
             .since
             .is_some_and(|t| now.saturating_duration_since(t) >= MAX_DELAY);
         if !(quiet_now || overdue) {
-            return Vec::new();
+            return None;
         }
         st.since = None;
-        std::mem::take(&mut st.waiting)
+        Some(std::mem::take(&mut st.waiting))
     }
 
     /// Puts back copies that could not be written yet (their file was being fetched).
@@ -119,7 +130,9 @@ impl Upstreams {
     /// was asked for `quiet` (zero: now, as the daemon stops); blocks on the disk, so call it
     /// off the async workers. Returns how many were written.
     pub(crate) fn write_deferred(&self, quiet: Duration) -> usize {
-        let due = self.deferred.due(quiet, Instant::now());
+        let Some(due) = self.deferred.due(quiet, Instant::now()) else {
+            return 0;
+        };
         let mut later = Vec::new();
         let mut written = 0;
         for w in due {
@@ -142,7 +155,20 @@ impl Upstreams {
             }
         }
         self.deferred.put_back(later, Instant::now());
+        // The served-checksum records held meanwhile, after the copies they came from.
+        self.cache.release_held();
         written
+    }
+
+    /// Records the checksums served for `krate`, computed from files of the tier alone: held
+    /// until the local copies are written (see [`self`](crate::upstream::deferred)).
+    pub(crate) fn hold_served(
+        &self,
+        krate: &CrateName,
+        served: &std::collections::BTreeMap<semver::Version, String>,
+    ) -> Result<(), privreg_shared::store::CacheError> {
+        self.deferred.waits(Instant::now());
+        self.cache.hold_served(krate, served)
     }
 
     /// Local copies waiting to be written.
@@ -158,7 +184,7 @@ pub(crate) fn start(upstreams: Arc<Upstreams>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            if upstreams.copies_waiting() == 0 {
+            if upstreams.copies_waiting() == 0 && upstreams.cache.writes_held() == 0 {
                 continue;
             }
             let up = upstreams.clone();
@@ -188,19 +214,26 @@ mod tests {
         d.busy(t0);
         assert!(d.push(waiting(1), t0));
         // Asked for a file half a second ago: not quiet.
-        assert!(d.due(QUIET, t0 + QUIET / 2).is_empty());
+        assert!(d.due(QUIET, t0 + QUIET / 2).is_none());
         // Still busy, but the oldest copy waited its longest.
         d.busy(t0 + MAX_DELAY);
-        assert_eq!(d.due(QUIET, t0 + MAX_DELAY).len(), 1);
+        assert_eq!(d.due(QUIET, t0 + MAX_DELAY).map(|w| w.len()), Some(1));
         assert_eq!(d.len(), 0);
         // Quiet: due; and at once with a zero `quiet` (the daemon stops).
         let t1 = t0 + MAX_DELAY;
         assert!(d.push(waiting(2), t1));
-        assert!(d.due(QUIET, t1 + QUIET / 2).is_empty());
-        assert_eq!(d.due(QUIET, t1 + QUIET).len(), 1);
+        assert!(d.due(QUIET, t1 + QUIET / 2).is_none());
+        assert_eq!(d.due(QUIET, t1 + QUIET).map(|w| w.len()), Some(1));
         assert!(d.push(waiting(3), t1 + QUIET));
         d.busy(t1 + QUIET);
-        assert_eq!(d.due(Duration::ZERO, t1 + QUIET).len(), 1);
+        assert_eq!(d.due(Duration::ZERO, t1 + QUIET).map(|w| w.len()), Some(1));
+        // A held record with no copy waiting: due once quiet, or at its deadline.
+        let t2 = t1 + 2 * QUIET;
+        d.busy(t2);
+        d.waits(t2);
+        assert!(d.due(QUIET, t2 + QUIET / 2).is_none());
+        d.busy(t2 + MAX_DELAY);
+        assert_eq!(d.due(QUIET, t2 + MAX_DELAY).map(|w| w.len()), Some(0));
     }
 
     #[test]
@@ -212,7 +245,7 @@ mod tests {
         }
         assert!(!d.push(waiting(MAX_DEFERRED), t0));
         // Put back after a failed try: still within the bound.
-        let all = d.due(Duration::ZERO, t0);
+        let all = d.due(Duration::ZERO, t0).expect("due at once");
         assert!(d.push(waiting(0), t0));
         d.put_back(all, t0);
         assert_eq!(d.len(), MAX_DEFERRED);

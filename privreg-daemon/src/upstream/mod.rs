@@ -31,8 +31,8 @@ use memory::{Key, fresh};
 pub(crate) use client::http_client;
 pub(crate) use error::FetchError;
 #[cfg(test)]
-pub(crate) use memory::{DiskState, OnDisk};
-pub(crate) use memory::{Entry, Memory};
+pub(crate) use memory::DiskState;
+pub(crate) use memory::{Entry, Memory, OnDisk};
 pub(crate) use scope::RequestKind;
 
 use crate::metrics::Metrics;

@@ -15,6 +15,11 @@
 //! - **Bounded.** At most [`MAX_FILES`] files and [`MAX_BYTES`] bytes wait; a write beyond that
 //!   waits for room, as a write did before there was a queue.
 //! - **Flushed on shutdown.** [`Cache::flush`] waits until the queue is empty.
+//! - **Held until asked.** A write may be held ([`WriteBehind::hold`]): read back like any
+//!   other, but given to the writers only when [`WriteBehind::release`] says so (the daemon
+//!   does once it is quiet), on [`Cache::flush`], or when [`MAX_HELD`] files or
+//!   [`MAX_HELD_BYTES`] bytes are held already (then it is queued at once). A plain write of a
+//!   held path queues it.
 //!
 //! [`Cache::write_behind`]: super::Cache::write_behind
 //! [`Cache::load`]: super::Cache::load
@@ -38,6 +43,10 @@ pub(super) const WRITERS: usize = 2;
 pub(super) const MAX_FILES: usize = 1024;
 /// Bytes that may wait to be written at once.
 pub(super) const MAX_BYTES: usize = 1 << 20;
+/// Files that may be held at once, besides [`MAX_FILES`].
+pub(super) const MAX_HELD: usize = 2048;
+/// Bytes that may be held at once, besides [`MAX_BYTES`].
+pub(super) const MAX_HELD_BYTES: usize = 4 << 20;
 
 /// What to do with a path: write these parts one after the other (an index file's metadata
 /// line, then the body memory holds: no copy of it waits here), or remove the file.
@@ -61,6 +70,8 @@ struct Pending {
     number: u64,
     content: Content,
     remove_on_failure: bool,
+    /// Held: not queued until [`WriteBehind::release`].
+    held: bool,
 }
 
 impl Pending {
@@ -75,8 +86,11 @@ struct State {
     pending: HashMap<PathBuf, Pending>,
     /// Paths waiting for the writer, in order; each at most once (the one under way is not here).
     queue: VecDeque<PathBuf>,
-    /// Bytes in `pending`.
+    /// Bytes in `pending`, held ones included.
     bytes: usize,
+    /// Held paths (in `pending`, not in `queue`), and their bytes.
+    held: Vec<PathBuf>,
+    held_bytes: usize,
     next: u64,
     /// No more writes: the writer ends once the queue is empty.
     closed: bool,
@@ -136,13 +150,32 @@ impl WriteBehind {
         Ok(WriteBehind { inner })
     }
 
-    /// Queues `content` for `path`, replacing what waits for it; waits for room first when the
-    /// queue is full.
+    /// Queues `content` for `path`, replacing what waits for it (held or not); waits for room
+    /// first when the queue is full.
     pub(super) fn put(&self, path: &Path, content: Content, remove_on_failure: bool) {
+        self.insert(path, content, remove_on_failure, false);
+    }
+
+    /// Like [`WriteBehind::put`], but the write is held until [`WriteBehind::release`] (see the
+    /// module's doc); queued at once when as many as may be are held, or when a write of `path`
+    /// is queued or under way already.
+    pub(super) fn hold(&self, path: &Path, content: Content, remove_on_failure: bool) {
+        self.insert(path, content, remove_on_failure, true);
+    }
+
+    fn insert(&self, path: &Path, content: Content, remove_on_failure: bool, hold: bool) {
         let len = content_len(&content);
         let mut st = self.inner.lock();
-        while !st.pending.contains_key(path)
-            && (st.pending.len() >= MAX_FILES || (st.bytes + len > MAX_BYTES && st.bytes > 0))
+        let held_now = st.pending.get(path).map(|p| p.held);
+        let hold = hold
+            && match held_now {
+                Some(held) => held,
+                None => st.held.len() < MAX_HELD && st.held_bytes + len <= MAX_HELD_BYTES,
+            };
+        while !hold
+            && held_now.is_none()
+            && (st.pending.len() - st.held.len() >= MAX_FILES
+                || (st.bytes - st.held_bytes + len > MAX_BYTES && st.bytes > st.held_bytes))
         {
             st = self
                 .inner
@@ -155,14 +188,52 @@ impl WriteBehind {
             number: st.next,
             content,
             remove_on_failure,
+            held: hold,
         };
         st.bytes += len;
+        if hold {
+            st.held_bytes += len;
+        }
         match st.pending.insert(path.to_owned(), pending) {
-            Some(old) => st.bytes -= old.len(),
+            Some(old) => {
+                st.bytes -= old.len();
+                if old.held {
+                    st.held_bytes -= old.len();
+                    if !hold {
+                        // A plain write of a held path: queued now.
+                        st.held.retain(|p| p != path);
+                        st.queue.push_back(path.to_owned());
+                    }
+                }
+            }
+            None if hold => st.held.push(path.to_owned()),
             None => st.queue.push_back(path.to_owned()),
         }
         drop(st);
         self.inner.work.notify_one();
+    }
+
+    /// Queues every held write.
+    pub(super) fn release(&self) {
+        let mut st = self.inner.lock();
+        if st.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut st.held);
+        for path in &held {
+            if let Some(p) = st.pending.get_mut(path) {
+                p.held = false;
+            }
+        }
+        st.queue.extend(held);
+        st.held_bytes = 0;
+        drop(st);
+        self.inner.work.notify_all();
+    }
+
+    /// Files held now.
+    pub(super) fn held(&self) -> usize {
+        self.inner.lock().held.len()
     }
 
     /// What waits to be written to `path`, if anything (`Some(None)`: its removal).
@@ -174,8 +245,10 @@ impl WriteBehind {
             .map(|p| p.content.clone())
     }
 
-    /// Waits until nothing waits to be written, for at most `limit`; true when the queue is empty.
+    /// Waits until nothing waits to be written (held writes included), for at most `limit`;
+    /// true when the queue is empty.
     pub(super) fn flush(&self, limit: Duration) -> bool {
+        self.release();
         let deadline = Instant::now() + limit;
         let mut st = self.inner.lock();
         while !st.pending.is_empty() {
@@ -193,7 +266,7 @@ impl WriteBehind {
         true
     }
 
-    /// Files and bytes waiting now.
+    /// Files and bytes waiting now, held ones included.
     pub(super) fn waiting(&self) -> (usize, usize) {
         let st = self.inner.lock();
         (st.pending.len(), st.bytes)
@@ -202,6 +275,7 @@ impl WriteBehind {
 
 impl Drop for WriteBehind {
     fn drop(&mut self) {
+        self.release();
         self.inner.lock().closed = true;
         self.inner.work.notify_all();
     }
@@ -327,6 +401,84 @@ mod tests {
         assert_eq!(failures.load(Ordering::Relaxed), 1);
         assert_eq!(wb.get(&blocked.join("x")), None);
         assert_eq!(std::fs::read(dir.path().join("ok")).unwrap(), b"ok");
+    }
+
+    /// Waits until only `files` wait (the writers took the rest).
+    fn wait_until_waiting(wb: &WriteBehind, files: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while wb.waiting().0 > files {
+            assert!(Instant::now() < deadline, "{:?}", wb.waiting());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_held_write_is_read_back_and_written_only_once_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let (held, plain) = (dir.path().join("held"), dir.path().join("plain"));
+        let (wb, _) = behind();
+        wb.hold(&held, Some(vec![Bytes::from_static(b"h")]), false);
+        wb.put(&plain, Some(vec![Bytes::from_static(b"p")]), false);
+        wait_until_waiting(&wb, 1);
+        assert_eq!(std::fs::read(&plain).unwrap(), b"p");
+        assert!(!held.exists());
+        assert_eq!(wb.get(&held), Some(Some(vec![Bytes::from_static(b"h")])));
+        assert_eq!((wb.held(), wb.waiting()), (1, (1, 1)));
+        // Held again: still held, the newest content wins.
+        wb.hold(&held, Some(vec![Bytes::from_static(b"h2")]), false);
+        assert_eq!((wb.held(), wb.waiting()), (1, (1, 2)));
+        wb.release();
+        assert_eq!(wb.held(), 0);
+        wait_until_waiting(&wb, 0);
+        assert_eq!(std::fs::read(&held).unwrap(), b"h2");
+        // A plain write of a held path queues it; flush writes what is held.
+        wb.hold(&held, Some(vec![Bytes::from_static(b"h3")]), false);
+        wb.put(&held, Some(vec![Bytes::from_static(b"h4")]), false);
+        assert_eq!(wb.held(), 0);
+        wait_until_waiting(&wb, 0);
+        assert_eq!(std::fs::read(&held).unwrap(), b"h4");
+        wb.hold(&plain, None, false);
+        assert!(plain.exists());
+        assert!(wb.flush(Duration::from_secs(10)));
+        assert!(!plain.exists());
+    }
+
+    #[test]
+    fn held_writes_are_bounded_and_never_block_plain_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wb, _) = behind();
+        for i in 0..=MAX_HELD {
+            wb.hold(
+                &dir.path().join(format!("h{i}")),
+                Some(vec![Bytes::new()]),
+                false,
+            );
+        }
+        // The one past the bound was queued, and written.
+        assert_eq!(wb.held(), MAX_HELD);
+        wait_until_waiting(&wb, MAX_HELD);
+        assert!(dir.path().join(format!("h{MAX_HELD}")).exists());
+        // More plain writes than the queue takes at once: none waits on the held ones.
+        for i in 0..=MAX_FILES {
+            wb.put(
+                &dir.path().join(format!("p{i}")),
+                Some(vec![Bytes::new()]),
+                false,
+            );
+        }
+        wait_until_waiting(&wb, MAX_HELD);
+        assert!(!dir.path().join("h0").exists());
+        // Bytes bound the held writes too.
+        let big = Bytes::from(vec![b'x'; MAX_HELD_BYTES]);
+        wb.release();
+        wb.hold(&dir.path().join("big"), Some(vec![big.clone()]), false);
+        wb.hold(&dir.path().join("big2"), Some(vec![big]), false);
+        assert_eq!(wb.held(), 1);
+        assert!(wb.flush(Duration::from_mins(1)));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            MAX_HELD + 1 + MAX_FILES + 1 + 2
+        );
     }
 
     #[test]
