@@ -168,6 +168,26 @@ fn output(cmd: &str, args: &[&str]) -> String {
 }
 
 fn software(cargo: &Cargo, nginx: Option<&Path>, daemon_bin: &Path) -> String {
+    let mut s = daemon_software(daemon_bin);
+    s.push_str(", ");
+    s.push_str(&output(&cargo.bin().to_string_lossy(), &["-V"]));
+    if let Some(n) = nginx {
+        let v = output(&n.to_string_lossy(), &["-v"]);
+        s.push_str(", ");
+        s.push_str(v.trim_start_matches("nginx version: "));
+    }
+    s
+}
+
+/// Which privreg-daemon ran: this checkout's build, or a binary given with `--daemon-bin` from
+/// elsewhere (whose source the checkout does not tell).
+fn daemon_software(daemon_bin: &Path) -> String {
+    let built_here = std::env::current_exe()
+        .ok()
+        .is_some_and(|exe| exe.parent() == daemon_bin.parent());
+    if !built_here {
+        return format!("privreg-daemon {} (`--daemon-bin`)", daemon_bin.display());
+    }
     let root = workspace_root();
     let root = root.to_string_lossy();
     let rev = output("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
@@ -189,21 +209,14 @@ fn software(cargo: &Cargo, nginx: Option<&Path>, daemon_bin: &Path) -> String {
     } else {
         "debug"
     };
-    let mut s = format!(
-        "privreg-daemon at {rev}{} ({profile} build), {}",
+    format!(
+        "privreg-daemon at {rev}{} ({profile} build)",
         if dirty {
             " with uncommitted changes"
         } else {
             ""
         },
-        output(&cargo.bin().to_string_lossy(), &["-V"])
-    );
-    if let Some(n) = nginx {
-        let v = output(&n.to_string_lossy(), &["-v"]);
-        s.push_str(", ");
-        s.push_str(v.trim_start_matches("nginx version: "));
-    }
-    s
+    )
 }
 
 /// The command that produced these results, as typed.
