@@ -183,7 +183,12 @@ pub(crate) fn merge_at(
 
 /// The quoted strong ETag of a merged body.
 fn strong_etag(body: &[u8]) -> String {
-    format!("\"{}\"", &hex::encode(Sha256::digest(body))[..32])
+    etag_of(&Sha256::digest(body).into())
+}
+
+/// The quoted strong ETag of a body whose sha256 is `sha256`.
+fn etag_of(sha256: &[u8; 32]) -> String {
+    format!("\"{}\"", &hex::encode(sha256)[..32])
 }
 
 /// The errors of the upstreams the policy found `unavailable`, in configuration order
@@ -295,11 +300,14 @@ impl Daemon {
                 _ => None,
             })
             .collect();
-        let etag = strong_etag(&body);
-        let body_shared = entries
+        // A body served as an upstream entry's has that entry's sha256, known when the entry
+        // came from the tier (which checked it), computed once otherwise.
+        let shared_with = entries
             .iter()
             .flatten()
-            .any(|e| e.body.as_ptr() == body.as_ptr() && e.body.len() == body.len());
+            .find(|e| e.body.as_ptr() == body.as_ptr() && e.body.len() == body.len());
+        let etag = shared_with.map_or_else(|| strong_etag(&body), |e| etag_of(e.sha256()));
+        let body_shared = shared_with.is_some();
         let m = Arc::new(MergedBody {
             body,
             etag,
@@ -336,6 +344,7 @@ mod tests {
             file: None,
             rev,
             seen: Arc::default(),
+            digest: std::sync::OnceLock::new(),
             disk: crate::upstream::DiskState::new(crate::upstream::OnDisk::Same),
         })
     }
@@ -392,6 +401,10 @@ mod tests {
         let etag = strong_etag(b"");
         assert_eq!(etag, "\"e3b0c44298fc1c149afbf4c8996fb924\"");
         assert_ne!(strong_etag(b"a"), etag);
+        // From an entry's digest (the tier's, or computed once): the same tag.
+        let e = entry(1);
+        assert_eq!(etag_of(e.sha256()), etag);
+        assert_eq!(e.digest.get(), Some(&<[u8; 32]>::from(Sha256::digest(b""))));
     }
 
     #[test]

@@ -233,6 +233,7 @@ mod tests {
             body,
             rev,
             seen: Arc::default(),
+            digest: std::sync::OnceLock::new(),
             disk: crate::upstream::DiskState::new(crate::upstream::OnDisk::Same),
         })
     }

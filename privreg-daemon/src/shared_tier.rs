@@ -40,6 +40,7 @@ mod object;
 mod pack;
 mod packs;
 
+pub(crate) use object::Verified;
 use object::{Breaker, crate_key, decode_index, encode_index, index_key};
 pub(crate) use packs::start_packs;
 use packs::{PACK_TIMEOUT, PackSlot};
@@ -255,16 +256,16 @@ impl SharedTier {
 
     /// An upstream file (`rel_url`) of `up` from the tier, as the upstream last answered it to
     /// some daemon: validators and fetch time included.
-    pub(crate) async fn index(self: &Arc<Self>, up: &Upstream, rel_url: &str) -> Option<Stored> {
+    pub(crate) async fn index(self: &Arc<Self>, up: &Upstream, rel_url: &str) -> Option<Verified> {
         let tier = self.usable(up)?;
         let dir = store::upstream_dir_name(up);
         // The header line on top of the body.
         let limit = up.limits.max_index_size.saturating_add(4096);
-        if let Some(stored) = self.from_pack(&tier, &dir, rel_url).await {
-            if stored.body.len() as u64 <= up.limits.max_index_size {
+        if let Some(file) = self.from_pack(&tier, &dir, rel_url).await {
+            if file.stored.body.len() as u64 <= up.limits.max_index_size {
                 self.counts.pack_hits.fetch_add(1, Ordering::Relaxed);
                 self.hit("index");
-                return Some(stored);
+                return Some(file);
             }
             self.rejected(
                 "pack",
@@ -275,9 +276,9 @@ impl SharedTier {
         let key = index_key(&tier.config.prefix, &dir, rel_url);
         let object = self.get(&tier, &key, "index", limit).await?;
         match decode_index(&object, store::now_secs()) {
-            Ok(stored) => {
+            Ok(file) => {
                 self.hit("index");
-                Some(stored)
+                Some(file)
             }
             Err(e) => {
                 self.rejected("index", &key, &e.to_string());

@@ -68,9 +68,17 @@ pub(crate) enum Refused {
     AbsentWithBody,
 }
 
+/// An index file read from the tier, with its body's sha256 (checked against the object's
+/// header), which the caller need not compute again.
+#[derive(Debug)]
+pub(crate) struct Verified {
+    pub stored: Stored,
+    pub sha256: [u8; 32],
+}
+
 /// Reads an index-file object written by [`encode_index`]. A fetch time in the future (a clock
 /// ahead, or a forged object) is taken as now, so that it never buys more freshness than `ttl`.
-pub(crate) fn decode_index(object: &Bytes, now: u64) -> Result<Stored, Refused> {
+pub(crate) fn decode_index(object: &Bytes, now: u64) -> Result<Verified, Refused> {
     let split = object
         .iter()
         .position(|b| *b == b'\n')
@@ -78,7 +86,8 @@ pub(crate) fn decode_index(object: &Bytes, now: u64) -> Result<Stored, Refused> 
     let header: Header =
         serde_json::from_slice(&object[..split]).map_err(|e| Refused::BadHeader(e.to_string()))?;
     let body = object.slice(split + 1..);
-    let got = hex::encode(Sha256::digest(&body));
+    let sha256: [u8; 32] = Sha256::digest(&body).into();
+    let got = hex::encode(sha256);
     if got != header.sha256 {
         return Err(Refused::Damaged {
             want: header.sha256,
@@ -90,7 +99,10 @@ pub(crate) fn decode_index(object: &Bytes, now: u64) -> Result<Stored, Refused> 
     }
     let mut meta = header.meta;
     meta.fetched = meta.fetched.min(now);
-    Ok(Stored { meta, body })
+    Ok(Verified {
+        stored: Stored { meta, body },
+        sha256,
+    })
 }
 
 /// The circuit breaker: after a failure the tier is skipped until `open_until`.
@@ -172,12 +184,16 @@ mod tests {
         let s = stored(true, b"{\"name\":\"a\"}\n");
         let obj = encode_index(&s);
         let back = decode_index(&obj, 1000).unwrap();
+        // The digest it was checked against comes with it.
+        assert_eq!(back.sha256, <[u8; 32]>::from(Sha256::digest(&s.body)));
+        let back = back.stored;
         assert_eq!((back.meta, back.body), (s.meta.clone(), s.body.clone()));
         // Absent answers travel too.
         let absent = stored(false, b"");
         assert!(
             !decode_index(&encode_index(&absent), 1000)
                 .unwrap()
+                .stored
                 .meta
                 .present
         );
@@ -197,7 +213,7 @@ mod tests {
             Err(Refused::BadHeader(_))
         ));
         // A fetch time from the future buys no extra freshness.
-        assert_eq!(decode_index(&obj, 50).unwrap().meta.fetched, 50);
+        assert_eq!(decode_index(&obj, 50).unwrap().stored.meta.fetched, 50);
     }
 
     #[test]

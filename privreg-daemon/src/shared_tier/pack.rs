@@ -16,7 +16,7 @@ use bytes::Bytes;
 use privreg_shared::CrateName;
 use privreg_shared::store::Stored;
 
-use super::object::{Refused, decode_index, encode_index, join};
+use super::object::{Refused, Verified, decode_index, encode_index, join};
 
 const MAGIC: &[u8] = b"privreg index pack 1\n";
 
@@ -64,7 +64,7 @@ pub(crate) struct Pack {
 impl Pack {
     /// The file at `path`, taken out of the pack: `None` when it holds none, an error when its
     /// object is damaged. Copied out, so that holding it does not keep the pack alive.
-    pub(crate) fn take(&mut self, path: &str, now: u64) -> Option<Result<Stored, Refused>> {
+    pub(crate) fn take(&mut self, path: &str, now: u64) -> Option<Result<Verified, Refused>> {
         let (start, len) = self.at.remove(path)?;
         let object = Bytes::copy_from_slice(&self.entries[start..start + len]);
         Some(decode_index(&object, now))
@@ -182,13 +182,16 @@ mod tests {
         assert!(object.starts_with(b"privreg index pack 1\n"));
         let mut pack = decode_pack(&object, 1 << 20).unwrap();
         assert_eq!(pack.len(), 2);
-        let serde = pack.take("se/rd/serde", 1000).unwrap().unwrap();
+        let serde = pack.take("se/rd/serde", 1000).unwrap().unwrap().stored;
         assert_eq!((serde.body, serde.meta), (a.body.clone(), a.meta.clone()));
         // Taken out: a second take finds nothing.
         assert!(pack.take("se/rd/serde", 1000).is_none());
         assert!(pack.take("se/rd/serde_json", 1000).is_none());
         // A fetch time from the future is taken as now, as for a single object.
-        assert_eq!(pack.take("1/a", 80).unwrap().unwrap().meta.fetched, 80);
+        assert_eq!(
+            pack.take("1/a", 80).unwrap().unwrap().stored.meta.fetched,
+            80
+        );
         assert!(pack.is_empty());
         // An empty pack is a pack.
         assert!(decode_pack(&encode_pack([]), 0).unwrap().is_empty());

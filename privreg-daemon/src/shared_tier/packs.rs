@@ -8,6 +8,7 @@ use object_store::path::Path as ObjectPath;
 use privreg_shared::config::Upstream;
 use privreg_shared::store::{self, Stored};
 
+use super::object::Verified;
 use super::pack::{Pack, decode_pack, encode_pack, pack_key};
 use super::{SharedTier, Tier, get_limited};
 
@@ -52,7 +53,7 @@ impl SharedTier {
         tier: &Arc<Tier>,
         dir: &str,
         rel_url: &str,
-    ) -> Option<Stored> {
+    ) -> Option<Verified> {
         let loading = self.start_read(tier, dir);
         if let Some(mut loading) = loading {
             // Ends when the read does (its sender is dropped), or at the bound; then the file

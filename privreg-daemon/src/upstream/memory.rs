@@ -8,8 +8,8 @@
 //! its freshness nor what the next request asks the upstream.
 
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -20,11 +20,13 @@ use privreg_shared::CrateName;
 use privreg_shared::config::Upstream;
 use privreg_shared::index::IndexFile;
 use privreg_shared::store::{self, Cache, FirstSeen, Meta, Stored, UpstreamPath};
+use sha2::{Digest, Sha256};
 
 use super::classify::Answer;
 use super::request::rel_url;
 use crate::layered::MergedBody;
 use crate::metrics::Metrics;
+use crate::shared_tier::Verified;
 
 /// Whether the disk cache holds what an [`Entry`] in memory says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,9 +88,18 @@ pub(crate) struct Entry {
     /// When privreg first saw the versions of an index file that appeared after its first
     /// fetch and have no `pubtime` (empty for other files).
     pub seen: Arc<FirstSeen>,
+    /// The body's sha256, once known: given by the tier, which checked it, or computed at the
+    /// first [`Entry::sha256`].
+    pub digest: OnceLock<[u8; 32]>,
 }
 
 impl Entry {
+    /// The body's sha256 (computed once).
+    pub(crate) fn sha256(&self) -> &[u8; 32] {
+        self.digest
+            .get_or_init(|| Sha256::digest(&self.body).into())
+    }
+
     /// The entry as stored (metadata and body).
     pub(crate) fn stored(&self) -> Stored {
         Stored {
@@ -112,6 +123,7 @@ impl Entry {
                 OnDisk::Missing
             }),
             seen: self.seen.clone(),
+            digest: self.digest.clone(),
         }
     }
 
@@ -436,6 +448,7 @@ impl Memory {
             rev: self.next_rev.fetch_add(1, Ordering::Relaxed),
             disk: DiskState::new(disk),
             seen: Arc::new(seen),
+            digest: OnceLock::new(),
         }
     }
 
@@ -588,6 +601,7 @@ impl Memory {
                 rev,
                 disk: DiskState::new(disk),
                 seen: old.seen.clone(),
+                digest: old.digest.clone(),
             })
         } else {
             let mut entry = self.entry_from(stored, rel, up, disk, FirstSeen::default());
@@ -614,11 +628,13 @@ impl Memory {
         up: &Upstream,
         rel: UpstreamPath<'_>,
         key: Key,
-        stored: Stored,
+        file: Verified,
         held: Option<&Arc<Entry>>,
     ) -> (Arc<Entry>, bool) {
         self.newer.invalidate(&key);
-        let mut entry = self.entry_from(stored, rel, up, OnDisk::Deferred, FirstSeen::default());
+        let mut entry =
+            self.entry_from(file.stored, rel, up, OnDisk::Deferred, FirstSeen::default());
+        entry.digest = OnceLock::from(file.sha256);
         let mut seen_changed = false;
         if let UpstreamPath::Index(krate) = rel {
             let held = held.map(|e| &**e);

@@ -427,20 +427,18 @@ impl Upstreams {
         {
             return held;
         }
-        let Some(stored) = self.shared.index(up, &request::rel_url(rel)).await else {
+        let Some(file) = self.shared.index(up, &request::rel_url(rel)).await else {
             return held;
         };
         if held
             .as_ref()
-            .is_some_and(|e| e.meta.fetched >= stored.meta.fetched)
+            .is_some_and(|e| e.meta.fetched >= file.stored.meta.fetched)
         {
             return held;
         }
         tracing::debug!(upstream = %up.name, file = %request::rel_url(rel), "from the shared tier");
         // Its local copy waits until the daemon is quiet (see `deferred`): the tier holds it.
-        let (entry, seen_changed) = self
-            .memory
-            .adopt(up, rel, key.clone(), stored, held.as_ref());
+        let (entry, seen_changed) = self.memory.adopt(up, rel, key.clone(), file, held.as_ref());
         let waiting = deferred::Waiting {
             up: up.clone(),
             krate: rel.krate().cloned(),

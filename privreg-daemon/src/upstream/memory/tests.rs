@@ -16,6 +16,7 @@ fn entry(present: bool, etag: Option<&str>, lm: Option<&str>, rev: u64) -> Entry
         rev,
         disk: DiskState::new(OnDisk::Same),
         seen: Arc::default(),
+        digest: std::sync::OnceLock::new(),
     }
 }
 
@@ -174,14 +175,20 @@ fn a_copy_from_the_tier_is_written_when_asked_and_only_while_memory_holds_it() {
     let (mem, _) = memory(&dir, 1 << 20);
     let disk = Cache::new(dir.path());
     let on_disk = || disk.load(&up, rel).unwrap().map(|s| s.body);
-    let from_tier = |versions: &[&str]| Stored {
-        meta: Meta {
-            present: true,
-            etag: Some("\"t\"".into()),
-            last_modified: None,
-            fetched: store::now_secs(),
-        },
-        body: foo_body(versions),
+    let from_tier = |versions: &[&str]| {
+        let body = foo_body(versions);
+        Verified {
+            sha256: sha2::Sha256::digest(&body).into(),
+            stored: Stored {
+                meta: Meta {
+                    present: true,
+                    etag: Some("\"t\"".into()),
+                    last_modified: None,
+                    fetched: store::now_secs(),
+                },
+                body,
+            },
+        }
     };
     let answer = Answer::Modified {
         body: foo_body(&["1.0.0"]),
@@ -426,6 +433,7 @@ fn confirmations_and_invalidations_survive_eviction() {
         rev: old.rev,
         disk: DiskState::new(OnDisk::Same),
         seen: Arc::default(),
+        digest: std::sync::OnceLock::new(),
     });
     let (confirmed, changed) = memory.remember(
         &up,
