@@ -574,18 +574,18 @@ impl FleetResult {
         );
         let _ = writeln!(
             o,
-            "| daemon | with tier: resolve (s) | downloads (s) | upstream requests (downloads) | tier hits (from the pack) / misses / writes (packs) / dropped | daemon CPU (s) | {} CPU (s) | bucket objects | without: resolve (s) | downloads (s) | upstream requests (downloads) | daemon CPU (s) | resolve + downloads, with ÷ without (s) |",
+            "| daemon | with tier: resolve (s) | downloads (s) | upstream requests (downloads) | tier hits (from the pack) / misses / writes (packs) / dropped | daemon CPU (s) | {} CPU (s) | bucket objects | without: resolve (s) | downloads (s) | upstream requests (downloads) | daemon CPU (s) | resolve + downloads, with ÷ without (s) | warm again: resolve (s) |",
             server.short()
         );
         let _ = writeln!(
             o,
-            "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
-        for (i, (t, c)) in self.tier.iter().zip(&self.cold).enumerate() {
+        for (i, ((t, c), w)) in self.tier.iter().zip(&self.cold).zip(&self.warm).enumerate() {
             let ts = t.tier.clone().unwrap_or_default();
             let _ = writeln!(
                 o,
-                "| {} | {:.2} | {:.2} | {} ({}) | {} ({}) / {} / {} ({}) / {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} ({}) | {:.2} | {:.2} ÷ {:.2} = {:.2} |",
+                "| {} | {:.2} | {:.2} | {} ({}) | {} ({}) / {} / {} ({}) / {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} ({}) | {:.2} | {:.2} ÷ {:.2} = {:.2} | {:.2} |",
                 i + 1,
                 t.resolve,
                 t.downloads,
@@ -612,6 +612,7 @@ impl FleetResult {
                 t.total(),
                 c.total(),
                 t.total() / c.total(),
+                w.resolve,
             );
         }
         let warm = &self.warm;
