@@ -12,7 +12,8 @@
 //!
 //! The checksums served for a crate whose files all came from the tier wait with them (held in
 //! the cache's write-behind queue, [`Cache::hold_served`], read back from there meanwhile), and
-//! are handed to the writers after the copies.
+//! are handed to the writers in the same round, after the copies that round writes (a copy put
+//! back because its file was being fetched does not hold them back).
 //!
 //! Bounded: at most [`MAX_DEFERRED`] copies wait, and the next one is written at once, as
 //! before. A waiting copy holds no body: it refers weakly to the entry memory holds, and is
@@ -167,8 +168,10 @@ impl Upstreams {
         krate: &CrateName,
         served: &std::collections::BTreeMap<semver::Version, String>,
     ) -> Result<(), privreg_shared::store::CacheError> {
+        let held = self.cache.hold_served(krate, served);
+        // After the hold: a round of writes between the two leaves no record without a deadline.
         self.deferred.waits(Instant::now());
-        self.cache.hold_served(krate, served)
+        held
     }
 
     /// Local copies waiting to be written.

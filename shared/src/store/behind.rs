@@ -166,23 +166,29 @@ impl WriteBehind {
     fn insert(&self, path: &Path, content: Content, remove_on_failure: bool, hold: bool) {
         let len = content_len(&content);
         let mut st = self.inner.lock();
-        let held_now = st.pending.get(path).map(|p| p.held);
-        let hold = hold
-            && match held_now {
-                Some(held) => held,
-                None => st.held.len() < MAX_HELD && st.held_bytes + len <= MAX_HELD_BYTES,
-            };
-        while !hold
-            && held_now.is_none()
-            && (st.pending.len() - st.held.len() >= MAX_FILES
-                || (st.bytes - st.held_bytes + len > MAX_BYTES && st.bytes > st.held_bytes))
-        {
+        let hold = loop {
+            // What waits for `path` now: held or not, and its bytes.
+            let now = st.pending.get(path).map(|p| (p.held, p.len()));
+            let hold = hold
+                && match now {
+                    // Queued or being written: this write follows it, as a plain one.
+                    Some((false, _)) => false,
+                    Some((true, old)) => st.held_bytes - old + len <= MAX_HELD_BYTES,
+                    None => st.held.len() < MAX_HELD && st.held_bytes + len <= MAX_HELD_BYTES,
+                };
+            // A plain write adds a path to the queue unless it is there or being written.
+            let adds = !hold && !matches!(now, Some((false, _)));
+            let full = st.pending.len() - st.held.len() >= MAX_FILES
+                || (st.bytes - st.held_bytes + len > MAX_BYTES && st.bytes > st.held_bytes);
+            if !(adds && full) {
+                break hold;
+            }
             st = self
                 .inner
                 .done
                 .wait(st)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
+        };
         st.next += 1;
         let pending = Pending {
             number: st.next,
@@ -248,22 +254,25 @@ impl WriteBehind {
     /// Waits until nothing waits to be written (held writes included), for at most `limit`;
     /// true when the queue is empty.
     pub(super) fn flush(&self, limit: Duration) -> bool {
-        self.release();
         let deadline = Instant::now() + limit;
-        let mut st = self.inner.lock();
-        while !st.pending.is_empty() {
+        loop {
+            // Again on every pass: a write held while flushing is written too.
+            self.release();
+            let st = self.inner.lock();
+            if st.pending.is_empty() {
+                return true;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            st = self
-                .inner
-                .done
-                .wait_timeout(st, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
+            drop(
+                self.inner
+                    .done
+                    .wait_timeout(st, left.min(Duration::from_millis(100)))
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
         }
-        true
     }
 
     /// Files and bytes waiting now, held ones included.
@@ -468,16 +477,20 @@ mod tests {
         }
         wait_until_waiting(&wb, MAX_HELD);
         assert!(!dir.path().join("h0").exists());
-        // Bytes bound the held writes too.
+        // Bytes bound the held writes too, a held path held again with more included.
         let big = Bytes::from(vec![b'x'; MAX_HELD_BYTES]);
         wb.release();
         wb.hold(&dir.path().join("big"), Some(vec![big.clone()]), false);
-        wb.hold(&dir.path().join("big2"), Some(vec![big]), false);
+        wb.hold(&dir.path().join("big2"), Some(vec![big.clone()]), false);
+        assert_eq!(wb.held(), 1);
+        wb.hold(&dir.path().join("small"), Some(vec![Bytes::new()]), false);
+        assert_eq!(wb.held(), 2);
+        wb.hold(&dir.path().join("small"), Some(vec![big]), false);
         assert_eq!(wb.held(), 1);
         assert!(wb.flush(Duration::from_mins(1)));
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
-            MAX_HELD + 1 + MAX_FILES + 1 + 2
+            MAX_HELD + 1 + MAX_FILES + 1 + 3
         );
     }
 

@@ -202,8 +202,11 @@ fn a_copy_from_the_tier_is_written_when_asked_and_only_while_memory_holds_it() {
         from_tier(&["1.0.0", "1.1.0"]),
         Some(&first),
     );
-    // In memory, dated, but neither the file nor its record is on disk yet.
+    // In memory, dated, with the digest the tier checked, but neither the file nor its record
+    // is on disk yet.
     assert!(seen_changed && copy.disk.get() == OnDisk::Deferred);
+    let body_sha256: [u8; 32] = sha2::Sha256::digest(&copy.body).into();
+    assert_eq!(copy.digest.get(), Some(&body_sha256));
     assert!(copy.seen.get(&semver::Version::new(1, 1, 0)).is_some());
     assert_eq!(on_disk(), Some(foo_body(&["1.0.0"])));
     assert!(disk.first_seen(&up, &krate).is_empty());
