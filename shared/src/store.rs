@@ -457,13 +457,8 @@ impl Cache {
         krate: &CrateName,
         served: &BTreeMap<semver::Version, String>,
     ) -> Result<(), CacheError> {
-        let data = serde_json::to_vec(served).expect("checksums serialise");
         // Like every cache write, a failure shows in `privreg status` until a write works.
-        self.put(
-            &self.served_path(krate),
-            Some(vec![Bytes::from(data)]),
-            false,
-        )
+        self.put(&self.served_path(krate), Some(served_record(served)), false)
     }
 
     /// Like [`Cache::store_served`], but with [`Cache::write_behind`] the write is held until
@@ -477,12 +472,7 @@ impl Cache {
         let Some(b) = &self.behind else {
             return self.store_served(krate, served);
         };
-        let data = serde_json::to_vec(served).expect("checksums serialise");
-        b.hold(
-            &self.served_path(krate),
-            Some(vec![Bytes::from(data)]),
-            false,
-        );
+        b.hold(&self.served_path(krate), Some(served_record(served)), false);
         Ok(())
     }
 
@@ -497,6 +487,13 @@ impl Cache {
     pub fn writes_held(&self) -> usize {
         self.behind.as_ref().map_or(0, |b| b.held())
     }
+}
+
+/// The file of a crate's served checksums ([`Cache::store_served`], [`Cache::hold_served`]).
+fn served_record(served: &BTreeMap<semver::Version, String>) -> Vec<Bytes> {
+    vec![Bytes::from(
+        serde_json::to_vec(served).expect("checksums serialise"),
+    )]
 }
 
 /// What [`Cache::verify`] found.

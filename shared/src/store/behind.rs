@@ -88,8 +88,8 @@ struct State {
     queue: VecDeque<PathBuf>,
     /// Bytes in `pending`, held ones included.
     bytes: usize,
-    /// Held paths (in `pending`, not in `queue`), and their bytes.
-    held: Vec<PathBuf>,
+    /// Held writes (in `pending` with `held`, not in `queue`), and their bytes.
+    held: usize,
     held_bytes: usize,
     next: u64,
     /// No more writes: the writer ends once the queue is empty.
@@ -174,11 +174,11 @@ impl WriteBehind {
                     // Queued or being written: this write follows it, as a plain one.
                     Some((false, _)) => false,
                     Some((true, old)) => st.held_bytes - old + len <= MAX_HELD_BYTES,
-                    None => st.held.len() < MAX_HELD && st.held_bytes + len <= MAX_HELD_BYTES,
+                    None => st.held < MAX_HELD && st.held_bytes + len <= MAX_HELD_BYTES,
                 };
             // A plain write adds a path to the queue unless it is there or being written.
             let adds = !hold && !matches!(now, Some((false, _)));
-            let full = st.pending.len() - st.held.len() >= MAX_FILES
+            let full = st.pending.len() - st.held >= MAX_FILES
                 || (st.bytes - st.held_bytes + len > MAX_BYTES && st.bytes > st.held_bytes);
             if !(adds && full) {
                 break hold;
@@ -207,12 +207,12 @@ impl WriteBehind {
                     st.held_bytes -= old.len();
                     if !hold {
                         // A plain write of a held path: queued now.
-                        st.held.retain(|p| p != path);
+                        st.held -= 1;
                         st.queue.push_back(path.to_owned());
                     }
                 }
             }
-            None if hold => st.held.push(path.to_owned()),
+            None if hold => st.held += 1,
             None => st.queue.push_back(path.to_owned()),
         }
         drop(st);
@@ -222,16 +222,15 @@ impl WriteBehind {
     /// Queues every held write.
     pub(super) fn release(&self) {
         let mut st = self.inner.lock();
-        if st.held.is_empty() {
+        if st.held == 0 {
             return;
         }
-        let held = std::mem::take(&mut st.held);
-        for path in &held {
-            if let Some(p) = st.pending.get_mut(path) {
-                p.held = false;
-            }
+        let State { pending, queue, .. } = &mut *st;
+        for (path, p) in pending.iter_mut().filter(|(_, p)| p.held) {
+            p.held = false;
+            queue.push_back(path.clone());
         }
-        st.queue.extend(held);
+        st.held = 0;
         st.held_bytes = 0;
         drop(st);
         self.inner.work.notify_all();
@@ -239,7 +238,7 @@ impl WriteBehind {
 
     /// Files held now.
     pub(super) fn held(&self) -> usize {
-        self.inner.lock().held.len()
+        self.inner.lock().held
     }
 
     /// What waits to be written to `path`, if anything (`Some(None)`: its removal).
